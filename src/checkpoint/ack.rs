@@ -1,0 +1,419 @@
+//! End-to-end acknowledgements. A source asks its [`Acker`] for a [`Delivery`] per
+//! batch (waiting while its in-flight window is full); every fan-out clone of that
+//! delivery must be settled by the sink that received it. When the last clone is
+//! gone, the source's tracker hears `(seq, status, cursor)` and commits the cursors of
+//! the highest run of contiguous finalized batches in one durable transaction. The
+//! in-flight slot of a batch is released only after its cursor is committed, so the
+//! window bounds exactly what a crash can replay.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use super::CheckpointStore;
+use crate::telemetry::Health;
+
+/// How a sink finished with its copy of a batch. When clones disagree, the worst wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum BatchStatus {
+    /// Durably accepted (or dropped on purpose by a transform).
+    Delivered = 0,
+    /// Permanently refused and counted (dead-lettered where configured): final, so
+    /// the checkpoint may move past it.
+    Rejected = 1,
+    /// Not delivered: the checkpoint must not move past it; a restart re-reads it.
+    Errored = 2,
+}
+
+impl BatchStatus {
+    fn from_u8(v: u8) -> BatchStatus {
+        match v {
+            0 => BatchStatus::Delivered,
+            1 => BatchStatus::Rejected,
+            _ => BatchStatus::Errored,
+        }
+    }
+}
+
+/// The cursor changes a batch brings: key → new value, or `None` to forget the key.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CursorUpdate {
+    changes: Vec<(String, Option<Value>)>,
+}
+
+impl CursorUpdate {
+    pub fn set(key: impl Into<String>, value: Value) -> Self {
+        CursorUpdate {
+            changes: vec![(key.into(), Some(value))],
+        }
+    }
+
+    pub fn remove(key: impl Into<String>) -> Self {
+        CursorUpdate {
+            changes: vec![(key.into(), None)],
+        }
+    }
+
+    /// Adds a change (`None` forgets `key`).
+    pub fn with(mut self, key: impl Into<String>, value: Option<Value>) -> Self {
+        self.changes.push((key.into(), value));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+struct Settled {
+    seq: u64,
+    status: BatchStatus,
+    cursor: CursorUpdate,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+struct Shared {
+    seq: u64,
+    status: AtomicU8,
+    cursor: CursorUpdate,
+    permit: Option<OwnedSemaphorePermit>,
+    report: Option<mpsc::UnboundedSender<Settled>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(report) = self.report.take() {
+            // The tracker is gone only when the whole topology is; nothing to tell then.
+            let _ = report.send(Settled {
+                seq: self.seq,
+                status: BatchStatus::from_u8(self.status.load(Ordering::Acquire)),
+                cursor: std::mem::take(&mut self.cursor),
+                permit: self.permit.take(),
+            });
+        }
+    }
+}
+
+/// The promise attached to a batch. Each clone must be [`settle`](Self::settle)d;
+/// a clone dropped unsettled counts as [`BatchStatus::Errored`].
+pub struct Delivery {
+    shared: Arc<Shared>,
+    settled: bool,
+}
+
+impl Delivery {
+    /// A delivery nobody waits for (tests, benchmarks, sources without cursors).
+    pub fn detached() -> Delivery {
+        Delivery {
+            shared: Arc::new(Shared {
+                seq: 0,
+                status: AtomicU8::new(0),
+                cursor: CursorUpdate::default(),
+                permit: None,
+                report: None,
+            }),
+            settled: false,
+        }
+    }
+
+    pub fn settle(mut self, status: BatchStatus) {
+        self.record(status);
+        self.settled = true;
+    }
+
+    fn record(&self, status: BatchStatus) {
+        self.shared
+            .status
+            .fetch_max(status as u8, Ordering::AcqRel);
+    }
+}
+
+impl Clone for Delivery {
+    fn clone(&self) -> Self {
+        Delivery {
+            shared: Arc::clone(&self.shared),
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.record(BatchStatus::Errored);
+        }
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("seq", &self.shared.seq)
+            .field("settled", &self.settled)
+            .finish()
+    }
+}
+
+/// A source's side of the tracker: hands out deliveries in sequence.
+pub struct Acker {
+    next_seq: u64,
+    window: Arc<Semaphore>,
+    report: mpsc::UnboundedSender<Settled>,
+}
+
+impl Acker {
+    /// The delivery for the next batch, which will commit `cursor` once it and every
+    /// earlier batch are finalized. Waits while the in-flight window is full: this is
+    /// where a slow sink holds the source back.
+    pub async fn delivery(&mut self, cursor: CursorUpdate) -> Delivery {
+        let permit = Arc::clone(&self.window).acquire_owned().await.ok();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Delivery {
+            shared: Arc::new(Shared {
+                seq,
+                status: AtomicU8::new(BatchStatus::Delivered as u8),
+                cursor,
+                permit,
+                report: Some(self.report.clone()),
+            }),
+            settled: false,
+        }
+    }
+}
+
+/// The tracker task; it ends after the source's [`Acker`] and every delivery are gone
+/// and the last cursors are committed.
+pub type TrackerHandle = JoinHandle<()>;
+
+/// Starts the tracker of `source` with an in-flight window of `window` batches.
+pub fn spawn_tracker(
+    source: Arc<str>,
+    store: Arc<CheckpointStore>,
+    window: usize,
+    health: Arc<Health>,
+) -> (Acker, TrackerHandle) {
+    let (report, settled) = mpsc::unbounded_channel();
+    let acker = Acker {
+        next_seq: 0,
+        window: Arc::new(Semaphore::new(window.max(1))),
+        report,
+    };
+    let tracker = Tracker {
+        source,
+        store,
+        health,
+        pending: BTreeMap::new(),
+        next: 0,
+        uncommitted: BTreeMap::new(),
+        held: Vec::new(),
+        stuck_at: None,
+    };
+    (acker, tokio::spawn(tracker.run(settled)))
+}
+
+struct Tracker {
+    source: Arc<str>,
+    store: Arc<CheckpointStore>,
+    health: Arc<Health>,
+    pending: BTreeMap<u64, Settled>,
+    next: u64,
+    uncommitted: BTreeMap<String, Option<Value>>,
+    held: Vec<OwnedSemaphorePermit>,
+    stuck_at: Option<u64>,
+}
+
+const COMMIT_RETRY: Duration = Duration::from_secs(1);
+
+impl Tracker {
+    async fn run(mut self, mut settled: mpsc::UnboundedReceiver<Settled>) {
+        let mut failing = false;
+        loop {
+            let message = if failing {
+                tokio::select! {
+                    m = settled.recv() => m,
+                    () = tokio::time::sleep(COMMIT_RETRY) => {
+                        failing = !self.commit().await;
+                        continue;
+                    }
+                }
+            } else {
+                settled.recv().await
+            };
+            let Some(first) = message else { break };
+            self.accept(first);
+            while let Ok(more) = settled.try_recv() {
+                self.accept(more);
+            }
+            self.advance();
+            failing = !self.commit().await;
+        }
+        for _ in 0..3 {
+            if self.commit().await {
+                return;
+            }
+            tokio::time::sleep(COMMIT_RETRY).await;
+        }
+        tracing::error!(
+            source = %self.source,
+            "giving up on the last checkpoint commit; a restart will re-read the batches since the previous one"
+        );
+    }
+
+    fn accept(&mut self, settled: Settled) {
+        self.pending.insert(settled.seq, settled);
+    }
+
+    /// Folds the contiguous run of finalized batches into the uncommitted cursors.
+    fn advance(&mut self) {
+        if self.stuck_at.is_some() {
+            return;
+        }
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            let settled = entry.remove();
+            match settled.status {
+                BatchStatus::Errored => {
+                    tracing::error!(
+                        source = %self.source,
+                        "a batch was not delivered; this source's checkpoint stays before it until restart"
+                    );
+                    metrics::counter!("ferry_batches_errored_total", "source" => self.source.to_string())
+                        .increment(1);
+                    self.stuck_at = Some(settled.seq);
+                    self.pending.insert(settled.seq, settled);
+                    return;
+                }
+                BatchStatus::Rejected => {
+                    metrics::counter!("ferry_batches_rejected_total", "source" => self.source.to_string())
+                        .increment(1);
+                }
+                BatchStatus::Delivered => {}
+            }
+            for (key, value) in settled.cursor.changes {
+                self.uncommitted.insert(key, value);
+            }
+            self.held.extend(settled.permit);
+            self.next += 1;
+        }
+    }
+
+    /// Commits what has accumulated; true when nothing is left to commit.
+    async fn commit(&mut self) -> bool {
+        if self.uncommitted.is_empty() {
+            self.held.clear();
+            return true;
+        }
+        let store = Arc::clone(&self.store);
+        let source = Arc::clone(&self.source);
+        let updates = self.uncommitted.clone();
+        let result = tokio::task::spawn_blocking(move || store.commit(&source, &updates))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        match result {
+            Ok(()) => {
+                self.uncommitted.clear();
+                self.held.clear();
+                self.health.clear(&self.checkpoint_component());
+                metrics::counter!("ferry_checkpoint_commits_total", "source" => self.source.to_string())
+                    .increment(1);
+                true
+            }
+            Err(error) => {
+                let message = format!("checkpoint commit failed: {error:#}");
+                tracing::error!(source = %self.source, "{message}");
+                self.health.set(&self.checkpoint_component(), message);
+                metrics::counter!("ferry_checkpoint_errors_total", "source" => self.source.to_string())
+                    .increment(1);
+                false
+            }
+        }
+    }
+
+    fn checkpoint_component(&self) -> String {
+        format!("checkpoint:{}", self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn tracker(window: usize) -> (Acker, TrackerHandle, Arc<CheckpointStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
+        let (acker, handle) = spawn_tracker("s".into(), store.clone(), window, Arc::new(Health::default()));
+        (acker, handle, store, dir)
+    }
+
+    #[tokio::test]
+    async fn commits_only_the_contiguous_prefix_of_settled_batches() {
+        let (mut acker, handle, store, _dir) = tracker(8).await;
+        let d0 = acker.delivery(CursorUpdate::set("k", json!(0))).await;
+        let d1 = acker.delivery(CursorUpdate::set("k", json!(1))).await;
+        let d2 = acker.delivery(CursorUpdate::set("k", json!(2))).await;
+        let d1_copy = d1.clone();
+        d2.settle(BatchStatus::Delivered);
+        d1.settle(BatchStatus::Delivered);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(store.load("s").unwrap().is_empty(), "batch 0 still in flight");
+        d0.settle(BatchStatus::Delivered);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(store.load("s").unwrap()["k"], json!(0), "batch 1 has a copy in flight");
+        d1_copy.settle(BatchStatus::Rejected);
+        drop(acker);
+        handle.await.unwrap();
+        assert_eq!(store.load("s").unwrap()["k"], json!(2));
+    }
+
+    #[tokio::test]
+    async fn an_unsettled_drop_holds_the_checkpoint_back() {
+        let (mut acker, handle, store, _dir) = tracker(8).await;
+        acker
+            .delivery(CursorUpdate::set("k", json!(0)))
+            .await
+            .settle(BatchStatus::Delivered);
+        drop(acker.delivery(CursorUpdate::set("k", json!(1))).await);
+        acker
+            .delivery(CursorUpdate::set("k", json!(2)))
+            .await
+            .settle(BatchStatus::Delivered);
+        drop(acker);
+        handle.await.unwrap();
+        assert_eq!(store.load("s").unwrap()["k"], json!(0));
+    }
+
+    #[tokio::test]
+    async fn the_window_blocks_until_earlier_batches_commit() {
+        let (mut acker, handle, _store, _dir) = tracker(2).await;
+        let d0 = acker.delivery(CursorUpdate::set("k", json!(0))).await;
+        let _d1 = acker.delivery(CursorUpdate::set("k", json!(1))).await;
+        let third = tokio::time::timeout(
+            Duration::from_millis(100),
+            acker.delivery(CursorUpdate::default()),
+        )
+        .await;
+        assert!(third.is_err(), "a third batch must wait for a free slot");
+        d0.settle(BatchStatus::Delivered);
+        let third = tokio::time::timeout(
+            Duration::from_secs(5),
+            acker.delivery(CursorUpdate::default()),
+        )
+        .await;
+        assert!(third.is_ok());
+        drop(third);
+        drop(acker);
+        drop(_d1);
+        handle.await.unwrap();
+    }
+}

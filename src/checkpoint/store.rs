@@ -1,0 +1,151 @@
+//! The crash-safe cursor store: a `redb` database under `data_dir`, keyed by
+//! (source id, cursor key), values JSON. Each commit is one fsynced transaction, so a
+//! crash leaves either the old or the new cursors, never a torn mix.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::Value;
+
+const CURSORS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("cursors");
+
+/// A source's committed cursors: cursor key → value. Sources with a single position
+/// use one key; the file source keeps one key per file.
+pub type Cursors = BTreeMap<String, Value>;
+
+pub struct CheckpointStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl CheckpointStore {
+    /// Opens (or creates) `data_dir/checkpoints.redb`. The directory is created with
+    /// mode 0700 and the database file gets mode 0600: cursors reveal what was read.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+        let path = data_dir.join("checkpoints.redb");
+        let db = Database::create(&path).with_context(|| {
+            format!(
+                "cannot open checkpoint store {} (is another ferry running with this data_dir?)",
+                path.display()
+            )
+        })?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict permissions of {}", path.display()))?;
+        let txn = db.begin_write()?;
+        txn.open_table(CURSORS)?;
+        txn.commit()?;
+        Ok(CheckpointStore { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The committed cursors of one source (empty when it never committed).
+    pub fn load(&self, source: &str) -> Result<Cursors> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CURSORS)?;
+        let mut cursors = Cursors::new();
+        for entry in table.range((source, "")..)? {
+            let (key, value) = entry?;
+            let (owner, name) = key.value();
+            if owner != source {
+                break;
+            }
+            let value: Value = serde_json::from_slice(value.value())
+                .with_context(|| format!("corrupt cursor {source}/{name}"))?;
+            cursors.insert(name.to_string(), value);
+        }
+        Ok(cursors)
+    }
+
+    /// Every source's cursors, for `ferry checkpoints list`.
+    pub fn load_all(&self) -> Result<BTreeMap<String, Cursors>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CURSORS)?;
+        let mut all: BTreeMap<String, Cursors> = BTreeMap::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let (owner, name) = key.value();
+            let value: Value = serde_json::from_slice(value.value())
+                .with_context(|| format!("corrupt cursor {owner}/{name}"))?;
+            all.entry(owner.to_string())
+                .or_default()
+                .insert(name.to_string(), value);
+        }
+        Ok(all)
+    }
+
+    /// Applies `updates` (None removes the key) in one durable transaction.
+    pub fn commit(&self, source: &str, updates: &BTreeMap<String, Option<Value>>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(CURSORS)?;
+            for (name, value) in updates {
+                match value {
+                    Some(value) => {
+                        let bytes = serde_json::to_vec(value)?;
+                        table.insert((source, name.as_str()), bytes.as_slice())?;
+                    }
+                    None => {
+                        table.remove((source, name.as_str()))?;
+                    }
+                }
+            }
+        }
+        txn.commit()
+            .with_context(|| format!("cannot commit checkpoint of source {source}"))?;
+        Ok(())
+    }
+
+    /// Forgets every cursor of `source`; returns how many were removed.
+    pub fn reset(&self, source: &str) -> Result<usize> {
+        let names: Vec<String> = self.load(source)?.into_keys().collect();
+        let updates = names.iter().map(|n| (n.clone(), None)).collect();
+        self.commit(source, &updates)?;
+        Ok(names.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn commits_survive_reopen_and_stay_per_source() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = CheckpointStore::open(dir.path()).unwrap();
+            let mut updates = BTreeMap::new();
+            updates.insert("a".to_string(), Some(json!({"offset": 10})));
+            updates.insert("b".to_string(), Some(json!(5)));
+            store.commit("s1", &updates).unwrap();
+            let mut other = BTreeMap::new();
+            other.insert("a".to_string(), Some(json!(99)));
+            store.commit("s10", &other).unwrap();
+            let mut removal = BTreeMap::new();
+            removal.insert("b".to_string(), None);
+            store.commit("s1", &removal).unwrap();
+        }
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let s1 = store.load("s1").unwrap();
+        assert_eq!(s1.len(), 1);
+        assert_eq!(s1["a"], json!({"offset": 10}));
+        assert_eq!(store.load("s10").unwrap()["a"], json!(99));
+        assert!(store.load("s").unwrap().is_empty());
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(store.reset("s1").unwrap(), 1);
+        assert!(store.load("s1").unwrap().is_empty());
+    }
+}

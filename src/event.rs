@@ -1,0 +1,307 @@
+//! The normalized log event every component speaks, and the batch that carries events
+//! (with their delivery promise) through the pipeline.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::checkpoint::Delivery;
+
+/// Severity, normalized across providers and log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Notice,
+    Warn,
+    Error,
+    Fatal,
+}
+
+impl Level {
+    pub const ALL: [Level; 7] = [
+        Level::Trace,
+        Level::Debug,
+        Level::Info,
+        Level::Notice,
+        Level::Warn,
+        Level::Error,
+        Level::Fatal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Notice => "notice",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Fatal => "fatal",
+        }
+    }
+
+    /// Parses a level name or a common alias (`warning`, `err`, `crit`, `panic`, …),
+    /// ignoring ASCII case.
+    pub fn from_name(name: &str) -> Option<Level> {
+        let mut buf = [0u8; 16];
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() > buf.len() {
+            return None;
+        }
+        for (dst, src) in buf.iter_mut().zip(bytes) {
+            *dst = src.to_ascii_lowercase();
+        }
+        Some(match &buf[..bytes.len()] {
+            b"trace" | b"trc" | b"verbose" | b"finest" | b"finer" => Level::Trace,
+            b"debug" | b"dbg" | b"fine" => Level::Debug,
+            b"info" | b"inf" | b"information" | b"informational" => Level::Info,
+            b"notice" => Level::Notice,
+            b"warn" | b"warning" | b"wrn" => Level::Warn,
+            b"error" | b"err" | b"eror" | b"severe" => Level::Error,
+            b"fatal" | b"critical" | b"crit" | b"panic" | b"emerg" | b"emergency"
+            | b"alert" | b"dpanic" => Level::Fatal,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an event came from inside its provider: the app, deployment, component
+/// (service, unit, task), instance (container, replica) and host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub app: Option<String>,
+    pub deployment: Option<String>,
+    pub component: Option<String>,
+    pub instance: Option<String>,
+    pub host: Option<String>,
+}
+
+/// One log record, normalized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Event time as Unix nanoseconds (the provider's time when known, else the
+    /// time ferry read it).
+    pub timestamp: i64,
+    pub message: String,
+    pub level: Option<Level>,
+    /// `stdout`, `stderr`, `system`, or what the provider calls it.
+    pub stream: Option<String>,
+    /// The id of the ferry source that produced the event.
+    pub source: Arc<str>,
+    /// `file`, `demo`, `stdin`, `ionet`, `dcos`, …
+    pub provider: Arc<str>,
+    pub origin: Origin,
+    /// Fields parsed out of the message or supplied by the provider.
+    pub fields: Map<String, Value>,
+}
+
+impl Event {
+    pub fn new(source: Arc<str>, provider: Arc<str>, message: String, timestamp: i64) -> Self {
+        Event {
+            timestamp,
+            message,
+            level: None,
+            stream: None,
+            source,
+            provider,
+            origin: Origin::default(),
+            fields: Map::new(),
+        }
+    }
+
+    /// The value named by `path` as text, for templates and conditions: one of the
+    /// built-in names (`message`, `level`, `stream`, `source`, `provider`, `app`,
+    /// `deployment`, `component`, `instance`, `host`, `timestamp`), or a parsed field,
+    /// with dots walking into nested objects (`http.status`); `fields.x` is also
+    /// accepted for a parsed field that shadows a built-in name.
+    pub fn lookup(&self, path: &str) -> Option<Cow<'_, str>> {
+        fn borrowed(s: &Option<String>) -> Option<Cow<'_, str>> {
+            s.as_deref().map(Cow::Borrowed)
+        }
+        match path {
+            "message" => Some(Cow::Borrowed(&self.message)),
+            "level" => self.level.map(|l| Cow::Borrowed(l.as_str())),
+            "stream" => borrowed(&self.stream),
+            "source" => Some(Cow::Borrowed(&self.source)),
+            "provider" => Some(Cow::Borrowed(&self.provider)),
+            "app" => borrowed(&self.origin.app),
+            "deployment" => borrowed(&self.origin.deployment),
+            "component" => borrowed(&self.origin.component),
+            "instance" => borrowed(&self.origin.instance),
+            "host" => borrowed(&self.origin.host),
+            "timestamp" => Some(Cow::Owned(format_rfc3339_nanos(self.timestamp))),
+            _ => {
+                let path = path.strip_prefix("fields.").unwrap_or(path);
+                lookup_field(&self.fields, path).and_then(value_as_text)
+            }
+        }
+    }
+
+    /// Approximate in-memory size, used for channel byte budgets and batch limits.
+    pub fn size_hint(&self) -> usize {
+        const FIXED: usize = 128;
+        let origin = [
+            &self.origin.app,
+            &self.origin.deployment,
+            &self.origin.component,
+            &self.origin.instance,
+            &self.origin.host,
+        ]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum::<usize>();
+        let fields: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + value_size_hint(v))
+            .sum();
+        FIXED + self.message.len() + origin + fields
+    }
+
+    /// The event as one JSON object: `timestamp` (RFC 3339, ns), `message`, `level`,
+    /// `stream`, `source`, `provider`, the origin names that are set, and `fields`.
+    pub fn to_json(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert(
+            "timestamp".into(),
+            Value::String(format_rfc3339_nanos(self.timestamp)),
+        );
+        obj.insert("message".into(), Value::String(self.message.clone()));
+        obj.insert(
+            "level".into(),
+            self.level
+                .map_or(Value::Null, |l| Value::String(l.as_str().into())),
+        );
+        if let Some(stream) = &self.stream {
+            obj.insert("stream".into(), Value::String(stream.clone()));
+        }
+        obj.insert("source".into(), Value::String(self.source.to_string()));
+        obj.insert("provider".into(), Value::String(self.provider.to_string()));
+        for (name, value) in [
+            ("app", &self.origin.app),
+            ("deployment", &self.origin.deployment),
+            ("component", &self.origin.component),
+            ("instance", &self.origin.instance),
+            ("host", &self.origin.host),
+        ] {
+            if let Some(v) = value {
+                obj.insert(name.into(), Value::String(v.clone()));
+            }
+        }
+        if !self.fields.is_empty() {
+            obj.insert("fields".into(), Value::Object(self.fields.clone()));
+        }
+        Value::Object(obj)
+    }
+}
+
+fn lookup_field<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = fields.get(path) {
+        return Some(v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    match fields.get(head)? {
+        Value::Object(inner) => lookup_field(inner, rest),
+        _ => None,
+    }
+}
+
+fn value_as_text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        other => Some(Cow::Owned(other.to_string())),
+    }
+}
+
+fn value_size_hint(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len() + 8,
+        Value::Array(a) => a.iter().map(value_size_hint).sum::<usize>() + 8,
+        Value::Object(o) => o.iter().map(|(k, v)| k.len() + value_size_hint(v)).sum(),
+        _ => 8,
+    }
+}
+
+/// Unix nanoseconds now.
+pub fn now_nanos() -> i64 {
+    chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .unwrap_or(i64::MAX)
+}
+
+/// `2026-11-20T10:00:00.123456789Z`
+pub fn format_rfc3339_nanos(nanos: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Events on their way, with the promise to report back once every sink has them.
+#[derive(Debug)]
+pub struct Batch {
+    pub events: Vec<Event>,
+    pub delivery: Delivery,
+}
+
+impl Batch {
+    pub fn size_hint(&self) -> usize {
+        self.events.iter().map(Event::size_hint).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        let mut e = Event::new("src".into(), "demo".into(), "hello".into(), 0);
+        e.origin.app = Some("web".into());
+        e.fields.insert(
+            "http".into(),
+            serde_json::json!({"status": 503, "path": "/x"}),
+        );
+        e.fields.insert("level".into(), Value::String("shadow".into()));
+        e
+    }
+
+    #[test]
+    fn lookup_reads_builtins_nested_fields_and_shadowed_names() {
+        let e = event();
+        assert_eq!(e.lookup("app").as_deref(), Some("web"));
+        assert_eq!(e.lookup("http.status").as_deref(), Some("503"));
+        assert_eq!(e.lookup("http.path").as_deref(), Some("/x"));
+        assert_eq!(e.lookup("level"), None);
+        assert_eq!(e.lookup("fields.level").as_deref(), Some("shadow"));
+        assert_eq!(e.lookup("missing"), None);
+        assert_eq!(
+            e.lookup("timestamp").as_deref(),
+            Some("1970-01-01T00:00:00.000000000Z")
+        );
+    }
+
+    #[test]
+    fn level_aliases_normalize() {
+        for (name, level) in [
+            ("WARNING", Level::Warn),
+            ("err", Level::Error),
+            ("Crit", Level::Fatal),
+            ("emerg", Level::Fatal),
+            ("informational", Level::Info),
+        ] {
+            assert_eq!(Level::from_name(name), Some(level), "{name}");
+        }
+        assert_eq!(Level::from_name("loud"), None);
+        assert_eq!(Level::from_name(""), None);
+    }
+}

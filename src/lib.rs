@@ -1,0 +1,17 @@
+//! ferry: a log shipping agent. Sources read logs (provider APIs, files, stdin,
+//! a demo generator), transforms rewrite them, sinks deliver them, and checkpoints
+//! advance only after delivery, so restarts and crashes neither lose nor flood logs.
+//!
+//! `ferry::app::run` is what the `ferry run` command does; the modules below are the
+//! pieces, each owning one concern.
+
+pub mod app;
+pub mod checkpoint;
+pub mod config;
+pub mod event;
+pub mod sinks;
+pub mod sources;
+pub mod telemetry;
+pub mod template;
+pub mod topology;
+pub mod transforms;

@@ -1,0 +1,96 @@
+//! How sinks that write lines (file, console) turn an event into bytes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::event::{Event, format_rfc3339_nanos};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// One JSON object per line: `timestamp`, `message`, `level`, `stream`, `source`,
+    /// `provider`, the origin names that are set, and `fields` when any were parsed.
+    #[default]
+    Json,
+    /// The message alone, one per line.
+    Text,
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    timestamp: String,
+    message: &'a str,
+    level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a str>,
+    source: &'a str,
+    provider: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    fields: &'a Map<String, Value>,
+}
+
+impl Encoding {
+    /// Appends the event and a newline to `out`. A text message's own line breaks are
+    /// kept as they are.
+    pub fn encode(self, event: &Event, out: &mut Vec<u8>) {
+        match self {
+            Encoding::Text => out.extend_from_slice(event.message.as_bytes()),
+            Encoding::Json => {
+                let line = JsonLine {
+                    timestamp: format_rfc3339_nanos(event.timestamp),
+                    message: &event.message,
+                    level: event.level.map(|l| l.as_str()),
+                    stream: event.stream.as_deref(),
+                    source: &event.source,
+                    provider: &event.provider,
+                    app: event.origin.app.as_deref(),
+                    deployment: event.origin.deployment.as_deref(),
+                    component: event.origin.component.as_deref(),
+                    instance: event.origin.instance.as_deref(),
+                    host: event.origin.host.as_deref(),
+                    fields: &event.fields,
+                };
+                // Serializing plain strings and JSON values into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, &line);
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Level;
+
+    #[test]
+    fn json_lines_carry_the_required_keys() {
+        let mut event = Event::new("web".into(), "demo".into(), "say \"hi\"".into(), 0);
+        event.level = Some(Level::Warn);
+        event.origin.app = Some("shop".into());
+        let mut out = Vec::new();
+        Encoding::Json.encode(&event, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["message"], "say \"hi\"");
+        assert_eq!(value["level"], "warn");
+        assert_eq!(value["source"], "web");
+        assert_eq!(value["provider"], "demo");
+        assert_eq!(value["app"], "shop");
+        assert_eq!(value["timestamp"], "1970-01-01T00:00:00.000000000Z");
+        assert!(value.get("fields").is_none());
+        let mut text = Vec::new();
+        Encoding::Text.encode(&event, &mut text);
+        assert_eq!(text, b"say \"hi\"\n");
+    }
+}

@@ -1,0 +1,316 @@
+//! The `file` sink: events as lines in files named by a template, size-based
+//! rotation, and an fsync policy. A batch is acknowledged only after its bytes are
+//! written (and fsynced under `fsync = "batch"`). A failed write is undone (the file
+//! is cut back to its size before the write), the file reopened, and the write retried
+//! with backoff until it succeeds, so a full disk holds the sources back and loses
+//! nothing.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::Deserialize;
+
+use super::encoding::Encoding;
+use super::{Sink, SinkContext};
+use crate::checkpoint::BatchStatus;
+use crate::template::Template;
+use crate::topology::BatchReceiver;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync each write before acknowledging: survives power loss.
+    #[default]
+    Batch,
+    /// Hand data to the OS only: survives a crash of ferry, not of the machine.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Output path template: `{{ field }}` and strftime parts of the event time.
+    pub path: Template,
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Rotate a file to `PATH.N` before it would grow past this many bytes.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Close a file after this long without writes.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest wait between retries of a failed write.
+    #[serde(default = "default_retry_max_backoff", with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_retry_max_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Most batches written together (one fsync per path for all of them).
+const MAX_BATCHES_PER_WRITE: usize = 64;
+
+pub struct FileSink {
+    config: FileSinkConfig,
+}
+
+impl FileSink {
+    pub fn new(config: FileSinkConfig) -> Self {
+        FileSink { config }
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn run(self: Box<Self>, mut input: BatchReceiver, ctx: SinkContext) -> anyhow::Result<()> {
+        let label = ("sink", ctx.id.to_string());
+        let events_out = metrics::counter!("ferry_sink_events_total", &[label.clone()]);
+        let bytes_out = metrics::counter!("ferry_sink_bytes_total", &[label.clone()]);
+        let errors = metrics::counter!("ferry_sink_errors_total", &[label]);
+        let mut writer = Some(Writer {
+            files: HashMap::new(),
+            config: self.config.clone(),
+        });
+        let health_key = format!("sink:{}", ctx.id);
+        while let Some(first) = input.recv().await {
+            let mut batches = vec![first];
+            while batches.len() < MAX_BATCHES_PER_WRITE {
+                match input.try_recv() {
+                    Some(batch) => batches.push(batch),
+                    None => break,
+                }
+            }
+            let mut outputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+            let mut event_count = 0u64;
+            for batch in &batches {
+                for event in &batch.events {
+                    let path = PathBuf::from(self.config.path.render(event));
+                    let buffer = match outputs.iter_mut().find(|(p, _)| *p == path) {
+                        Some((_, buffer)) => buffer,
+                        None => {
+                            outputs.push((path, Vec::with_capacity(64 * 1024)));
+                            &mut outputs.last_mut().expect("just pushed").1
+                        }
+                    };
+                    self.config.encoding.encode(event, buffer);
+                    event_count += 1;
+                }
+            }
+            let mut backoff = ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(self.config.retry_max_backoff)
+                .with_jitter()
+                .without_max_times()
+                .build();
+            let mut attempts = 0u32;
+            loop {
+                let Some(mut w) = writer.take() else {
+                    anyhow::bail!("file sink writer lost");
+                };
+                let job = outputs.clone();
+                let (w_back, result) = tokio::task::spawn_blocking(move || {
+                    let result = w.write_all(&job);
+                    (w, result)
+                })
+                .await
+                .context("file sink write task failed")?;
+                writer = Some(w_back);
+                match result {
+                    Ok(()) => {
+                        if attempts > 0 {
+                            tracing::info!(sink = %ctx.id, attempts, "file sink recovered; writes succeed again");
+                            ctx.health.clear(&health_key);
+                        }
+                        break;
+                    }
+                    Err(error) => {
+                        errors.increment(1);
+                        if attempts == 0 {
+                            tracing::warn!(sink = %ctx.id, "file sink write failed, retrying with backoff until it succeeds: {error:#}");
+                        }
+                        ctx.health
+                            .set(&health_key, format!("file sink write failing: {error:#}"));
+                        attempts += 1;
+                        let delay = backoff.next().unwrap_or(self.config.retry_max_backoff);
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+            events_out.increment(event_count);
+            bytes_out.increment(outputs.iter().map(|(_, b)| b.len() as u64).sum());
+            for batch in batches {
+                batch.delivery.settle(BatchStatus::Delivered);
+            }
+            if let Some(w) = writer.as_mut() {
+                w.close_idle();
+            }
+        }
+        Ok(())
+    }
+}
+
+struct OpenFile {
+    file: File,
+    size: u64,
+    last_used: Instant,
+}
+
+struct Writer {
+    files: HashMap<PathBuf, OpenFile>,
+    config: FileSinkConfig,
+}
+
+impl Writer {
+    fn write_all(&mut self, outputs: &[(PathBuf, Vec<u8>)]) -> anyhow::Result<()> {
+        for (path, bytes) in outputs {
+            self.write_one(path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn write_one(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if let (Some(max), Some(open)) = (self.config.max_bytes, self.files.get(path))
+            && open.size > 0
+            && open.size + bytes.len() as u64 > max
+        {
+            self.files.remove(path);
+            rotate(path)?;
+        }
+        if !self.files.contains_key(path) {
+            let opened = open_for_append(path)?;
+            self.files.insert(path.to_path_buf(), opened);
+        }
+        let Some(open) = self.files.get_mut(path) else {
+            return Err(io::Error::other("file vanished from the open set"));
+        };
+        let before = open.size;
+        let result = open.file.write_all(bytes).and_then(|()| match self.config.fsync {
+            FsyncPolicy::Batch => open.file.sync_data(),
+            FsyncPolicy::None => Ok(()),
+        });
+        match result {
+            Ok(()) => {
+                open.size += bytes.len() as u64;
+                open.last_used = Instant::now();
+                Ok(())
+            }
+            Err(error) => {
+                // Undo a partial write so the retry cannot leave a torn line; if even
+                // that fails, reopening repairs the tail.
+                let _ = open.file.set_len(before);
+                self.files.remove(path);
+                Err(error)
+            }
+        }
+    }
+
+    fn close_idle(&mut self) {
+        let timeout = self.config.idle_timeout;
+        self.files.retain(|_, f| f.last_used.elapsed() < timeout);
+    }
+}
+
+/// Opens `path` for appending (creating it and its directories), and makes sure it
+/// ends with a newline, so a line torn by a power loss is not glued to the next one.
+fn open_for_append(path: &Path) -> io::Result<OpenFile> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(0o640)
+        .open(path)?;
+    let mut size = file.metadata()?.len();
+    if size > 0 && file.metadata()?.is_file() {
+        let mut last = [0u8; 1];
+        file.read_exact_at(&mut last, size - 1)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+            size += 1;
+        }
+    }
+    Ok(OpenFile {
+        file,
+        size,
+        last_used: Instant::now(),
+    })
+}
+
+/// Renames `path` to the first free `path.N`.
+fn rotate(path: &Path) -> io::Result<()> {
+    let mut n = 1u64;
+    loop {
+        let mut target = path.as_os_str().to_owned();
+        target.push(format!(".{n}"));
+        let target = PathBuf::from(target);
+        if !target.exists() {
+            return std::fs::rename(path, &target);
+        }
+        n += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(dir: &Path, max_bytes: Option<u64>) -> Writer {
+        Writer {
+            files: HashMap::new(),
+            config: FileSinkConfig {
+                path: Template::parse(dir.join("out.log").to_str().unwrap()).unwrap(),
+                encoding: Encoding::Text,
+                max_bytes,
+                fsync: FsyncPolicy::Batch,
+                idle_timeout: default_idle_timeout(),
+                retry_max_backoff: default_retry_max_backoff(),
+            },
+        }
+    }
+
+    #[test]
+    fn rotates_before_exceeding_max_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let mut w = writer(dir.path(), Some(10));
+        w.write_one(&path, b"aaaa\n").unwrap();
+        w.write_one(&path, b"bbbb\n").unwrap();
+        w.write_one(&path, b"cccc\n").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("out.log.1")).unwrap(), b"aaaa\nbbbb\n");
+        assert_eq!(std::fs::read(&path).unwrap(), b"cccc\n");
+    }
+
+    #[test]
+    fn repairs_a_torn_tail_and_reports_a_full_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        std::fs::write(&path, b"torn").unwrap();
+        let mut w = writer(dir.path(), None);
+        w.write_one(&path, b"next\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"torn\nnext\n");
+
+        let full = dir.path().join("full.log");
+        std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+        let error = w.write_one(&full, b"x\n").unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+    }
+}

@@ -1,0 +1,64 @@
+//! Sinks: the `Sink` trait, what the runtime hands a sink, and the registry that maps
+//! a config `type` to a sink.
+
+pub mod console;
+pub mod encoding;
+pub mod file;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::telemetry::Health;
+use crate::topology::BatchReceiver;
+
+/// A consumer of batches. It delivers each batch durably, then settles the batch's
+/// `Delivery`; it returns once its input is closed and drained.
+#[async_trait]
+pub trait Sink: Send {
+    async fn run(self: Box<Self>, input: BatchReceiver, ctx: SinkContext) -> anyhow::Result<()>;
+}
+
+/// Everything the runtime gives a running sink.
+pub struct SinkContext {
+    pub id: Arc<str>,
+    pub health: Arc<Health>,
+}
+
+/// The `[sinks.ID]` table, by `type`.
+#[derive(Debug)]
+pub enum SinkConfig {
+    Console(console::ConsoleSinkConfig),
+    File(file::FileSinkConfig),
+}
+
+impl SinkConfig {
+    pub const TYPES: &[&str] = &["console", "file"];
+
+    /// Deserializes the options of sink type `type_name`; `None` if no such type.
+    pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
+        type_name: &str,
+        options: D,
+    ) -> Option<Result<Self, D::Error>> {
+        Some(match type_name {
+            "console" => console::ConsoleSinkConfig::deserialize(options).map(SinkConfig::Console),
+            "file" => file::FileSinkConfig::deserialize(options).map(SinkConfig::File),
+            _ => return None,
+        })
+    }
+
+    /// Checks that need more than one option at a time.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SinkConfig::Console(_) | SinkConfig::File(_) => Ok(()),
+        }
+    }
+
+    pub fn build(&self) -> anyhow::Result<Box<dyn Sink>> {
+        Ok(match self {
+            SinkConfig::Console(c) => Box::new(console::ConsoleSink::new(c.clone())),
+            SinkConfig::File(c) => Box::new(file::FileSink::new(c.clone())),
+        })
+    }
+}

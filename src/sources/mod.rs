@@ -1,0 +1,128 @@
+//! Sources: the `Source` trait, what the runtime hands a source (`SourceContext`),
+//! and the registry that maps a config `type` to a source.
+
+pub mod demo;
+pub mod file;
+pub mod stdin;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{Acker, CursorUpdate, Cursors};
+use crate::config::SourceCommon;
+use crate::event::{Batch, Event};
+use crate::topology::Fanout;
+
+/// A producer of events. It resumes from `ctx.checkpoint`, sends batches tagged with
+/// the cursor they reach, and returns when `ctx.shutdown` fires (or its input ends).
+/// The runtime, not the source, commits cursors.
+#[async_trait]
+pub trait Source: Send {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()>;
+}
+
+/// Everything the runtime gives a running source.
+pub struct SourceContext {
+    pub id: Arc<str>,
+    /// The cursors committed by the previous run (empty on a first start).
+    pub checkpoint: Cursors,
+    pub limits: SourceCommon,
+    pub output: SourceOutput,
+    pub shutdown: CancellationToken,
+}
+
+/// Why a send did not happen; either way the source should stop.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("downstream components have stopped")]
+    Closed,
+}
+
+/// A source's output: waits for an in-flight slot, then fans the batch out.
+pub struct SourceOutput {
+    acker: Acker,
+    fanout: Fanout,
+    shutdown: CancellationToken,
+    events: metrics::Counter,
+    bytes: metrics::Counter,
+}
+
+impl SourceOutput {
+    pub fn new(id: &str, acker: Acker, fanout: Fanout, shutdown: CancellationToken) -> Self {
+        let label = ("source", id.to_string());
+        SourceOutput {
+            acker,
+            fanout,
+            shutdown,
+            events: metrics::counter!("ferry_source_events_total", &[label.clone()]),
+            bytes: metrics::counter!("ferry_source_bytes_total", &[label]),
+        }
+    }
+
+    /// Sends `events`; once they and every earlier batch are delivered, `cursor` is
+    /// committed. Waits while the in-flight window is full (backpressure).
+    pub async fn send(&mut self, events: Vec<Event>, cursor: CursorUpdate) -> Result<(), SendError> {
+        let delivery = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return Err(SendError::ShuttingDown),
+            delivery = self.acker.delivery(cursor) => delivery,
+        };
+        if events.is_empty() {
+            delivery.settle(crate::checkpoint::BatchStatus::Delivered);
+            return Ok(());
+        }
+        self.events.increment(events.len() as u64);
+        self.bytes
+            .increment(events.iter().map(|e| e.message.len() as u64).sum());
+        self.fanout
+            .send(Batch { events, delivery })
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+}
+
+/// The `[sources.ID]` table, by `type`.
+#[derive(Debug)]
+pub enum SourceConfig {
+    Demo(demo::DemoConfig),
+    File(file::FileSourceConfig),
+    Stdin(stdin::StdinConfig),
+}
+
+impl SourceConfig {
+    pub const TYPES: &[&str] = &["demo", "file", "stdin"];
+
+    /// Deserializes the options of source type `type_name`; `None` if no such type.
+    pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
+        type_name: &str,
+        options: D,
+    ) -> Option<Result<Self, D::Error>> {
+        Some(match type_name {
+            "demo" => demo::DemoConfig::deserialize(options).map(SourceConfig::Demo),
+            "file" => file::FileSourceConfig::deserialize(options).map(SourceConfig::File),
+            "stdin" => stdin::StdinConfig::deserialize(options).map(SourceConfig::Stdin),
+            _ => return None,
+        })
+    }
+
+    /// Checks that need more than one option at a time.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SourceConfig::File(c) => c.validate(),
+            SourceConfig::Demo(_) | SourceConfig::Stdin(_) => Ok(()),
+        }
+    }
+
+    pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
+        Ok(match self {
+            SourceConfig::Demo(c) => Box::new(demo::DemoSource::new(c.clone())),
+            SourceConfig::File(c) => Box::new(file::FileSource::new(c.clone())?),
+            SourceConfig::Stdin(c) => Box::new(stdin::StdinSource::new(c.clone())),
+        })
+    }
+}
