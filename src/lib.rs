@@ -9,6 +9,7 @@ pub mod app;
 pub mod checkpoint;
 pub mod config;
 pub mod event;
+pub mod http;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

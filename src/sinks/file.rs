@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 
 use super::encoding::Encoding;
 use super::{Sink, SinkContext};
 use crate::checkpoint::BatchStatus;
+use crate::http::retry::backoff;
 use crate::template::Template;
 use crate::topology::BatchReceiver;
 
@@ -110,12 +110,7 @@ impl Sink for FileSink {
                     event_count += 1;
                 }
             }
-            let mut backoff = ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(50))
-                .with_max_delay(self.config.retry_max_backoff)
-                .with_jitter()
-                .without_max_times()
-                .build();
+            let mut backoff = backoff(Duration::from_millis(50), self.config.retry_max_backoff);
             let mut attempts = 0u32;
             loop {
                 let Some(mut w) = writer.take() else {

@@ -1,0 +1,3 @@
+//! Shared HTTP client pieces for provider sources and HTTP sinks.
+
+pub mod retry;
