@@ -48,6 +48,7 @@ pub fn init_tracing(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = if json {
         builder.json().try_init()
@@ -121,5 +122,9 @@ async fn render_health(State(state): State<ApiState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, [("content-type", "application/json")], body.to_string())
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
 }

@@ -59,14 +59,18 @@ impl SourceOutput {
             acker,
             fanout,
             shutdown,
-            events: metrics::counter!("ferry_source_events_total", &[label.clone()]),
+            events: metrics::counter!("ferry_source_events_total", std::slice::from_ref(&label)),
             bytes: metrics::counter!("ferry_source_bytes_total", &[label]),
         }
     }
 
     /// Sends `events`; once they and every earlier batch are delivered, `cursor` is
     /// committed. Waits while the in-flight window is full (backpressure).
-    pub async fn send(&mut self, events: Vec<Event>, cursor: CursorUpdate) -> Result<(), SendError> {
+    pub async fn send(
+        &mut self,
+        events: Vec<Event>,
+        cursor: CursorUpdate,
+    ) -> Result<(), SendError> {
         let delivery = tokio::select! {
             biased;
             () = self.shutdown.cancelled() => return Err(SendError::ShuttingDown),

@@ -11,7 +11,7 @@
 
 mod reader;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -62,6 +62,9 @@ pub struct FileSourceConfig {
     #[serde(default = "default_rotate_wait", with = "humantime_serde")]
     pub rotate_wait: Duration,
 }
+
+/// How many pre-truncation positions are remembered for copytruncate copies.
+const RECENT_TRUNCATIONS: usize = 16;
 
 fn default_max_line_bytes() -> usize {
     1 << 20
@@ -124,10 +127,20 @@ impl Source for FileSource {
             readers: BTreeMap::new(),
             saved,
             first_scan: true,
+            truncated: VecDeque::new(),
             removals: Vec::new(),
-            truncated_lines: metrics::counter!("ferry_file_lines_truncated_total", &[label.clone()]),
-            invalid_utf8: metrics::counter!("ferry_file_invalid_utf8_total", &[label.clone()]),
-            rotations: metrics::counter!("ferry_file_truncations_total", &[label.clone()]),
+            truncated_lines: metrics::counter!(
+                "ferry_file_lines_truncated_total",
+                std::slice::from_ref(&label)
+            ),
+            invalid_utf8: metrics::counter!(
+                "ferry_file_invalid_utf8_total",
+                std::slice::from_ref(&label)
+            ),
+            rotations: metrics::counter!(
+                "ferry_file_truncations_total",
+                std::slice::from_ref(&label)
+            ),
             open_files: metrics::gauge!("ferry_file_open_files", &[label]),
         };
         let mut next_scan = Instant::now();
@@ -189,6 +202,9 @@ struct Follower {
     /// Cursors from the store not yet claimed by a file.
     saved: BTreeMap<String, FileCursor>,
     first_scan: bool,
+    /// Where recently truncated files were before their truncation: a copytruncate
+    /// copy found after the truncation continues from there.
+    truncated: VecDeque<FileCursor>,
     /// Cursor keys of files no longer followed, to forget in the store.
     removals: Vec<String>,
     truncated_lines: metrics::Counter,
@@ -248,14 +264,20 @@ impl Follower {
         }
         if self.first_scan {
             // Cursors of files that no longer exist would only grow the store.
-            self.removals.extend(std::mem::take(&mut self.saved).into_keys());
+            self.removals
+                .extend(std::mem::take(&mut self.saved).into_keys());
             self.first_scan = false;
         }
         self.open_files.set(self.readers.len() as f64);
     }
 
     /// Opens a newly found file at the right offset.
-    fn start(&mut self, key: &str, path: &std::path::Path, size: u64) -> std::io::Result<FileReader> {
+    fn start(
+        &mut self,
+        key: &str,
+        path: &std::path::Path,
+        size: u64,
+    ) -> std::io::Result<FileReader> {
         let max = self.config.max_line_bytes;
         let file = File::open(path)?;
         if let Some(saved) = self.saved.remove(key) {
@@ -284,9 +306,11 @@ impl Follower {
             .readers
             .values()
             .map(FileReader::cursor)
-            .chain(self.saved.values().cloned());
+            .chain(self.saved.values().cloned())
+            .chain(self.truncated.iter().cloned());
         for cursor in candidates {
-            if cursor.head_len == HEAD_LEN && cursor.head_hash == head && cursor.matches(file, size) {
+            if cursor.head_len == HEAD_LEN && cursor.head_hash == head && cursor.matches(file, size)
+            {
                 return Some(cursor.offset);
             }
         }
@@ -301,12 +325,18 @@ impl Follower {
             .gone_since
             .is_some_and(|since| since.elapsed() >= self.config.rotate_wait);
         match reader.check_truncation() {
-            Ok(true) => {
+            Ok(Some(before)) => {
                 self.rotations.increment(1);
                 tracing::info!(source = %self.source, path = %reader.path.display(), "file was truncated or rewritten; reading it from the start");
+                if self.truncated.len() == RECENT_TRUNCATIONS {
+                    self.truncated.pop_front();
+                }
+                self.truncated.push_back(before);
             }
-            Ok(false) => {}
-            Err(error) => tracing::debug!(path = %reader.path.display(), %error, "cannot check file size"),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(path = %reader.path.display(), %error, "cannot check file size")
+            }
         }
         let mut lines = Vec::new();
         if let Err(error) = reader.read_lines(
