@@ -1,16 +1,16 @@
 //! The `ferry run` lifecycle: load the config, open the checkpoint store, serve the
-//! API, start the pipeline, tell systemd we are ready, and stop cleanly on SIGTERM or
-//! SIGINT.
+//! API, start the pipeline, tell systemd we are ready, reload on SIGHUP, and stop
+//! cleanly on SIGTERM or SIGINT.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::CheckpointStore;
-use crate::config;
+use crate::config::{self, Config};
 use crate::telemetry::{self, Health};
 use crate::topology::{self, Outcome};
 
@@ -34,7 +34,9 @@ pub async fn run(path: &Path) -> Result<Outcome> {
     } else {
         None
     };
-    let pipeline = topology::start(&config, Arc::clone(&store), health)?;
+    let mut signals = Signals::new()?;
+    let mut config = config;
+    let mut pipeline = topology::start(&config, Arc::clone(&store), Arc::clone(&health))?;
     tracing::info!(
         config = %path.display(),
         sources = config.sources.len(),
@@ -44,7 +46,30 @@ pub async fn run(path: &Path) -> Result<Outcome> {
         "ferry started"
     );
     notify_systemd(sd_notify::NotifyState::Ready);
-    let outcome = pipeline.run(stop_signal(), config.shutdown_timeout).await;
+    let outcome = loop {
+        let (outcome, request) = pipeline
+            .run(signals.next(path, &config), config.shutdown_timeout)
+            .await;
+        let Some(Request::Reload(new)) = request else {
+            break outcome;
+        };
+        if outcome != Outcome::Completed {
+            break outcome;
+        }
+        notify_systemd(sd_notify::NotifyState::Reloading);
+        pipeline = match topology::start(&new, Arc::clone(&store), Arc::clone(&health)) {
+            Ok(started) => {
+                config = *new;
+                tracing::info!(config = %path.display(), "reloaded");
+                started
+            }
+            Err(error) => {
+                tracing::error!("reload failed, restarting the previous pipeline: {error:#}");
+                topology::start(&config, Arc::clone(&store), Arc::clone(&health))?
+            }
+        };
+        notify_systemd(sd_notify::NotifyState::Ready);
+    };
     notify_systemd(sd_notify::NotifyState::Stopping);
     api_stop.cancel();
     if let Some(api) = api {
@@ -54,20 +79,54 @@ pub async fn run(path: &Path) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn stop_signal() {
-    let terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM");
-    let interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT");
-    match (terminate, interrupt) {
-        (Ok(mut terminate), Ok(mut interrupt)) => {
+/// What a signal asks of the running pipeline.
+enum Request {
+    Stop,
+    /// SIGHUP with a config that validated: drain the running pipeline (committing its
+    /// checkpoints), then start the new one.
+    Reload(Box<Config>),
+}
+
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT (stop), or for a SIGHUP after which the config at
+    /// `path` is valid (reload). An invalid config is reported and the running
+    /// pipeline is kept.
+    async fn next(&mut self, path: &Path, current: &Config) -> Request {
+        loop {
             tokio::select! {
-                _ = terminate.recv() => tracing::info!("SIGTERM received"),
-                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                _ = self.terminate.recv() => {
+                    tracing::info!("SIGTERM received");
+                    return Request::Stop;
+                }
+                _ = self.interrupt.recv() => {
+                    tracing::info!("SIGINT received");
+                    return Request::Stop;
+                }
+                _ = self.hangup.recv() => match config::load(path) {
+                    Ok(new) => {
+                        if new.data_dir != current.data_dir || new.api.address != current.api.address || new.api.enabled != current.api.enabled {
+                            tracing::warn!("data_dir and [api] changes take effect only after a restart");
+                        }
+                        tracing::info!("SIGHUP received; reloading");
+                        return Request::Reload(Box::new(new));
+                    }
+                    Err(error) => tracing::error!("SIGHUP received but the config is invalid; keeping the running pipeline: {error}"),
+                },
             }
-        }
-        (Err(error), _) | (_, Err(error)) => {
-            tracing::error!("{error:#}; ferry can only be stopped by killing it");
-            std::future::pending::<()>().await;
         }
     }
 }

@@ -186,14 +186,16 @@ async fn run_transform(
 }
 
 impl Pipeline {
-    /// Runs until all components finish, a component fails, or `stop` resolves. After
-    /// a stop, sources stop reading and the rest drains for at most `shutdown_timeout`.
-    pub async fn run(
+    /// Runs until all components finish, a component fails, or `stop` resolves (its
+    /// value is returned with the outcome). After a stop, sources stop reading and the
+    /// rest drains for at most `shutdown_timeout`.
+    pub async fn run<T>(
         mut self,
-        stop: impl Future<Output = ()>,
+        stop: impl Future<Output = T>,
         shutdown_timeout: Duration,
-    ) -> Outcome {
+    ) -> (Outcome, Option<T>) {
         let mut failed = false;
+        let mut request = None;
         let mut deadline: Option<tokio::time::Instant> = None;
         tokio::pin!(stop);
         let mut stop_armed = true;
@@ -205,8 +207,9 @@ impl Pipeline {
                 }
             };
             tokio::select! {
-                () = &mut stop, if stop_armed => {
+                value = &mut stop, if stop_armed => {
                     stop_armed = false;
+                    request = Some(value);
                     tracing::info!("stopping: sources stop reading; draining in-flight batches");
                     self.begin_stop(&mut deadline, shutdown_timeout);
                 }
@@ -229,7 +232,7 @@ impl Pipeline {
                         running = self.tasks.len(),
                         "shutdown_timeout reached with components still running; undelivered batches will be read again on the next start"
                     );
-                    return Outcome::TimedOut;
+                    return (Outcome::TimedOut, request);
                 }
             }
         }
@@ -238,14 +241,15 @@ impl Pipeline {
                 at.saturating_duration_since(tokio::time::Instant::now())
             });
             if tokio::time::timeout(wait, tracker).await.is_err() {
-                return Outcome::TimedOut;
+                return (Outcome::TimedOut, request);
             }
         }
-        if failed {
+        let outcome = if failed {
             Outcome::Failed
         } else {
             Outcome::Completed
-        }
+        };
+        (outcome, request)
     }
 
     fn begin_stop(&self, deadline: &mut Option<tokio::time::Instant>, shutdown_timeout: Duration) {
