@@ -49,17 +49,23 @@ fn sighup_reloads_a_valid_config_and_refuses_a_broken_one() {
     let config = dir.path().join("ferry.toml");
     std::fs::write(&config, demo_config(dir.path(), port, "a.log")).unwrap();
     let mut ferry = Ferry::start(&config);
-    wait_until(LIMIT, "output in a.log", || !lines(&dir.path().join("a.log")).is_empty());
+    wait_until(LIMIT, "output in a.log", || {
+        !lines(&dir.path().join("a.log")).is_empty()
+    });
 
     std::fs::write(&config, demo_config(dir.path(), port, "b.log")).unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(ferry.pid(), libc::SIGHUP) };
-    wait_until(LIMIT, "output in b.log after reload", || !lines(&dir.path().join("b.log")).is_empty());
+    wait_until(LIMIT, "output in b.log after reload", || {
+        !lines(&dir.path().join("b.log")).is_empty()
+    });
 
     std::fs::write(&config, "[sources.demo]\ntype = \"nope\"\n").unwrap();
     unsafe { libc::kill(ferry.pid(), libc::SIGHUP) };
     wait_until(LIMIT, "the refused reload to be logged", || {
-        ferry.log_text().contains("config is invalid; keeping the running pipeline")
+        ferry
+            .log_text()
+            .contains("config is invalid; keeping the running pipeline")
     });
     let before = lines(&dir.path().join("b.log")).len();
     wait_until(LIMIT, "the old pipeline to keep running", || {
@@ -72,7 +78,11 @@ fn sighup_reloads_a_valid_config_and_refuses_a_broken_one() {
     let mut all = lines(&dir.path().join("a.log"));
     all.extend(lines(&dir.path().join("b.log")));
     let unique: BTreeSet<&String> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "a reload must not replay delivered events");
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "a reload must not replay delivered events"
+    );
 }
 
 #[test]
@@ -96,9 +106,15 @@ fn health_and_metrics_are_served_and_state_is_private() {
     assert!(ferry.terminate().success());
 
     let data = dir.path().join("data");
-    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     let store = data.join("checkpoints.redb");
-    assert_eq!(std::fs::metadata(&store).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -129,11 +145,17 @@ fn stdin_to_console_passes_every_line_and_exits_when_input_ends() {
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         stdin.write_all(input.as_bytes()).unwrap();
-        stdin.write_all(b"bad \xff byte\nlast line without newline").unwrap();
+        stdin
+            .write_all(b"bad \xff byte\nlast line without newline")
+            .unwrap();
     });
     let output = child.wait_with_output().unwrap();
     writer.join().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let got: Vec<&str> = stdout.lines().collect();
     assert_eq!(got.len(), 5002);

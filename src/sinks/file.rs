@@ -120,14 +120,15 @@ impl Sink for FileSink {
                 let Some(mut w) = writer.take() else {
                     anyhow::bail!("file sink writer lost");
                 };
-                let job = outputs.clone();
-                let (w_back, result) = tokio::task::spawn_blocking(move || {
+                let job = std::mem::take(&mut outputs);
+                let (w_back, job_back, result) = tokio::task::spawn_blocking(move || {
                     let result = w.write_all(&job);
-                    (w, result)
+                    (w, job, result)
                 })
                 .await
                 .context("file sink write task failed")?;
                 writer = Some(w_back);
+                outputs = job_back;
                 match result {
                     Ok(()) => {
                         if attempts > 0 {

@@ -200,34 +200,36 @@ impl FileReader {
         flush_partial: bool,
     ) -> io::Result<()> {
         let mut bytes = 0usize;
-        let mut chunk = vec![0u8; READ_CHUNK];
         let mut scanned = 0usize;
         loop {
+            // Lines are cut out of `pending` from `start` on; the consumed prefix is
+            // dropped once per pass, not once per line.
+            let mut start = 0usize;
             while lines.len() < max_lines && bytes < max_bytes {
-                let Some(nl) = memchr(&self.pending[scanned..]).map(|i| scanned + i) else {
-                    scanned = self.pending.len();
+                let Some(nl) = memchr(&self.pending[start + scanned..]).map(|i| scanned + i) else {
+                    scanned = self.pending.len() - start;
                     break;
                 };
-                let consumed = nl + 1;
                 if self.skipping {
                     self.skipping = false;
                 } else {
                     let truncated = nl > self.max_line_bytes;
-                    let line =
-                        self.make_line(&self.pending[..nl.min(self.max_line_bytes)], truncated);
+                    let raw = &self.pending[start..start + nl.min(self.max_line_bytes)];
+                    let line = Self::make_line(raw, truncated);
                     bytes += line.text.len();
                     lines.push(line);
                 }
-                self.consume(consumed);
+                start += nl + 1;
                 scanned = 0;
             }
+            self.consume(start);
             if lines.len() >= max_lines || bytes >= max_bytes {
                 return Ok(());
             }
             if self.pending.len() > self.max_line_bytes {
                 // An overlong line: hand out its start, skip the rest up to its newline.
                 if !self.skipping {
-                    let line = self.make_line(&self.pending[..self.max_line_bytes], true);
+                    let line = Self::make_line(&self.pending[..self.max_line_bytes], true);
                     bytes += line.text.len();
                     lines.push(line);
                     self.skipping = true;
@@ -237,12 +239,18 @@ impl FileReader {
                 scanned = 0;
                 continue;
             }
-            let n = self.file.read_at(&mut chunk, self.read_pos)?;
+            let filled = self.pending.len();
+            self.pending.resize(filled + READ_CHUNK, 0);
+            let read = self
+                .file
+                .read_at(&mut self.pending[filled..], self.read_pos);
+            let n = *read.as_ref().unwrap_or(&0);
+            self.pending.truncate(filled + n);
+            read?;
             if n == 0 {
                 if flush_partial && !self.pending.is_empty() {
                     if !self.skipping {
-                        let line = self.make_line(&self.pending, false);
-                        lines.push(line);
+                        lines.push(Self::make_line(&self.pending, false));
                     }
                     self.skipping = false;
                     let all = self.pending.len();
@@ -250,12 +258,11 @@ impl FileReader {
                 }
                 return Ok(());
             }
-            self.pending.extend_from_slice(&chunk[..n]);
             self.read_pos += n as u64;
         }
     }
 
-    fn make_line(&self, raw: &[u8], truncated: bool) -> Line {
+    fn make_line(raw: &[u8], truncated: bool) -> Line {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         match std::str::from_utf8(raw) {
             Ok(text) => Line {
