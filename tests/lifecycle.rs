@@ -163,3 +163,53 @@ fn stdin_to_console_passes_every_line_and_exits_when_input_ends() {
     assert_eq!(got[5000], "bad \u{fffd} byte");
     assert_eq!(got[5001], "last line without newline");
 }
+
+#[test]
+fn fan_in_and_fan_out_deliver_every_event_to_every_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+[api]
+enabled = false
+[sources.one]
+type = "demo"
+count = 3000
+format = "json"
+[sources.two]
+type = "demo"
+count = 2000
+format = "logfmt"
+[sinks.a]
+type = "file"
+inputs = ["one", "two"]
+path = "{a}"
+[sinks.b]
+type = "file"
+inputs = ["one", "two"]
+path = "{b}"
+encoding = "text"
+"#,
+            data = out("data"),
+            a = out("a.log"),
+            b = out("b.log"),
+        ),
+    )
+    .unwrap();
+    let mut ferry = Ferry::start(&config);
+    assert!(ferry.wait(LIMIT).success(), "{}", ferry.log_text());
+    let a = lines(&dir.path().join("a.log"));
+    let b = lines(&dir.path().join("b.log"));
+    assert_eq!(a.len(), 5000);
+    assert_eq!(b.len(), 5000);
+    let from_a: BTreeSet<String> = a
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
+        .collect();
+    let from_b: BTreeSet<String> = b.into_iter().collect();
+    assert_eq!(from_a.len(), 5000);
+    assert_eq!(from_a, from_b, "both sinks got the same events");
+}
