@@ -212,6 +212,7 @@ pub fn spawn_tracker(
         uncommitted: BTreeMap::new(),
         held: Vec::new(),
         stuck_at: None,
+        failing: false,
     };
     (acker, tokio::spawn(tracker.run(settled)))
 }
@@ -225,19 +226,20 @@ struct Tracker {
     uncommitted: BTreeMap<String, Option<Value>>,
     held: Vec<OwnedSemaphorePermit>,
     stuck_at: Option<u64>,
+    /// The last commit failed (logged once per failure episode).
+    failing: bool,
 }
 
 const COMMIT_RETRY: Duration = Duration::from_secs(1);
 
 impl Tracker {
     async fn run(mut self, mut settled: mpsc::UnboundedReceiver<Settled>) {
-        let mut failing = false;
         loop {
-            let message = if failing {
+            let message = if self.failing {
                 tokio::select! {
                     m = settled.recv() => m,
                     () = tokio::time::sleep(COMMIT_RETRY) => {
-                        failing = !self.commit().await;
+                        self.commit().await;
                         continue;
                     }
                 }
@@ -250,7 +252,7 @@ impl Tracker {
                 self.accept(more);
             }
             self.advance();
-            failing = !self.commit().await;
+            self.commit().await;
         }
         for _ in 0..3 {
             if self.commit().await {
@@ -321,6 +323,9 @@ impl Tracker {
             Ok(()) => {
                 self.uncommitted.clear();
                 self.held.clear();
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(source = %self.source, "checkpoint commits succeed again");
+                }
                 self.health.clear(&self.checkpoint_component());
                 metrics::counter!("ferry_checkpoint_commits_total", "source" => self.source.to_string())
                     .increment(1);
@@ -328,7 +333,9 @@ impl Tracker {
             }
             Err(error) => {
                 let message = format!("checkpoint commit failed: {error:#}");
-                tracing::error!(source = %self.source, "{message}");
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::error!(source = %self.source, "{message}; retrying every second, holding the source back");
+                }
                 self.health.set(&self.checkpoint_component(), message);
                 metrics::counter!("ferry_checkpoint_errors_total", "source" => self.source.to_string())
                     .increment(1);

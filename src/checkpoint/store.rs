@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -18,7 +19,8 @@ const CURSORS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("curs
 pub type Cursors = BTreeMap<String, Value>;
 
 pub struct CheckpointStore {
-    db: Database,
+    /// `None` only while being reopened after an I/O error.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
 }
 
@@ -32,18 +34,50 @@ impl CheckpointStore {
             .create(data_dir)
             .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
         let path = data_dir.join("checkpoints.redb");
-        let db = Database::create(&path).with_context(|| {
+        let db = Self::open_file(&path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict permissions of {}", path.display()))?;
+        Ok(CheckpointStore {
+            db: RwLock::new(Some(db)),
+            path,
+        })
+    }
+
+    fn open_file(path: &Path) -> Result<Database> {
+        let db = Database::create(path).with_context(|| {
             format!(
                 "cannot open checkpoint store {} (is another ferry running with this data_dir?)",
                 path.display()
             )
         })?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot restrict permissions of {}", path.display()))?;
         let txn = db.begin_write()?;
         txn.open_table(CURSORS)?;
         txn.commit()?;
-        Ok(CheckpointStore { db, path })
+        Ok(db)
+    }
+
+    /// Runs `f` on the open database.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let guard = self
+            .db
+            .read()
+            .map_err(|_| anyhow::anyhow!("checkpoint store lock poisoned"))?;
+        let db = guard
+            .as_ref()
+            .context("checkpoint store is closed after an I/O error")?;
+        f(db)
+    }
+
+    /// redb refuses every transaction after an I/O error until the database is
+    /// reopened; reopening also recovers it from the last durable commit.
+    fn reopen(&self) -> Result<()> {
+        let mut guard = self
+            .db
+            .write()
+            .map_err(|_| anyhow::anyhow!("checkpoint store lock poisoned"))?;
+        *guard = None;
+        *guard = Some(Self::open_file(&self.path)?);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -52,7 +86,11 @@ impl CheckpointStore {
 
     /// The committed cursors of one source (empty when it never committed).
     pub fn load(&self, source: &str) -> Result<Cursors> {
-        let txn = self.db.begin_read()?;
+        self.with_db(|db| Self::read_source(db, source))
+    }
+
+    fn read_source(db: &Database, source: &str) -> Result<Cursors> {
+        let txn = db.begin_read()?;
         let table = txn.open_table(CURSORS)?;
         let mut cursors = Cursors::new();
         for entry in table.range((source, "")..)? {
@@ -70,7 +108,11 @@ impl CheckpointStore {
 
     /// Every source's cursors, for `ferry checkpoints list`.
     pub fn load_all(&self) -> Result<BTreeMap<String, Cursors>> {
-        let txn = self.db.begin_read()?;
+        self.with_db(Self::read_all)
+    }
+
+    fn read_all(db: &Database) -> Result<BTreeMap<String, Cursors>> {
+        let txn = db.begin_read()?;
         let table = txn.open_table(CURSORS)?;
         let mut all: BTreeMap<String, Cursors> = BTreeMap::new();
         for entry in table.iter()? {
@@ -86,8 +128,20 @@ impl CheckpointStore {
     }
 
     /// Applies `updates` (None removes the key) in one durable transaction.
+    /// After a failure the database is reopened, so the next commit can succeed once
+    /// the cause (a full disk, say) is gone.
     pub fn commit(&self, source: &str, updates: &BTreeMap<String, Option<Value>>) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let result = self.with_db(|db| Self::write(db, source, updates));
+        if result.is_err()
+            && let Err(error) = self.reopen()
+        {
+            tracing::debug!("cannot reopen the checkpoint store yet: {error:#}");
+        }
+        result
+    }
+
+    fn write(db: &Database, source: &str, updates: &BTreeMap<String, Option<Value>>) -> Result<()> {
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(CURSORS)?;
             for (name, value) in updates {
