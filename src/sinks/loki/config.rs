@@ -310,3 +310,62 @@ impl LokiSinkConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse;
+
+    fn sink(options: &str) -> Result<LokiSinkConfig, String> {
+        let text = format!(
+            "[sources.d]\ntype = \"demo\"\n[sinks.loki]\ntype = \"loki\"\ninputs = [\"d\"]\n{options}\n"
+        );
+        let mut config = parse(&text, Path::new("ferry.toml"), |_| None).map_err(|e| e.to_string())?;
+        match config.sinks.remove("loki").map(|s| s.config) {
+            Some(SinkConfig::Loki(loki)) => Ok(loki),
+            other => Err(format!("not a loki sink: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn options_parse_with_defaults_auth_and_a_dead_letter_sink() {
+        let config = sink(
+            r#"endpoint = "http://loki:3100/"
+auth = { strategy = "bearer", token = "t0k" }
+dead_letter = { type = "file", path = "/tmp/rejected.log" }"#,
+        )
+        .unwrap();
+        assert_eq!(config.push_url().unwrap().as_str(), "http://loki:3100/loki/api/v1/push");
+        assert_eq!(config.encoding, LokiEncoding::Protobuf);
+        assert_eq!(config.batch_max_bytes, 1 << 20);
+        assert_eq!(config.batch_timeout, Duration::from_secs(1));
+        assert_eq!(config.max_streams, 10_000);
+        assert!(config.labels.contains_key(&LabelName("source".into())));
+        assert!(matches!(config.dead_letter.as_ref().map(|d| &*d.0), Some(SinkConfig::File(_))));
+        assert!(matches!(config.auth.unwrap().resolve(), Ok(Credentials::Bearer(_))));
+        assert!(!format!("{:?}", sink(r#"endpoint = "http://l"
+auth = { strategy = "basic", user = "u", password = "hunter2" }"#).unwrap()).contains("hunter2"));
+    }
+
+    #[test]
+    fn broken_options_are_refused_with_a_position() {
+        let error = sink("endpoint = \"http://l\"\nlabels = { \"bad-name\" = \"x\" }").unwrap_err();
+        assert!(error.contains("ferry.toml:7:12") && error.contains("invalid Loki label name"), "{error}");
+        let error = sink("endpoint = \"http://l\"\nlabels = { __name__ = \"x\" }").unwrap_err();
+        assert!(error.contains("reserved"), "{error}");
+        let error = sink("endpoint = \"loki:3100\"").unwrap_err();
+        assert!(error.contains("http"), "{error}");
+        let error = sink("endpoint = \"http://l\"\ncompression = \"gzip\"").unwrap_err();
+        assert!(error.contains("json"), "{error}");
+        let error = sink("endpoint = \"http://l\"\nauth = { strategy = \"basic\", user = \"u\" }").unwrap_err();
+        assert!(error.contains("password"), "{error}");
+        let error = sink("endpoint = \"http://l\"\nauth = { strategy = \"basic\", user = \"u\", pass = \"x\" }").unwrap_err();
+        assert!(error.contains("pass"), "{error}");
+        let error = sink("endpoint = \"http://l\"\ndead_letter = { type = \"nope\" }").unwrap_err();
+        assert!(error.contains("unknown sink type"), "{error}");
+        let error = sink("endpoint = \"http://l\"\ndead_letter = { type = \"file\" }").unwrap_err();
+        assert!(error.contains("path"), "{error}");
+    }
+}
