@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let include = protoc_bin_vendored::include_path()?;
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
-    config.compile_protos(&["proto/push.proto"], &[std::path::PathBuf::from("proto"), include])?;
+    config.compile_protos(
+        &["proto/push.proto"],
+        &[std::path::PathBuf::from("proto"), include],
+    )?;
     Ok(())
 }

@@ -46,7 +46,12 @@ fn batches(total: usize) -> Vec<Vec<Event>> {
         .map(|start| {
             (start..(start + BATCH).min(total))
                 .map(|n| {
-                    let mut event = Event::new(Arc::clone(&source), Arc::clone(&provider), line(n), base + n as i64);
+                    let mut event = Event::new(
+                        Arc::clone(&source),
+                        Arc::clone(&provider),
+                        line(n),
+                        base + n as i64,
+                    );
                     event.level = Some([Level::Info, Level::Warn, Level::Error][n % 3]);
                     event.origin.app = Some(["shop", "blog"][n % 2].to_string());
                     event
@@ -115,5 +120,9 @@ fn main() {
         .unwrap_or(1_000_000);
     run("protobuf+snappy", "", total);
     run("json", "encoding = \"json\"", total);
-    run("json+gzip", "encoding = \"json\"\ncompression = \"gzip\"", total);
+    run(
+        "json+gzip",
+        "encoding = \"json\"\ncompression = \"gzip\"",
+        total,
+    );
 }

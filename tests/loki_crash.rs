@@ -73,13 +73,22 @@ retry_max_backoff = "500ms"
     .unwrap();
 
     let mut ferry = spawn_ferry(&config);
-    assert!(loki.wait_for_entries(500, Duration::from_secs(30)).await, "pushes start");
+    assert!(
+        loki.wait_for_entries(500, Duration::from_secs(30)).await,
+        "pushes start"
+    );
     loki.begin_outage(503);
-    assert!(loki.wait_for_status(503, 5, Duration::from_secs(30)).await, "ferry retries");
+    assert!(
+        loki.wait_for_status(503, 5, Duration::from_secs(30)).await,
+        "ferry retries"
+    );
     ferry.kill().expect("SIGKILL ferry");
     ferry.wait().expect("reap ferry");
     let before = loki.accepted();
-    assert!(before < COUNT as usize, "killed before the end ({before} delivered)");
+    assert!(
+        before < COUNT as usize,
+        "killed before the end ({before} delivered)"
+    );
     loki.end_outage();
 
     let mut ferry = spawn_ferry(&config);
@@ -88,12 +97,20 @@ retry_max_backoff = "500ms"
         let _ = ferry.kill();
         let _ = ferry.wait();
     }
-    assert!(status.is_some_and(|s| s.success()), "restarted ferry finishes: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "restarted ferry finishes: {status:?}"
+    );
 
     let lines: Vec<String> = loki.entries().into_iter().map(|e| e.line).collect();
     let distinct: HashSet<String> = lines.iter().cloned().collect();
-    let expected: HashSet<String> = (0..COUNT).map(|n| demo_line(n, DemoFormat::Mixed)).collect();
+    let expected: HashSet<String> = (0..COUNT)
+        .map(|n| demo_line(n, DemoFormat::Mixed))
+        .collect();
     assert_eq!(distinct, expected, "every event arrived");
     let replayed = lines.len() - distinct.len();
-    assert!(replayed <= 32 * 100, "replays bounded by the in-flight window: {replayed}");
+    assert!(
+        replayed <= 32 * 100,
+        "replays bounded by the in-flight window: {replayed}"
+    );
 }

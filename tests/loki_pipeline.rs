@@ -21,10 +21,14 @@ const INSTANCES: [&str; 3] = ["web-1", "web-2", "worker-1"];
 
 /// Runs the pipeline of `config` (TOML) to its end.
 async fn run_pipeline(config: &str, data_dir: &Path) -> Outcome {
-    let config = ferry::config::parse(config, Path::new("test.toml"), |_| None).expect("valid config");
+    let config =
+        ferry::config::parse(config, Path::new("test.toml"), |_| None).expect("valid config");
     let store = Arc::new(CheckpointStore::open(data_dir).expect("store"));
-    let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default())).expect("pipeline starts");
-    pipeline.run(std::future::pending(), Duration::from_secs(30)).await
+    let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default()))
+        .expect("pipeline starts");
+    pipeline
+        .run(std::future::pending(), Duration::from_secs(30))
+        .await
 }
 
 fn config(endpoint: &str, data_dir: &Path, encoding: &str) -> String {
@@ -65,7 +69,9 @@ batch_timeout = "100ms"
 fn check_entries(entries: &[ReceivedEntry], started: i64, ended: i64) {
     let expected: HashMap<(String, String), u64> = [("shop", 3000u64), ("blog", 2000)]
         .into_iter()
-        .flat_map(|(app, count)| (0..count).map(move |n| ((app.to_string(), demo_line(n, DemoFormat::Mixed)), n)))
+        .flat_map(|(app, count)| {
+            (0..count).map(move |n| ((app.to_string(), demo_line(n, DemoFormat::Mixed)), n))
+        })
         .collect();
     assert_eq!(entries.len(), 5000, "every event arrives exactly once");
     let mut seen = HashSet::new();
@@ -76,11 +82,18 @@ fn check_entries(entries: &[ReceivedEntry], started: i64, ended: i64) {
         assert!(seen.insert((app.clone(), n)), "duplicate {app} #{n}");
         assert_eq!(entry.tenant, format!("team-{app}"));
         assert_eq!(entry.labels["provider"], "demo");
-        assert_eq!(entry.labels["stream"], if n % 20 == 0 { "stderr" } else { "stdout" });
+        assert_eq!(
+            entry.labels["stream"],
+            if n % 20 == 0 { "stderr" } else { "stdout" }
+        );
         assert_eq!(entry.labels.len(), 3);
         assert_eq!(entry.metadata["instance"], INSTANCES[(n % 3) as usize]);
         assert_eq!(entry.metadata["source"], app);
-        assert!((started..=ended).contains(&entry.timestamp), "timestamp {}", entry.timestamp);
+        assert!(
+            (started..=ended).contains(&entry.timestamp),
+            "timestamp {}",
+            entry.timestamp
+        );
         if entry.timestamp % 1_000_000 != 0 {
             sub_millisecond += 1;
         }
@@ -99,13 +112,22 @@ async fn protobuf_pushes_deliver_every_event_once_with_labels_metadata_and_tenan
     assert_eq!(loki.duplicates(), 0);
     let requests = loki.requests();
     assert!(requests.iter().all(|r| r.status == 204 && r.sorted));
-    assert!(requests.iter().all(|r| r.content_type.as_deref() == Some("application/x-protobuf")
-        && r.content_encoding.is_none()));
+    assert!(requests.iter().all(
+        |r| r.content_type.as_deref() == Some("application/x-protobuf")
+            && r.content_encoding.is_none()
+    ));
     assert!(requests.iter().all(|r| r.entries <= 700));
     let tenants: HashSet<_> = requests.iter().filter_map(|r| r.tenant.clone()).collect();
-    assert_eq!(tenants, HashSet::from(["team-shop".to_string(), "team-blog".to_string()]));
+    assert_eq!(
+        tenants,
+        HashSet::from(["team-shop".to_string(), "team-blog".to_string()])
+    );
     let store = CheckpointStore::open(dir.path()).unwrap();
-    assert_eq!(store.load("shop").unwrap()["sequence"], 3000, "acknowledged to the end");
+    assert_eq!(
+        store.load("shop").unwrap()["sequence"],
+        3000,
+        "acknowledged to the end"
+    );
 }
 
 #[tokio::test]

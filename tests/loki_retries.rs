@@ -28,10 +28,14 @@ fn scale() -> u32 {
 }
 
 async fn run_pipeline(config: &str, data_dir: &Path) -> Outcome {
-    let config = ferry::config::parse(config, Path::new("test.toml"), |_| None).expect("valid config");
+    let config =
+        ferry::config::parse(config, Path::new("test.toml"), |_| None).expect("valid config");
     let store = Arc::new(CheckpointStore::open(data_dir).expect("store"));
-    let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default())).expect("pipeline starts");
-    pipeline.run(std::future::pending(), Duration::from_secs(30)).await
+    let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default()))
+        .expect("pipeline starts");
+    pipeline
+        .run(std::future::pending(), Duration::from_secs(30))
+        .await
 }
 
 fn config(endpoint: &str, data_dir: &Path, count: u64, rate: &str, extra: &str) -> String {
@@ -62,7 +66,9 @@ retry_max_backoff = "1s"
 }
 
 fn expected_lines(count: u64) -> HashSet<String> {
-    (0..count).map(|n| demo_line(n, DemoFormat::Mixed)).collect()
+    (0..count)
+        .map(|n| demo_line(n, DemoFormat::Mixed))
+        .collect()
 }
 
 #[tokio::test]
@@ -76,7 +82,10 @@ async fn a_stretch_of_503s_loses_nothing_and_resumes() {
         let dir = dir.path().to_path_buf();
         tokio::spawn(async move { run_pipeline(&text, &dir).await })
     };
-    assert!(loki.wait_for_entries(1, Duration::from_secs(30)).await, "pushes start");
+    assert!(
+        loki.wait_for_entries(1, Duration::from_secs(30)).await,
+        "pushes start"
+    );
     loki.begin_outage(503);
     let began = Instant::now();
     assert!(loki.wait_for_status(503, 3, Duration::from_secs(30)).await);
@@ -87,11 +96,21 @@ async fn a_stretch_of_503s_loses_nothing_and_resumes() {
     let entries = loki.entries();
     let lines: Vec<String> = entries.iter().map(|e| e.line.clone()).collect();
     assert_eq!(lines.len(), count as usize, "each event once");
-    assert_eq!(lines.into_iter().collect::<HashSet<_>>(), expected_lines(count));
+    assert_eq!(
+        lines.into_iter().collect::<HashSet<_>>(),
+        expected_lines(count)
+    );
     let requests = loki.requests();
     let refused = requests.iter().filter(|r| r.status == 503).count();
-    assert!(refused >= 3, "the outage was seen ({refused} pushes refused)");
-    assert_eq!(requests.last().map(|r| r.status), Some(204), "pushes resumed");
+    assert!(
+        refused >= 3,
+        "the outage was seen ({refused} pushes refused)"
+    );
+    assert_eq!(
+        requests.last().map(|r| r.status),
+        Some(204),
+        "pushes resumed"
+    );
     let store = CheckpointStore::open(dir.path()).unwrap();
     assert_eq!(store.load("shop").unwrap()["sequence"], count);
 }
@@ -101,12 +120,21 @@ async fn retry_after_makes_the_sink_wait() {
     let loki = LokiReceiver::start().await;
     loki.script(429, Some("3"), 1);
     let dir = tempfile::tempdir().unwrap();
-    let text = config(&loki.endpoint(), dir.path(), 200, "", "max_in_flight_requests = 1");
+    let text = config(
+        &loki.endpoint(),
+        dir.path(),
+        200,
+        "",
+        "max_in_flight_requests = 1",
+    );
     assert_eq!(run_pipeline(&text, dir.path()).await, Outcome::Completed);
     let requests = loki.requests();
     assert_eq!(requests[0].status, 429);
     let waited = requests[1].at.duration_since(requests[0].at);
-    assert!(waited >= Duration::from_millis(2900), "waited only {waited:?} after Retry-After: 3");
+    assert!(
+        waited >= Duration::from_millis(2900),
+        "waited only {waited:?} after Retry-After: 3"
+    );
     assert_eq!(loki.entries().len(), 200);
 }
 
@@ -116,7 +144,10 @@ async fn a_400_on_one_stream_dead_letters_exactly_its_events() {
     loki.reject_streams("stream", "stderr", "entry too far behind");
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join("rejected.log");
-    let extra = format!("dead_letter = {{ type = \"file\", path = \"{}\" }}", dead.display());
+    let extra = format!(
+        "dead_letter = {{ type = \"file\", path = \"{}\" }}",
+        dead.display()
+    );
     let count = 1000;
     let text = config(&loki.endpoint(), dir.path(), count, "", &extra);
     assert_eq!(run_pipeline(&text, dir.path()).await, Outcome::Completed);
@@ -128,13 +159,26 @@ async fn a_400_on_one_stream_dead_letters_exactly_its_events() {
     let dead_lettered: Vec<String> = std::fs::read_to_string(&dead)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert_eq!(dead_lettered.len(), stderr.len(), "each refused event dead-lettered once");
+    assert_eq!(
+        dead_lettered.len(),
+        stderr.len(),
+        "each refused event dead-lettered once"
+    );
     assert_eq!(dead_lettered.into_iter().collect::<HashSet<_>>(), stderr);
     let delivered: HashSet<String> = loki.entries().into_iter().map(|e| e.line).collect();
     let stdout: HashSet<String> = expected_lines(count).difference(&stderr).cloned().collect();
     assert_eq!(delivered, stdout, "the other stream went through");
     let store = CheckpointStore::open(dir.path()).unwrap();
-    assert_eq!(store.load("shop").unwrap()["sequence"], count, "rejected batches are final");
+    assert_eq!(
+        store.load("shop").unwrap()["sequence"],
+        count,
+        "rejected batches are final"
+    );
 }

@@ -105,7 +105,8 @@ fn snappy_block(input: &[u8]) -> Vec<u8> {
                         (1 + usize::from(tag >> 2), offset)
                     }
                     _ => {
-                        let offset = u32::from_le_bytes(input[at..at + 4].try_into().unwrap()) as usize;
+                        let offset =
+                            u32::from_le_bytes(input[at..at + 4].try_into().unwrap()) as usize;
                         at += 4;
                         (1 + usize::from(tag >> 2), offset)
                     }
@@ -183,11 +184,21 @@ structured_metadata = {{ pod = "{{{{ instance }}}}" }}"#,
         loki.endpoint()
     );
     let long = format!("second {}", "abc".repeat(100));
-    send_all(&options, vec![vec![event("web", &long, T0 + 1), event("web", "first", T0)]]).await;
+    send_all(
+        &options,
+        vec![vec![event("web", &long, T0 + 1), event("web", "first", T0)]],
+    )
+    .await;
     let request = &loki.requests()[0];
-    assert_eq!(request.content_type.as_deref(), Some("application/x-protobuf"));
+    assert_eq!(
+        request.content_type.as_deref(),
+        Some("application/x-protobuf")
+    );
     assert_eq!(request.content_encoding, None);
-    assert_ne!(request.body[0], 0xff, "snappy block format, not the framed stream format");
+    assert_ne!(
+        request.body[0], 0xff,
+        "snappy block format, not the framed stream format"
+    );
 
     let raw = snappy_block(&request.body);
     let push = fields(&raw);
@@ -206,7 +217,10 @@ structured_metadata = {{ pod = "{{{{ instance }}}}" }}"#,
         let nanos = varint_of(&timestamp, 2) as i64;
         let line = text(bytes_of(&entry, 2)[0]).to_string();
         let pair = fields(bytes_of(&entry, 3)[0]);
-        let metadata = (text(bytes_of(&pair, 1)[0]).to_string(), text(bytes_of(&pair, 2)[0]).to_string());
+        let metadata = (
+            text(bytes_of(&pair, 1)[0]).to_string(),
+            text(bytes_of(&pair, 2)[0]).to_string(),
+        );
         decoded.push((seconds * 1_000_000_000 + nanos, line, metadata));
     }
     let pod = ("pod".to_string(), "web-1".to_string());
@@ -231,13 +245,20 @@ auth = {{ strategy = "basic", user = "12345", password_file = "{}" }}"#,
         loki.endpoint(),
         password.display()
     );
-    let events = vec![event("a", "a1", T0), event("b", "b1", T0 + 5), event("a", "a2", T0 - 5)];
+    let events = vec![
+        event("a", "a1", T0),
+        event("b", "b1", T0 + 5),
+        event("a", "a2", T0 - 5),
+    ];
     send_all(&options, vec![events]).await;
     let requests = loki.requests();
     assert_eq!(requests.len(), 2, "one request per tenant");
     for request in &requests {
         // base64("12345:s3cret")
-        assert_eq!(request.authorization.as_deref(), Some("Basic MTIzNDU6czNjcmV0"));
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some("Basic MTIzNDU6czNjcmV0")
+        );
     }
     let entries = loki.entries();
     for entry in &entries {
@@ -269,7 +290,8 @@ max_streams = 3"#,
     send_all(&options, vec![events]).await;
     let entries = loki.entries();
     assert_eq!(entries.len(), 11);
-    let streams: std::collections::HashSet<&str> = entries.iter().map(|e| e.stream.as_str()).collect();
+    let streams: std::collections::HashSet<&str> =
+        entries.iter().map(|e| e.stream.as_str()).collect();
     assert_eq!(streams.len(), 3, "{streams:?}");
     let moved = entries.iter().find(|e| e.line == "pod 9").unwrap();
     assert_eq!(moved.stream, "{app=\"web\"}");
@@ -282,7 +304,12 @@ async fn batches_are_acknowledged_only_after_a_2xx() {
     loki.begin_outage(500);
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
-    let (mut acker, tracker) = spawn_tracker("s".into(), Arc::clone(&store), 8, Arc::new(Health::default()));
+    let (mut acker, tracker) = spawn_tracker(
+        "s".into(),
+        Arc::clone(&store),
+        8,
+        Arc::new(Health::default()),
+    );
     let options = format!(
         r#"endpoint = "{}"
 batch_timeout = "10ms"
@@ -291,7 +318,9 @@ retry_max_backoff = "100ms""#,
         loki.endpoint()
     );
     let (input, task) = start_sink(&options);
-    let delivery = acker.delivery(CursorUpdate::set("k", serde_json::json!(1))).await;
+    let delivery = acker
+        .delivery(CursorUpdate::set("k", serde_json::json!(1)))
+        .await;
     input
         .send(Batch {
             events: vec![event("web", "held", T0)],
@@ -300,7 +329,10 @@ retry_max_backoff = "100ms""#,
         .await
         .unwrap();
     assert!(loki.wait_for_status(500, 3, Duration::from_secs(10)).await);
-    assert!(store.load("s").unwrap().is_empty(), "nothing committed while Loki fails");
+    assert!(
+        store.load("s").unwrap().is_empty(),
+        "nothing committed while Loki fails"
+    );
     loki.end_outage();
     drop(input);
     task.await.unwrap().unwrap();

@@ -32,7 +32,7 @@ pub struct SinkContext {
 pub enum SinkConfig {
     Console(console::ConsoleSinkConfig),
     File(file::FileSinkConfig),
-    Loki(loki::LokiSinkConfig),
+    Loki(Box<loki::LokiSinkConfig>),
 }
 
 impl SinkConfig {
@@ -46,7 +46,9 @@ impl SinkConfig {
         Some(match type_name {
             "console" => console::ConsoleSinkConfig::deserialize(options).map(SinkConfig::Console),
             "file" => file::FileSinkConfig::deserialize(options).map(SinkConfig::File),
-            "loki" => loki::LokiSinkConfig::deserialize(options).map(SinkConfig::Loki),
+            "loki" => {
+                loki::LokiSinkConfig::deserialize(options).map(|c| SinkConfig::Loki(Box::new(c)))
+            }
             _ => return None,
         })
     }

@@ -138,7 +138,9 @@ impl LokiReceiver {
             }),
             changed: tokio::sync::Notify::new(),
         });
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the Loki receiver");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind the Loki receiver");
         let addr = listener.local_addr().expect("local address");
         let app = Router::new()
             .route("/loki/api/v1/push", post(push))
@@ -146,7 +148,11 @@ impl LokiReceiver {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        LokiReceiver { addr, shared, server }
+        LokiReceiver {
+            addr,
+            shared,
+            server,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -233,7 +239,8 @@ impl LokiReceiver {
 
     /// Waits until at least `count` entries were accepted; false on timeout.
     pub async fn wait_for_entries(&self, count: usize, timeout: Duration) -> bool {
-        self.wait_until(timeout, |inner| inner.accepted >= count).await
+        self.wait_until(timeout, |inner| inner.accepted >= count)
+            .await
     }
 
     /// Waits until at least `count` requests were answered `status`.
@@ -338,7 +345,8 @@ fn decode(record: &ReceivedRequest, body: &[u8]) -> Result<Vec<PushedStream>, St
             let raw = snap::raw::Decoder::new()
                 .decompress_vec(body)
                 .map_err(|e| format!("snappy: {e}"))?;
-            let request = PushRequest::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
+            let request =
+                PushRequest::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
             Ok(request
                 .streams
                 .into_iter()
@@ -348,8 +356,14 @@ fn decode(record: &ReceivedRequest, body: &[u8]) -> Result<Vec<PushedStream>, St
                         .entries
                         .into_iter()
                         .map(|e| {
-                            let ts = e.timestamp.map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
-                            let metadata = e.structured_metadata.into_iter().map(|p| (p.name, p.value)).collect();
+                            let ts = e
+                                .timestamp
+                                .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
+                            let metadata = e
+                                .structured_metadata
+                                .into_iter()
+                                .map(|p| (p.name, p.value))
+                                .collect();
                             (ts, e.line, metadata)
                         })
                         .collect(),
@@ -377,23 +391,38 @@ fn decode(record: &ReceivedRequest, body: &[u8]) -> Result<Vec<PushedStream>, St
 fn decode_json(raw: &[u8]) -> Result<Vec<PushedStream>, String> {
     use serde_json::Value;
     let value: Value = serde_json::from_slice(raw).map_err(|e| format!("JSON: {e}"))?;
-    let streams = value["streams"].as_array().ok_or("JSON: no `streams` array")?;
+    let streams = value["streams"]
+        .as_array()
+        .ok_or("JSON: no `streams` array")?;
     let mut out = Vec::new();
     for stream in streams {
         let labels = stream["stream"]
             .as_object()
             .ok_or("JSON: `stream` is not an object")?
             .iter()
-            .map(|(k, v)| Ok((k.clone(), v.as_str().ok_or("JSON: label value is not a string")?.to_string())))
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    v.as_str()
+                        .ok_or("JSON: label value is not a string")?
+                        .to_string(),
+                ))
+            })
             .collect::<Result<BTreeMap<_, _>, &str>>()?;
         let labels = check_labels(labels);
         let mut entries = Vec::new();
-        for value in stream["values"].as_array().ok_or("JSON: no `values` array")? {
+        for value in stream["values"]
+            .as_array()
+            .ok_or("JSON: no `values` array")?
+        {
             let ts = value[0]
                 .as_str()
                 .and_then(|s| s.parse::<i64>().ok())
                 .ok_or("JSON: timestamp must be a string of Unix nanoseconds")?;
-            let line = value[1].as_str().ok_or("JSON: line must be a string")?.to_string();
+            let line = value[1]
+                .as_str()
+                .ok_or("JSON: line must be a string")?
+                .to_string();
             let metadata = match value.get(2) {
                 None => BTreeMap::new(),
                 Some(meta) => meta
@@ -413,7 +442,11 @@ fn decode_json(raw: &[u8]) -> Result<Vec<PushedStream>, String> {
 /// Parses `{name="value", …}` as Loki does, checking names and escapes.
 pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     let error = |what: &str| Err(format!("error parsing labels {text:?}: {what}"));
-    let Some(inner) = text.trim().strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+    let Some(inner) = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+    else {
         return error("not enclosed in {}");
     };
     let mut labels = Vec::new();
@@ -490,7 +523,12 @@ pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
 }
 
 /// Applies Loki's per-stream rules; returns the errors (empty when all was accepted).
-fn ingest(inner: &mut Inner, tenant: &str, streams: Vec<PushedStream>, record: &mut ReceivedRequest) -> Vec<String> {
+fn ingest(
+    inner: &mut Inner,
+    tenant: &str,
+    streams: Vec<PushedStream>,
+    record: &mut ReceivedRequest,
+) -> Vec<String> {
     let mut errors = Vec::new();
     for stream in streams {
         record.entries += stream.entries.len();
@@ -524,17 +562,21 @@ fn ingest(inner: &mut Inner, tenant: &str, streams: Vec<PushedStream>, record: &
             let newest = inner.newest.get(&key).copied().unwrap_or(i64::MIN);
             let refused = match inner.order {
                 OrderRule::Strict => (ts < newest).then_some("entry out of order"),
-                OrderRule::Window(window) => {
-                    (ts < newest.saturating_sub(window.as_nanos() as i64)).then_some("entry too far behind")
-                }
+                OrderRule::Window(window) => (ts < newest.saturating_sub(window.as_nanos() as i64))
+                    .then_some("entry too far behind"),
             };
             if let Some(reason) = refused {
-                errors.push(format!("entry for stream '{text}' with timestamp {ts} ignored, reason: '{reason}'"));
+                errors.push(format!(
+                    "entry for stream '{text}' with timestamp {ts} ignored, reason: '{reason}'"
+                ));
                 continue;
             }
             inner.newest.insert(key.clone(), newest.max(ts));
             if inner.store {
-                if !inner.seen.insert((tenant.to_string(), text.clone(), ts, line.clone())) {
+                if !inner
+                    .seen
+                    .insert((tenant.to_string(), text.clone(), ts, line.clone()))
+                {
                     inner.duplicates += 1;
                     continue;
                 }

@@ -253,8 +253,16 @@ mod tests {
         assert!(push(&mut batcher, "{a=\"2\"}", "other", 20).is_none());
         let full = push(&mut batcher, "{a=\"2\"}", "next", 40).expect("fourth entry overflows");
         assert_eq!(full.event_count(), 3);
-        let first = full.streams.iter().find(|s| s.labels == "{a=\"1\"}").unwrap();
-        let lines: Vec<&str> = first.entries.iter().map(|e| e.event.message.as_str()).collect();
+        let first = full
+            .streams
+            .iter()
+            .find(|s| s.labels == "{a=\"1\"}")
+            .unwrap();
+        let lines: Vec<&str> = first
+            .entries
+            .iter()
+            .map(|e| e.event.message.as_str())
+            .collect();
         assert_eq!(lines, ["early", "late"]);
         assert_eq!(first.deliveries.len(), 1);
         assert_eq!(batcher.next_deadline(), Some(now + Duration::from_secs(1)));

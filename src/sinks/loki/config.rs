@@ -73,7 +73,8 @@ pub struct LokiSinkConfig {
 fn default_labels() -> BTreeMap<LabelName, Template> {
     BTreeMap::from([(
         LabelName("source".into()),
-        Template::parse("{{ source }}").unwrap_or_else(|_| unreachable!("a valid literal template")),
+        Template::parse("{{ source }}")
+            .unwrap_or_else(|_| unreachable!("a valid literal template")),
     )])
 }
 
@@ -190,8 +191,9 @@ impl Auth {
                 password,
                 password_file,
             } => {
-                let password = resolve_secret("password", password.as_ref(), password_file.as_deref())?
-                    .ok_or("auth: basic needs `password` or `password_file`")?;
+                let password =
+                    resolve_secret("password", password.as_ref(), password_file.as_deref())?
+                        .ok_or("auth: basic needs `password` or `password_file`")?;
                 Ok(Credentials::Basic {
                     user: user.clone(),
                     password,
@@ -255,7 +257,9 @@ impl<'de> Deserialize<'de> for DeadLetter {
                 "dead_letter: unknown sink type `{type_name}`, expected one of: {}",
                 SinkConfig::TYPES.join(", ")
             ))),
-            Some(Err(error)) => Err(D::Error::custom(format!("dead_letter (type {type_name}): {error}"))),
+            Some(Err(error)) => Err(D::Error::custom(format!(
+                "dead_letter (type {type_name}): {error}"
+            ))),
             Some(Ok(config)) => Ok(DeadLetter(Arc::new(config))),
         }
     }
@@ -268,7 +272,10 @@ impl LokiSinkConfig {
         let url = reqwest::Url::parse(&format!("{base}{PUSH_PATH}"))
             .map_err(|e| format!("endpoint `{}` is not a URL: {e}", self.endpoint))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("endpoint `{}` must be http:// or https://", self.endpoint));
+            return Err(format!(
+                "endpoint `{}` must be http:// or https://",
+                self.endpoint
+            ));
         }
         Ok(url)
     }
@@ -322,9 +329,10 @@ mod tests {
         let text = format!(
             "[sources.d]\ntype = \"demo\"\n[sinks.loki]\ntype = \"loki\"\ninputs = [\"d\"]\n{options}\n"
         );
-        let mut config = parse(&text, Path::new("ferry.toml"), |_| None).map_err(|e| e.to_string())?;
+        let mut config =
+            parse(&text, Path::new("ferry.toml"), |_| None).map_err(|e| e.to_string())?;
         match config.sinks.remove("loki").map(|s| s.config) {
-            Some(SinkConfig::Loki(loki)) => Ok(loki),
+            Some(SinkConfig::Loki(loki)) => Ok(*loki),
             other => Err(format!("not a loki sink: {other:?}")),
         }
     }
@@ -337,31 +345,56 @@ auth = { strategy = "bearer", token = "t0k" }
 dead_letter = { type = "file", path = "/tmp/rejected.log" }"#,
         )
         .unwrap();
-        assert_eq!(config.push_url().unwrap().as_str(), "http://loki:3100/loki/api/v1/push");
+        assert_eq!(
+            config.push_url().unwrap().as_str(),
+            "http://loki:3100/loki/api/v1/push"
+        );
         assert_eq!(config.encoding, LokiEncoding::Protobuf);
         assert_eq!(config.batch_max_bytes, 1 << 20);
         assert_eq!(config.batch_timeout, Duration::from_secs(1));
         assert_eq!(config.max_streams, 10_000);
         assert!(config.labels.contains_key(&LabelName("source".into())));
-        assert!(matches!(config.dead_letter.as_ref().map(|d| &*d.0), Some(SinkConfig::File(_))));
-        assert!(matches!(config.auth.unwrap().resolve(), Ok(Credentials::Bearer(_))));
-        assert!(!format!("{:?}", sink(r#"endpoint = "http://l"
-auth = { strategy = "basic", user = "u", password = "hunter2" }"#).unwrap()).contains("hunter2"));
+        assert!(matches!(
+            config.dead_letter.as_ref().map(|d| &*d.0),
+            Some(SinkConfig::File(_))
+        ));
+        assert!(matches!(
+            config.auth.unwrap().resolve(),
+            Ok(Credentials::Bearer(_))
+        ));
+        assert!(
+            !format!(
+                "{:?}",
+                sink(
+                    r#"endpoint = "http://l"
+auth = { strategy = "basic", user = "u", password = "hunter2" }"#
+                )
+                .unwrap()
+            )
+            .contains("hunter2")
+        );
     }
 
     #[test]
     fn broken_options_are_refused_with_a_position() {
         let error = sink("endpoint = \"http://l\"\nlabels = { \"bad-name\" = \"x\" }").unwrap_err();
-        assert!(error.contains("ferry.toml:7:12") && error.contains("invalid Loki label name"), "{error}");
+        assert!(
+            error.contains("ferry.toml:7:12") && error.contains("invalid Loki label name"),
+            "{error}"
+        );
         let error = sink("endpoint = \"http://l\"\nlabels = { __name__ = \"x\" }").unwrap_err();
         assert!(error.contains("reserved"), "{error}");
         let error = sink("endpoint = \"loki:3100\"").unwrap_err();
         assert!(error.contains("http"), "{error}");
         let error = sink("endpoint = \"http://l\"\ncompression = \"gzip\"").unwrap_err();
         assert!(error.contains("json"), "{error}");
-        let error = sink("endpoint = \"http://l\"\nauth = { strategy = \"basic\", user = \"u\" }").unwrap_err();
+        let error = sink("endpoint = \"http://l\"\nauth = { strategy = \"basic\", user = \"u\" }")
+            .unwrap_err();
         assert!(error.contains("password"), "{error}");
-        let error = sink("endpoint = \"http://l\"\nauth = { strategy = \"basic\", user = \"u\", pass = \"x\" }").unwrap_err();
+        let error = sink(
+            "endpoint = \"http://l\"\nauth = { strategy = \"basic\", user = \"u\", pass = \"x\" }",
+        )
+        .unwrap_err();
         assert!(error.contains("pass"), "{error}");
         let error = sink("endpoint = \"http://l\"\ndead_letter = { type = \"nope\" }").unwrap_err();
         assert!(error.contains("unknown sink type"), "{error}");

@@ -67,7 +67,12 @@ impl LabelTemplates {
 
 /// Writes the Prometheus text form of the labels `keep` selects into `out`:
 /// `{app="web", level="error"}`.
-pub fn write_key(names: &[String], values: &[String], keep: impl Fn(usize) -> bool, out: &mut String) {
+pub fn write_key(
+    names: &[String],
+    values: &[String],
+    keep: impl Fn(usize) -> bool,
+    out: &mut String,
+) {
     out.clear();
     out.push('{');
     let mut first = true;
@@ -127,7 +132,13 @@ impl ActiveStreams {
     }
 
     /// Finds or admits the stream for `values`, leaving its key in `key`.
-    pub fn admit(&mut self, names: &[String], values: &[String], now: Instant, key: &mut String) -> Admission {
+    pub fn admit(
+        &mut self,
+        names: &[String],
+        values: &[String],
+        now: Instant,
+        key: &mut String,
+    ) -> Admission {
         write_key(names, values, |_| true, key);
         if let Some(active) = self.streams.get_mut(key.as_str()) {
             active.last_seen = now;
@@ -137,7 +148,9 @@ impl ActiveStreams {
             self.insert(key.clone(), values.to_vec(), now);
             return Admission::Full;
         }
-        let mut order: Vec<usize> = (0..values.len()).filter(|&i| !values[i].is_empty()).collect();
+        let mut order: Vec<usize> = (0..values.len())
+            .filter(|&i| !values[i].is_empty())
+            .collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.cardinality[i].len()));
         let mut dropped = Vec::new();
         for &index in &order[..order.len().saturating_sub(1)] {
@@ -171,7 +184,13 @@ impl ActiveStreams {
                 *self.cardinality[index].entry(value.clone()).or_default() += 1;
             }
         }
-        self.streams.insert(key, Active { last_seen: now, values });
+        self.streams.insert(
+            key,
+            Active {
+                last_seen: now,
+                values,
+            },
+        );
     }
 
     /// Forgets streams idle for longer than the idle timeout (at most once a second).
@@ -228,9 +247,15 @@ mod tests {
         let mut streams = ActiveStreams::new(3, 4, Duration::from_secs(60));
         let mut key = String::new();
         for pod in ["p1", "p2", "p3"] {
-            assert_eq!(streams.admit(&names(), &values("web", "info", pod), now, &mut key), Admission::Full);
+            assert_eq!(
+                streams.admit(&names(), &values("web", "info", pod), now, &mut key),
+                Admission::Full
+            );
         }
-        assert_eq!(streams.admit(&names(), &values("web", "info", ""), now, &mut key), Admission::Full);
+        assert_eq!(
+            streams.admit(&names(), &values("web", "info", ""), now, &mut key),
+            Admission::Full
+        );
         assert_eq!(streams.len(), 4);
         let admitted = streams.admit(&names(), &values("web", "info", "p9"), now, &mut key);
         assert_eq!(admitted, Admission::Reduced(vec![2]));
@@ -238,7 +263,11 @@ mod tests {
         let admitted = streams.admit(&names(), &values("api", "warn", "p9"), now, &mut key);
         assert_eq!(admitted, Admission::Reduced(vec![2, 0, 1]));
         assert_eq!(key, OVERFLOW_STREAM);
-        assert_eq!(streams.len(), 5, "the overflow stream is the only one past the cap");
+        assert_eq!(
+            streams.len(),
+            5,
+            "the overflow stream is the only one past the cap"
+        );
         streams.expire(now + Duration::from_secs(120));
         assert_eq!(streams.len(), 0);
         assert!(streams.cardinality.iter().all(HashMap::is_empty));

@@ -203,7 +203,12 @@ mod tests {
     use crate::event::Event;
 
     fn payload() -> Payload {
-        let mut event = Event::new("s".into(), "demo".into(), "line \"one\"".into(), 1_500_000_000_123_456_789);
+        let mut event = Event::new(
+            "s".into(),
+            "demo".into(),
+            "line \"one\"".into(),
+            1_500_000_000_123_456_789,
+        );
         event.level = None;
         Payload {
             tenant: String::new(),
@@ -243,11 +248,19 @@ mod tests {
             .encode(&payload, LokiEncoding::Protobuf, Compression::None)
             .unwrap();
         assert_eq!(body.content_type, "application/x-protobuf");
-        let raw = snap::raw::Decoder::new().decompress_vec(&body.bytes).unwrap();
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body.bytes)
+            .unwrap();
         let request = proto::PushRequest::decode(raw.as_slice()).unwrap();
         let entry = &request.streams[0].entries[0];
         assert_eq!(request.streams[0].labels, "{app=\"web\"}");
-        assert_eq!(entry.timestamp, Some(prost_types::Timestamp { seconds: 1_500_000_000, nanos: 123_456_789 }));
+        assert_eq!(
+            entry.timestamp,
+            Some(prost_types::Timestamp {
+                seconds: 1_500_000_000,
+                nanos: 123_456_789
+            })
+        );
         assert_eq!(entry.structured_metadata[0].value, "p-1");
     }
 }

@@ -37,7 +37,11 @@ impl Router {
                 metrics::counter!("ferry_loki_labels_dropped_total", "sink" => sink.to_string(), "label" => name.clone())
             })
             .collect();
-        let streams = ActiveStreams::new(labels.names().len(), config.max_streams, config.stream_idle_timeout);
+        let streams = ActiveStreams::new(
+            labels.names().len(),
+            config.max_streams,
+            config.stream_idle_timeout,
+        );
         Router {
             metadata: config
                 .structured_metadata
@@ -105,7 +109,8 @@ impl Router {
                 metadata,
                 batch: id,
             };
-            if let Some(payload) = batcher.push(&self.tenant_buf, key, pairs, entry, &delivery, now) {
+            if let Some(payload) = batcher.push(&self.tenant_buf, key, pairs, entry, &delivery, now)
+            {
                 full.push(payload);
             }
         }

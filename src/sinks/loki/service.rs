@@ -69,18 +69,27 @@ impl Endpoint {
             .pool_idle_timeout(Duration::from_secs(60));
         let tls = &config.tls;
         if let Some(ca) = &tls.ca_file {
-            let pem = std::fs::read(ca).with_context(|| format!("cannot read tls.ca_file {}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("tls.ca_file {} holds no valid PEM certificate", ca.display()))?
-            {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read tls.ca_file {}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                format!(
+                    "tls.ca_file {} holds no valid PEM certificate",
+                    ca.display()
+                )
+            })? {
                 builder = builder.add_root_certificate(cert);
             }
         }
         if let (Some(crt), Some(key)) = (&tls.crt_file, &tls.key_file) {
-            let mut pem = std::fs::read(crt).with_context(|| format!("cannot read tls.crt_file {}", crt.display()))?;
+            let mut pem = std::fs::read(crt)
+                .with_context(|| format!("cannot read tls.crt_file {}", crt.display()))?;
             pem.push(b'\n');
-            pem.extend(std::fs::read(key).with_context(|| format!("cannot read tls.key_file {}", key.display()))?);
-            let identity = reqwest::Identity::from_pem(&pem).context("tls: invalid client certificate or key")?;
+            pem.extend(
+                std::fs::read(key)
+                    .with_context(|| format!("cannot read tls.key_file {}", key.display()))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem)
+                .context("tls: invalid client certificate or key")?;
             builder = builder.identity(identity);
         }
         builder = builder
@@ -96,14 +105,22 @@ impl Endpoint {
 }
 
 impl LokiService {
-    pub fn new(endpoint: Endpoint, config: &LokiSinkConfig, sink: Arc<str>, health: Arc<Health>) -> Self {
+    pub fn new(
+        endpoint: Endpoint,
+        config: &LokiSinkConfig,
+        sink: Arc<str>,
+        health: Arc<Health>,
+    ) -> Self {
         let label = ("sink", sink.to_string());
         let requests = ["2xx", "4xx", "429", "5xx", "error"]
             .into_iter()
             .map(|class| {
                 (
                     class,
-                    metrics::counter!("ferry_loki_requests_total", &[label.clone(), ("status", class.to_string())]),
+                    metrics::counter!(
+                        "ferry_loki_requests_total",
+                        &[label.clone(), ("status", class.to_string())]
+                    ),
                 )
             })
             .collect();
@@ -169,7 +186,9 @@ impl LokiService {
             request = request.header(header::CONTENT_ENCODING, encoding);
         }
         request = match &self.endpoint.credentials {
-            Some(Credentials::Basic { user, password }) => request.basic_auth(user, Some(password.expose())),
+            Some(Credentials::Basic { user, password }) => {
+                request.basic_auth(user, Some(password.expose()))
+            }
             Some(Credentials::Bearer(token)) => request.bearer_auth(token.expose()),
             None => request,
         };
@@ -272,7 +291,9 @@ impl Gate {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits out any pause; while the endpoint is failing, also waits to be the only
@@ -286,9 +307,15 @@ impl Gate {
             if let Some(until) = until {
                 tokio::time::sleep_until(until.into()).await;
             }
-            let probe = if failing { Some(self.probe.lock().await) } else { None };
+            let probe = if failing {
+                Some(self.probe.lock().await)
+            } else {
+                None
+            };
             let state = self.lock();
-            let paused = state.paused_until.is_some_and(|until| until > Instant::now());
+            let paused = state
+                .paused_until
+                .is_some_and(|until| until > Instant::now());
             if paused || (state.failing && probe.is_none()) {
                 continue;
             }
@@ -349,10 +376,20 @@ mod tests {
         let first = gate.pass().await;
         let second = gate.pass().await;
         assert!(gate.failed(first, None).is_some());
-        assert_eq!(gate.failed(second, None), None, "a concurrent failure waits, no new step");
+        assert_eq!(
+            gate.failed(second, None),
+            None,
+            "a concurrent failure waits, no new step"
+        );
         let probe = gate.pass().await;
         let pause = gate.failed(probe, Some(Duration::from_millis(50)));
-        assert_eq!(pause, Some(Pause { delay: Duration::from_millis(50), first: false }));
+        assert_eq!(
+            pause,
+            Some(Pause {
+                delay: Duration::from_millis(50),
+                first: false
+            })
+        );
         let started = Instant::now();
         let probe = gate.pass().await;
         assert!(started.elapsed() >= Duration::from_millis(45));

@@ -39,7 +39,12 @@ impl LokiSink {
         config.validate().map_err(anyhow::Error::msg)?;
         let endpoint = Endpoint::new(config)?;
         let dead_letter = match &config.dead_letter {
-            Some(dead_letter) => Some(dead_letter.0.build().context("cannot start the dead-letter sink")?),
+            Some(dead_letter) => Some(
+                dead_letter
+                    .0
+                    .build()
+                    .context("cannot start the dead-letter sink")?,
+            ),
             None => None,
         };
         Ok(LokiSink {
@@ -64,7 +69,11 @@ struct Shared {
 
 #[async_trait]
 impl Sink for LokiSink {
-    async fn run(self: Box<Self>, mut input: BatchReceiver, ctx: SinkContext) -> anyhow::Result<()> {
+    async fn run(
+        self: Box<Self>,
+        mut input: BatchReceiver,
+        ctx: SinkContext,
+    ) -> anyhow::Result<()> {
         let LokiSink {
             config,
             endpoint,
@@ -77,19 +86,27 @@ impl Sink for LokiSink {
                     id: Arc::from(format!("{}.dead_letter", ctx.id)),
                     health: Arc::clone(&ctx.health),
                 };
-                (Some(sender), Some(tokio::spawn(sink.run(receiver, dead_ctx))))
+                (
+                    Some(sender),
+                    Some(tokio::spawn(sink.run(receiver, dead_ctx))),
+                )
             }
             None => (None, None),
         };
         let label = ("sink", ctx.id.to_string());
         let shared = Arc::new(Shared {
-            service: LokiService::new(endpoint, &config, Arc::clone(&ctx.id), Arc::clone(&ctx.health)),
+            service: LokiService::new(
+                endpoint,
+                &config,
+                Arc::clone(&ctx.id),
+                Arc::clone(&ctx.health),
+            ),
             encoding: config.encoding,
             compression: config.compression,
             dead_letter,
             sink: Arc::clone(&ctx.id),
-            events: metrics::counter!("ferry_sink_events_total", &[label.clone()]),
-            bytes: metrics::counter!("ferry_sink_bytes_total", &[label.clone()]),
+            events: metrics::counter!("ferry_sink_events_total", std::slice::from_ref(&label)),
+            bytes: metrics::counter!("ferry_sink_bytes_total", std::slice::from_ref(&label)),
             dead_lettered: metrics::counter!("ferry_loki_dead_letter_events_total", &[label]),
         });
         let mut router = Router::new(&config, &ctx.id);
@@ -174,7 +191,10 @@ async fn deliver(shared: &Shared, payload: Payload) -> anyhow::Result<()> {
                 payload.settle(BatchStatus::Delivered);
             }
             PushOutcome::Rejected { status, reason } => {
-                let splittable = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
+                let splittable = matches!(
+                    status,
+                    StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE
+                );
                 let payload = if splittable {
                     match payload.split() {
                         Ok((first, second)) => {
@@ -197,7 +217,12 @@ async fn deliver(shared: &Shared, payload: Payload) -> anyhow::Result<()> {
 
 /// Logs, counts and dead-letters entries Loki will never accept, then settles them as
 /// rejected. Fails only if the dead-letter sink has stopped.
-async fn reject(shared: &Shared, payload: Payload, status: Option<StatusCode>, reason: &str) -> anyhow::Result<()> {
+async fn reject(
+    shared: &Shared,
+    payload: Payload,
+    status: Option<StatusCode>,
+    reason: &str,
+) -> anyhow::Result<()> {
     let events = payload.event_count();
     let class = reason_class(status, reason);
     let streams: Vec<&str> = payload.streams.iter().map(|s| s.labels.as_str()).collect();
@@ -225,7 +250,11 @@ async fn reject(shared: &Shared, payload: Payload, status: Option<StatusCode>, r
                     delivery: delivery.clone(),
                 })
                 .await
-                .map_err(|_| anyhow::anyhow!("the dead-letter sink has stopped; refused entries cannot be kept"))?;
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "the dead-letter sink has stopped; refused entries cannot be kept"
+                    )
+                })?;
             shared.dead_lettered.increment(count);
             delivery.settle(BatchStatus::Rejected);
         }
@@ -292,13 +321,28 @@ mod tests {
         let bad = Some(StatusCode::BAD_REQUEST);
         assert_eq!(reason_class(bad, "entry out of order"), "out_of_order");
         assert_eq!(
-            reason_class(bad, "entry with timestamp 2024 ignored, reason: 'entry too far behind, oldest acceptable timestamp is: …'"),
+            reason_class(
+                bad,
+                "entry with timestamp 2024 ignored, reason: 'entry too far behind, oldest acceptable timestamp is: …'"
+            ),
             "too_far_behind"
         );
-        assert_eq!(reason_class(bad, "Max entry size '262144' bytes exceeded for stream"), "line_too_long");
-        assert_eq!(reason_class(bad, "stream '{a=\"b\"}' has 16 label names; limit 15"), "too_many_labels");
-        assert_eq!(reason_class(bad, "error parsing labels: invalid label name"), "invalid_labels");
-        assert_eq!(reason_class(Some(StatusCode::UNAUTHORIZED), ""), "unauthorized");
+        assert_eq!(
+            reason_class(bad, "Max entry size '262144' bytes exceeded for stream"),
+            "line_too_long"
+        );
+        assert_eq!(
+            reason_class(bad, "stream '{a=\"b\"}' has 16 label names; limit 15"),
+            "too_many_labels"
+        );
+        assert_eq!(
+            reason_class(bad, "error parsing labels: invalid label name"),
+            "invalid_labels"
+        );
+        assert_eq!(
+            reason_class(Some(StatusCode::UNAUTHORIZED), ""),
+            "unauthorized"
+        );
         assert_eq!(reason_class(None, "snappy"), "encoding");
     }
 }
