@@ -16,7 +16,7 @@ use ferry::sinks::loki::{LokiSink, LokiSinkConfig};
 use ferry::sinks::{Sink, SinkContext};
 use ferry::telemetry::Health;
 use ferry::topology::{BatchSender, batch_channel};
-use loki_receiver::LokiReceiver;
+use loki_receiver::{LokiReceiver, OrderRule};
 
 const T0: i64 = 1_763_632_800_123_456_789;
 
@@ -340,4 +340,46 @@ retry_max_backoff = "100ms""#,
     tracker.await.unwrap();
     assert_eq!(store.load("s").unwrap()["k"], 1);
     assert_eq!(loki.entries().len(), 1);
+}
+
+#[tokio::test]
+async fn lokis_own_refusals_reach_the_dead_letter_with_their_reason() {
+    let loki = LokiReceiver::start().await;
+    loki.set_order(OrderRule::Strict);
+    loki.set_max_line(100);
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.log");
+    let options = format!(
+        r#"endpoint = "{}"
+labels = {{ app = "{{{{ app }}}}" }}
+batch_timeout = "10ms"
+max_in_flight_requests = 1
+dead_letter = {{ type = "file", path = "{}", encoding = "text" }}"#,
+        loki.endpoint(),
+        dead.display()
+    );
+    let (input, task) = start_sink(&options);
+    let batches = [
+        vec![event("web", "newest", T0 + 10)],
+        vec![event("web", "older", T0), event("api", "fine", T0)],
+        vec![event("web", &"x".repeat(101), T0 + 20)],
+    ];
+    for events in batches {
+        input
+            .send(Batch {
+                events,
+                delivery: Delivery::detached(),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(input);
+    task.await.unwrap().unwrap();
+    let lines: Vec<String> = loki.entries().into_iter().map(|e| e.line).collect();
+    assert_eq!(lines, ["newest", "fine"]);
+    let dead_lettered = std::fs::read_to_string(&dead).unwrap();
+    assert_eq!(dead_lettered, format!("older\n{}\n", "x".repeat(101)));
+    let refusals: Vec<u16> = loki.requests().iter().map(|r| r.status).collect();
+    assert!(refusals.contains(&400));
 }
