@@ -51,7 +51,7 @@ pub struct LokiSinkConfig {
     /// Push requests in flight at once (retries included).
     #[serde(default = "default_max_in_flight_requests")]
     pub max_in_flight_requests: usize,
-    /// Most distinct label sets (streams) active at once.
+    /// Most distinct label sets (streams) active at once, across all tenants.
     #[serde(default = "default_max_streams")]
     pub max_streams: usize,
     /// A stream not written for this long no longer counts as active.
@@ -71,11 +71,11 @@ pub struct LokiSinkConfig {
 }
 
 fn default_labels() -> BTreeMap<LabelName, Template> {
-    BTreeMap::from([(
-        LabelName("source".into()),
-        Template::parse("{{ source }}")
-            .unwrap_or_else(|_| unreachable!("a valid literal template")),
-    )])
+    Template::parse("{{ source }}")
+        .ok()
+        .map(|template| (LabelName("source".into()), template))
+        .into_iter()
+        .collect()
 }
 
 fn default_batch_max_bytes() -> usize {

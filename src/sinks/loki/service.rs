@@ -71,12 +71,16 @@ impl Endpoint {
         if let Some(ca) = &tls.ca_file {
             let pem = std::fs::read(ca)
                 .with_context(|| format!("cannot read tls.ca_file {}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-                format!(
-                    "tls.ca_file {} holds no valid PEM certificate",
-                    ca.display()
-                )
-            })? {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .with_context(|| {
+                    format!(
+                        "tls.ca_file {} holds no valid PEM certificate",
+                        ca.display()
+                    )
+                })?;
+            for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -199,8 +203,9 @@ impl LokiService {
             Ok(response) => response,
             Err(error) => {
                 self.count("error");
+                // Without the URL: credentials written into `endpoint` must not be logged.
                 return Err(Retriable {
-                    what: format!("{:#}", anyhow::Error::from(error)),
+                    what: format!("{:#}", anyhow::Error::from(error.without_url())),
                     retry_after: None,
                 });
             }
@@ -369,6 +374,25 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreadable_or_invalid_tls_files_fail_before_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("ca.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        for (file, expected) in [
+            (dir.path().join("missing.pem"), "cannot read tls.ca_file"),
+            (garbage, "no valid PEM certificate"),
+        ] {
+            let options = format!(
+                "endpoint = \"https://loki\"\ntls = {{ ca_file = \"{}\" }}",
+                file.display()
+            );
+            let config: LokiSinkConfig = toml::from_str(&options).unwrap();
+            let error = Endpoint::new(&config).err().expect("refused");
+            assert!(format!("{error:#}").contains(expected), "{error:#}");
+        }
+    }
 
     #[tokio::test]
     async fn failures_together_advance_the_backoff_once_and_retry_after_wins() {
