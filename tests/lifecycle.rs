@@ -207,7 +207,12 @@ encoding = "text"
     assert_eq!(b.len(), 5000);
     let from_a: BTreeSet<String> = a
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let from_b: BTreeSet<String> = b.into_iter().collect();
     assert_eq!(from_a.len(), 5000);

@@ -27,8 +27,9 @@ async fn run_pipeline(config: &str, data_dir: &Path) -> Outcome {
     let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default()))
         .expect("pipeline starts");
     pipeline
-        .run(std::future::pending(), Duration::from_secs(30))
+        .run(std::future::pending::<()>(), Duration::from_secs(30))
         .await
+        .0
 }
 
 fn config(endpoint: &str, data_dir: &Path, encoding: &str) -> String {
