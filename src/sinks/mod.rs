@@ -4,6 +4,7 @@
 pub mod console;
 pub mod encoding;
 pub mod file;
+pub mod loki;
 
 use std::sync::Arc;
 
@@ -31,10 +32,11 @@ pub struct SinkContext {
 pub enum SinkConfig {
     Console(console::ConsoleSinkConfig),
     File(file::FileSinkConfig),
+    Loki(Box<loki::LokiSinkConfig>),
 }
 
 impl SinkConfig {
-    pub const TYPES: &[&str] = &["console", "file"];
+    pub const TYPES: &[&str] = &["console", "file", "loki"];
 
     /// Deserializes the options of sink type `type_name`; `None` if no such type.
     pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
@@ -44,6 +46,9 @@ impl SinkConfig {
         Some(match type_name {
             "console" => console::ConsoleSinkConfig::deserialize(options).map(SinkConfig::Console),
             "file" => file::FileSinkConfig::deserialize(options).map(SinkConfig::File),
+            "loki" => {
+                loki::LokiSinkConfig::deserialize(options).map(|c| SinkConfig::Loki(Box::new(c)))
+            }
             _ => return None,
         })
     }
@@ -52,6 +57,7 @@ impl SinkConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             SinkConfig::Console(_) | SinkConfig::File(_) => Ok(()),
+            SinkConfig::Loki(c) => c.validate(),
         }
     }
 
@@ -59,6 +65,7 @@ impl SinkConfig {
         Ok(match self {
             SinkConfig::Console(c) => Box::new(console::ConsoleSink::new(c.clone())),
             SinkConfig::File(c) => Box::new(file::FileSink::new(c.clone())),
+            SinkConfig::Loki(c) => Box::new(loki::LokiSink::new(c)?),
         })
     }
 }

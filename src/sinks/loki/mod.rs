@@ -1,0 +1,29 @@
+//! The `loki` sink: Grafana Loki's push API (`/loki/api/v1/push`), as snappy-compressed
+//! protobuf or JSON. Events are routed to a tenant and a stream (label set), batched
+//! per tenant, sorted per stream, and pushed with a bounded number of requests in
+//! flight. An input batch is acknowledged only after every request that carried a
+//! part of it got a 2xx, or was permanently refused (4xx) and its entries were handed
+//! to the dead-letter sink. Retries never give up; see `service` for the policy.
+//!
+//! - `config`: options and validation
+//! - `route`: tenant, labels, structured metadata per event
+//! - `labels`: label sets and the active-stream cap
+//! - `batch`: per-tenant batches and their acknowledgements
+//! - `request`: protobuf and JSON bodies
+//! - `service`: HTTP, retries, the shared backoff
+//! - `sink`: the run loop, dead letters
+
+mod batch;
+mod config;
+mod labels;
+pub mod proto;
+mod request;
+mod route;
+mod service;
+mod sink;
+
+pub use config::{
+    Auth, Compression, DeadLetter, LabelName, LokiEncoding, LokiSinkConfig, PUSH_PATH, TlsOptions,
+};
+pub use labels::is_valid_label_name;
+pub use sink::LokiSink;
