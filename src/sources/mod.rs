@@ -3,6 +3,8 @@
 
 pub mod demo;
 pub mod file;
+pub mod ionet;
+pub mod merge;
 pub mod stdin;
 
 use std::sync::Arc;
@@ -91,11 +93,12 @@ impl SourceOutput {
 pub enum SourceConfig {
     Demo(demo::DemoConfig),
     File(file::FileSourceConfig),
+    Ionet(ionet::IonetConfig),
     Stdin(stdin::StdinConfig),
 }
 
 impl SourceConfig {
-    pub const TYPES: &[&str] = &["demo", "file", "stdin"];
+    pub const TYPES: &[&str] = &["demo", "file", "ionet", "stdin"];
 
     /// Deserializes the options of source type `type_name`; `None` if no such type.
     pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
@@ -105,6 +108,7 @@ impl SourceConfig {
         Some(match type_name {
             "demo" => demo::DemoConfig::deserialize(options).map(SourceConfig::Demo),
             "file" => file::FileSourceConfig::deserialize(options).map(SourceConfig::File),
+            "ionet" => ionet::IonetConfig::deserialize(options).map(SourceConfig::Ionet),
             "stdin" => stdin::StdinConfig::deserialize(options).map(SourceConfig::Stdin),
             _ => return None,
         })
@@ -114,6 +118,7 @@ impl SourceConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             SourceConfig::File(c) => c.validate(),
+            SourceConfig::Ionet(c) => c.validate(),
             SourceConfig::Demo(_) | SourceConfig::Stdin(_) => Ok(()),
         }
     }
@@ -122,6 +127,7 @@ impl SourceConfig {
         Ok(match self {
             SourceConfig::Demo(c) => Box::new(demo::DemoSource::new(c.clone())),
             SourceConfig::File(c) => Box::new(file::FileSource::new(c.clone())?),
+            SourceConfig::Ionet(c) => Box::new(ionet::IonetSource::new(c.clone())?),
             SourceConfig::Stdin(c) => Box::new(stdin::StdinSource::new(c.clone())),
         })
     }
