@@ -45,8 +45,12 @@ impl fmt::Debug for AuthHeader {
 impl AuthHeader {
     /// `name: prefix + secret`, e.g. (`X-API-KEY`, ``, key) or (`Authorization`, `token=`, token).
     pub fn new(name: &'static str, prefix: &str, secret: &Secret) -> anyhow::Result<Self> {
-        let mut value = HeaderValue::from_str(&format!("{prefix}{}", secret.expose()))
-            .map_err(|_| anyhow::anyhow!("the secret for the {name} header holds characters a header cannot carry"))?;
+        let mut value =
+            HeaderValue::from_str(&format!("{prefix}{}", secret.expose())).map_err(|_| {
+                anyhow::anyhow!(
+                    "the secret for the {name} header holds characters a header cannot carry"
+                )
+            })?;
         value.set_sensitive(true);
         Ok(AuthHeader {
             name: HeaderName::from_static(name),
@@ -168,7 +172,10 @@ pub fn summarize_body(body: &[u8]) -> String {
 
 fn json_summary(json: &serde_json::Value) -> Option<String> {
     use serde_json::Value;
-    let detail = json.get("detail").or_else(|| json.get("message")).or_else(|| json.get("error"))?;
+    let detail = json
+        .get("detail")
+        .or_else(|| json.get("message"))
+        .or_else(|| json.get("error"))?;
     Some(match detail {
         Value::String(s) => s.clone(),
         Value::Array(items) => items
@@ -186,7 +193,11 @@ fn json_summary(json: &serde_json::Value) -> Option<String> {
                     })
                     .unwrap_or_default();
                 let msg = item.get("msg").and_then(Value::as_str).unwrap_or("invalid");
-                if loc.is_empty() { msg.to_string() } else { format!("{loc}: {msg}") }
+                if loc.is_empty() {
+                    msg.to_string()
+                } else {
+                    format!("{loc}: {msg}")
+                }
             })
             .collect::<Vec<_>>()
             .join("; "),
@@ -215,7 +226,10 @@ mod tests {
             "query.stream: value is not a valid enumeration member; permitted: 'stdout', 'stderr'"
         );
         assert_eq!(summarize_body(br#"{"detail":"Not Found"}"#), "Not Found");
-        assert_eq!(summarize_body(b"unable to open journald:\n bad cursor\n"), "unable to open journald: bad cursor");
+        assert_eq!(
+            summarize_body(b"unable to open journald:\n bad cursor\n"),
+            "unable to open journald: bad cursor"
+        );
         assert!(summarize_body(&[b'x'; 5000]).ends_with('…'));
     }
 
@@ -223,12 +237,30 @@ mod tests {
     fn statuses_are_classified() {
         assert_eq!(classify(StatusCode::UNAUTHORIZED, false), FailureKind::Auth);
         assert_eq!(classify(StatusCode::FORBIDDEN, false), FailureKind::Auth);
-        assert_eq!(classify(StatusCode::NOT_FOUND, false), FailureKind::NotFound);
-        assert_eq!(classify(StatusCode::UNPROCESSABLE_ENTITY, false), FailureKind::Rejected);
-        assert_eq!(classify(StatusCode::TOO_MANY_REQUESTS, false), FailureKind::RateLimited);
-        assert_eq!(classify(StatusCode::SERVICE_UNAVAILABLE, true), FailureKind::RateLimited);
-        assert_eq!(classify(StatusCode::SERVICE_UNAVAILABLE, false), FailureKind::Server);
-        assert_eq!(classify(StatusCode::INTERNAL_SERVER_ERROR, false), FailureKind::Server);
+        assert_eq!(
+            classify(StatusCode::NOT_FOUND, false),
+            FailureKind::NotFound
+        );
+        assert_eq!(
+            classify(StatusCode::UNPROCESSABLE_ENTITY, false),
+            FailureKind::Rejected
+        );
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, false),
+            FailureKind::RateLimited
+        );
+        assert_eq!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, true),
+            FailureKind::RateLimited
+        );
+        assert_eq!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, false),
+            FailureKind::Server
+        );
+        assert_eq!(
+            classify(StatusCode::INTERNAL_SERVER_ERROR, false),
+            FailureKind::Server
+        );
     }
 
     #[test]

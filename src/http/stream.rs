@@ -7,6 +7,7 @@
 //! `max_event_bytes` plus one network chunk.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::client::{FailureKind, HttpFailure};
 use super::retry::backoff;
 use super::sse::Decoder;
+
+/// Longest `Retry-After` honoured; a server asking for more is retried after this.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
 
 /// Options every streaming source shares (each source config carries these keys
 /// and documents their defaults, which are the `Default` below).
@@ -26,7 +30,7 @@ pub struct StreamOptions {
     pub connect_timeout: Duration,
     /// First wait before reconnecting after a failure (grows exponentially, jittered).
     pub retry_min_backoff: Duration,
-    /// Longest wait between reconnects (and cap of a server's `Retry-After`).
+    /// Longest wait between reconnects (a server's `Retry-After` may ask for more).
     pub retry_max_backoff: Duration,
     /// Wait between attempts while the provider refuses the credentials (401/403).
     pub auth_retry_interval: Duration,
@@ -120,6 +124,11 @@ pub enum Ended {
     Failed(HttpFailure),
 }
 
+/// Shared by the streams of one source, so that refused credentials are reported
+/// once per source (not once per stream) until some stream works again.
+#[derive(Debug, Clone, Default)]
+pub struct AuthReport(Arc<AtomicBool>);
+
 /// Decides how long to wait before the next connection, logs what happened (an auth
 /// or request error once until the stream is healthy again), and counts it.
 pub struct Reconnect {
@@ -129,24 +138,35 @@ pub struct Reconnect {
     backoff: Box<dyn Iterator<Item = Duration> + Send>,
     failures: u32,
     reported: Option<String>,
+    auth: AuthReport,
 }
 
 impl Reconnect {
     /// `stream` names the followed stream in logs, `source` labels the metrics.
-    pub fn new(options: StreamOptions, source: Arc<str>, stream: impl Into<Arc<str>>) -> Self {
+    pub fn new(
+        options: StreamOptions,
+        source: Arc<str>,
+        stream: impl Into<Arc<str>>,
+        auth: AuthReport,
+    ) -> Self {
         Reconnect {
-            backoff: Box::new(backoff(options.retry_min_backoff, options.retry_max_backoff)),
+            backoff: Box::new(backoff(
+                options.retry_min_backoff,
+                options.retry_max_backoff,
+            )),
             options,
             stream: stream.into(),
             source,
             failures: 0,
             reported: None,
+            auth,
         }
     }
 
     /// A connection was accepted.
     pub fn connected(&self) {
-        metrics::counter!("ferry_http_connections_total", "source" => self.source.to_string()).increment(1);
+        metrics::counter!("ferry_http_connections_total", "source" => self.source.to_string())
+            .increment(1);
     }
 
     /// The stream delivered events: the next failure starts the backoff over, and a
@@ -154,9 +174,13 @@ impl Reconnect {
     pub fn healthy(&mut self) {
         if self.failures > 0 || self.reported.is_some() {
             tracing::info!(source = %self.source, stream = %self.stream, "stream is flowing again");
-            self.backoff = Box::new(backoff(self.options.retry_min_backoff, self.options.retry_max_backoff));
+            self.backoff = Box::new(backoff(
+                self.options.retry_min_backoff,
+                self.options.retry_max_backoff,
+            ));
             self.failures = 0;
             self.reported = None;
+            self.auth.0.store(false, Ordering::Relaxed);
         }
     }
 
@@ -165,8 +189,12 @@ impl Reconnect {
     pub fn delay(&mut self, ended: &Ended, sse_retry: Option<Duration>) -> Duration {
         let first = self.failures == 0;
         self.failures = self.failures.saturating_add(1);
-        metrics::counter!("ferry_http_reconnects_total", "source" => self.source.to_string()).increment(1);
-        let next_backoff = self.backoff.next().unwrap_or(self.options.retry_max_backoff);
+        metrics::counter!("ferry_http_reconnects_total", "source" => self.source.to_string())
+            .increment(1);
+        let next_backoff = self
+            .backoff
+            .next()
+            .unwrap_or(self.options.retry_max_backoff);
         let after_drop = match sse_retry {
             Some(retry) if first => retry,
             Some(retry) => retry.max(next_backoff),
@@ -197,10 +225,9 @@ impl Reconnect {
         match failure.kind {
             FailureKind::Auth => {
                 let wait = self.options.auth_retry_interval;
-                if first_report {
+                if !self.auth.0.swap(true, Ordering::Relaxed) {
                     tracing::error!(%source, %stream, "credentials refused ({message}); check the API key or token; retrying every {wait:?}");
                 }
-                self.reported = Some(message);
                 wait
             }
             FailureKind::NotFound | FailureKind::Rejected => {
@@ -267,13 +294,16 @@ mod tests {
             auth_retry_interval: Duration::from_secs(30),
             ..StreamOptions::default()
         };
-        Reconnect::new(options, "src".into(), "s")
+        Reconnect::new(options, "src".into(), "s", AuthReport::default())
     }
 
     #[test]
     fn retry_after_wins_over_backoff() {
         let mut r = reconnect();
-        assert_eq!(r.delay(&failure(429, Some(2)), None), Duration::from_secs(2));
+        assert_eq!(
+            r.delay(&failure(429, Some(2)), None),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]
@@ -288,7 +318,9 @@ mod tests {
         let mut r = reconnect();
         let ms = Duration::from_millis;
         assert_eq!(r.delay(&Ended::Lost("x".into()), Some(ms(300))), ms(300));
-        let later: Vec<Duration> = (0..8).map(|_| r.delay(&Ended::Closed, Some(ms(300)))).collect();
+        let later: Vec<Duration> = (0..8)
+            .map(|_| r.delay(&Ended::Closed, Some(ms(300))))
+            .collect();
         assert!(later.iter().all(|d| *d >= ms(300)));
         assert!(later.iter().any(|d| *d > ms(300)), "{later:?}");
         r.healthy();

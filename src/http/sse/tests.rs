@@ -77,7 +77,10 @@ fn an_event_without_data_is_not_dispatched_but_empty_data_is() {
     let events = decode(b"id: 3\nevent: x\n\ndata:\n\n");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].data, "");
-    assert_eq!(events[0].event, None, "event type is reset with the dropped event");
+    assert_eq!(
+        events[0].event, None,
+        "event type is reset with the dropped event"
+    );
     assert_eq!(events[0].id, None);
 }
 
@@ -111,7 +114,11 @@ fn a_half_received_event_is_discarded_at_reset() {
     let next = decoder.next_event().unwrap();
     assert_eq!(next.data, "next connection");
     assert_eq!(next.id, None);
-    assert_eq!(decoder.last_event_id(), "2", "ids of fields already read persist");
+    assert_eq!(
+        decoder.last_event_id(),
+        "2",
+        "ids of fields already read persist"
+    );
 }
 
 #[test]
@@ -127,9 +134,8 @@ fn a_bare_line_without_its_end_is_discarded_at_reset() {
 
 #[test]
 fn bare_lines_are_events_of_their_own() {
-    let events = decode(
-        b"INFO:     Started server process [1]\nplain text\n\nINFO:     Uvicorn running\n",
-    );
+    let events =
+        decode(b"INFO:     Started server process [1]\nplain text\n\nINFO:     Uvicorn running\n");
     assert_eq!(
         data(&events),
         [

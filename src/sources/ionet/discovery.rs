@@ -14,7 +14,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::{IonetConfig, Manager, cursor_key};
 use crate::event::{Event, Level, now_nanos};
 use crate::http::client::HttpFailure;
-use crate::http::stream::{Ended, Reconnect, error_chain, sleep_or_cancel};
+use crate::http::stream::{Ended, RETRY_AFTER_CAP, Reconnect, error_chain, sleep_or_cancel};
 use crate::sources::merge::Piece;
 
 #[derive(Debug, Deserialize)]
@@ -62,20 +62,32 @@ fn is_terminal(status: &str) -> bool {
 
 pub(crate) async fn run(mut manager: Manager, config: IonetConfig) {
     let shared = Arc::clone(&manager.shared);
-    let explicit: Option<BTreeSet<String>> = config.container_ids.as_ref().map(|ids| ids.iter().cloned().collect());
+    let explicit: Option<BTreeSet<String>> = config
+        .container_ids
+        .as_ref()
+        .map(|ids| ids.iter().cloned().collect());
     for id in explicit.iter().flatten() {
         manager.follow(id, None);
     }
     let mut system: BTreeMap<String, SystemCursor> = BTreeMap::new();
     let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut reconnect = Reconnect::new(shared.options.clone(), Arc::clone(&shared.source), "containers list");
+    let mut reconnect = Reconnect::new(
+        shared.options.clone(),
+        Arc::clone(&shared.source),
+        "containers list",
+        shared.auth_report.clone(),
+    );
     loop {
         let wait = match poll(&manager).await {
             Ok(workers) => {
                 reconnect.healthy();
-                let listed: BTreeSet<String> = workers.iter().map(|w| w.container_id.clone()).collect();
+                let listed: BTreeSet<String> =
+                    workers.iter().map(|w| w.container_id.clone()).collect();
                 for worker in &workers {
-                    if explicit.as_ref().is_some_and(|ids| !ids.contains(&worker.container_id)) {
+                    if explicit
+                        .as_ref()
+                        .is_some_and(|ids| !ids.contains(&worker.container_id))
+                    {
                         continue;
                     }
                     if config.lifecycle_events
@@ -98,7 +110,12 @@ pub(crate) async fn run(mut manager: Manager, config: IonetConfig) {
                     }
                 }
                 if explicit.is_none() {
-                    let gone: Vec<String> = manager.followers.keys().filter(|id| !listed.contains(*id)).cloned().collect();
+                    let gone: Vec<String> = manager
+                        .followers
+                        .keys()
+                        .filter(|id| !listed.contains(*id))
+                        .cloned()
+                        .collect();
                     for id in gone {
                         manager.finish(&id);
                     }
@@ -120,7 +137,10 @@ async fn poll(manager: &Manager) -> Result<Vec<Worker>, Ended> {
     let url = shared
         .url(&format!("/deployment/{}/containers", shared.deployment))
         .map_err(|e| Ended::Lost(format!("bad URL: {e}")))?;
-    let request = shared.auth.apply(shared.client.get(url)).timeout(shared.request_timeout);
+    let request = shared
+        .auth
+        .apply(shared.client.get(url))
+        .timeout(shared.request_timeout);
     let response = tokio::select! {
         () = manager.stop.cancelled() => return Ok(Vec::new()),
         response = request.send() => response,
@@ -128,7 +148,7 @@ async fn poll(manager: &Manager) -> Result<Vec<Worker>, Ended> {
     .map_err(|e| Ended::Lost(shared.auth.scrub(&error_chain(&e))))?;
     if !response.status().is_success() {
         return Err(Ended::Failed(
-            HttpFailure::from_response(response, Some(&shared.auth), shared.options.retry_max_backoff).await,
+            HttpFailure::from_response(response, Some(&shared.auth), RETRY_AFTER_CAP).await,
         ));
     }
     let body = response
@@ -141,16 +161,22 @@ async fn poll(manager: &Manager) -> Result<Vec<Worker>, Ended> {
 }
 
 /// Ships the new lifecycle events of `worker`; `false` if the source is stopping.
-async fn lifecycle(manager: &mut Manager, worker: &Worker, system: &mut BTreeMap<String, SystemCursor>) -> bool {
+async fn lifecycle(
+    manager: &mut Manager,
+    worker: &Worker,
+    system: &mut BTreeMap<String, SystemCursor>,
+) -> bool {
     let shared = Arc::clone(&manager.shared);
     let key = cursor_key(&shared.deployment, &worker.container_id, "system");
-    let cursor = system.entry(worker.container_id.clone()).or_insert_with(|| {
-        manager
-            .checkpoint
-            .get(&key)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default()
-    });
+    let cursor = system
+        .entry(worker.container_id.clone())
+        .or_insert_with(|| {
+            manager
+                .checkpoint
+                .get(&key)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default()
+        });
     let mut entries: Vec<(i64, &ContainerEvent)> = worker
         .container_events
         .iter()
@@ -176,7 +202,12 @@ async fn lifecycle(manager: &mut Manager, worker: &Worker, system: &mut BTreeMap
         }
         cursor.hashes.push(hash);
         let timestamp = if time == 0 { now_nanos() } else { time };
-        let mut event = Event::new(Arc::clone(&shared.source), Arc::from("ionet"), entry.message.clone(), timestamp);
+        let mut event = Event::new(
+            Arc::clone(&shared.source),
+            Arc::from("ionet"),
+            entry.message.clone(),
+            timestamp,
+        );
         event.level = Some(Level::Info);
         event.stream = Some("system".into());
         event.origin.deployment = Some(shared.deployment.clone());

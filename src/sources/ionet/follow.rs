@@ -22,7 +22,9 @@ use super::{LogStream, Shared};
 use crate::event::{Event, now_nanos};
 use crate::http::client::HttpFailure;
 use crate::http::sse::{Decoder, SseEvent};
-use crate::http::stream::{Connection, Ended, Reconnect, error_chain, sleep_or_cancel};
+use crate::http::stream::{
+    Connection, Ended, RETRY_AFTER_CAP, Reconnect, error_chain, sleep_or_cancel,
+};
 use crate::sources::merge::{PieceBuilder, PieceSender};
 
 /// Lines of the stream's start remembered to recognise a replay from offset 0.
@@ -60,7 +62,10 @@ enum Resume {
     /// Nothing to check: emit everything.
     Fresh,
     /// Replay detection pending: held lines so far match the head hashes.
-    Checking { resumed_at: Position, held: Vec<(SseEvent, u64)> },
+    Checking {
+        resumed_at: Position,
+        held: Vec<(SseEvent, u64)>,
+    },
     /// A replay from offset 0: skip this many more lines.
     Skipping(u64),
 }
@@ -71,14 +76,22 @@ struct Stopped;
 impl Follower {
     pub async fn run(mut self) {
         let label = format!("{}/{}", self.container, self.stream.as_str());
-        let mut reconnect = Reconnect::new(self.shared.options.clone(), Arc::clone(&self.shared.source), label);
+        let mut reconnect = Reconnect::new(
+            self.shared.options.clone(),
+            Arc::clone(&self.shared.source),
+            label,
+            self.shared.auth_report.clone(),
+        );
         let mut decoder = Decoder::new(self.shared.options.max_event_bytes);
         let mut builder = PieceBuilder::new(self.shared.max_events, self.shared.max_bytes);
         loop {
             let ended = match self.connect().await {
                 Ok(mut connection) => {
                     reconnect.connected();
-                    match self.read(&mut connection, &mut decoder, &mut builder, &mut reconnect).await {
+                    match self
+                        .read(&mut connection, &mut decoder, &mut builder, &mut reconnect)
+                        .await
+                    {
                         Ok(ended) => ended,
                         Err(Stopped) => return,
                     }
@@ -98,9 +111,16 @@ impl Follower {
     }
 
     async fn connect(&self) -> Result<Connection, Ended> {
-        let path = format!("/deployment/{}/log/{}", self.shared.deployment, self.container);
-        let mut url = self.shared.url(&path).map_err(|e| Ended::Lost(format!("bad URL: {e}")))?;
-        url.query_pairs_mut().append_pair("stream", self.stream.as_str());
+        let path = format!(
+            "/deployment/{}/log/{}",
+            self.shared.deployment, self.container
+        );
+        let mut url = self
+            .shared
+            .url(&path)
+            .map_err(|e| Ended::Lost(format!("bad URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("stream", self.stream.as_str());
         if self.position.offset > 0 {
             url.query_pairs_mut()
                 .append_pair("offset", &self.position.offset.to_string());
@@ -115,10 +135,12 @@ impl Follower {
             () = self.stop.cancelled() => return Err(Ended::Closed),
             response = request.send() => response,
         };
-        let response = response.map_err(|e| Ended::Lost(self.shared.auth.scrub(&error_chain(&e))))?;
+        let response =
+            response.map_err(|e| Ended::Lost(self.shared.auth.scrub(&error_chain(&e))))?;
         if !response.status().is_success() {
             let failure =
-                HttpFailure::from_response(response, Some(&self.shared.auth), self.shared.options.retry_max_backoff).await;
+                HttpFailure::from_response(response, Some(&self.shared.auth), RETRY_AFTER_CAP)
+                    .await;
             return Err(Ended::Failed(failure));
         }
         Ok(Connection::new(response, self.shared.options.idle_timeout))
@@ -132,7 +154,10 @@ impl Follower {
         reconnect: &mut Reconnect,
     ) -> Result<Ended, Stopped> {
         let mut resume = if self.position.offset > 0 && !self.position.head.is_empty() {
-            Resume::Checking { resumed_at: self.position.clone(), held: Vec::new() }
+            Resume::Checking {
+                resumed_at: self.position.clone(),
+                held: Vec::new(),
+            }
         } else {
             Resume::Fresh
         };
@@ -151,7 +176,11 @@ impl Follower {
             let mut any = false;
             while let Some(event) = decoder.next_event() {
                 any = true;
-                if let Some(id) = event.id.as_deref().and_then(|id| id.trim().parse::<u64>().ok()) {
+                if let Some(id) = event
+                    .id
+                    .as_deref()
+                    .and_then(|id| id.trim().parse::<u64>().ok())
+                {
                     if resumed_offset > 0 && id <= resumed_offset {
                         continue;
                     }
@@ -165,9 +194,16 @@ impl Follower {
                         Resume::Fresh
                     }
                     Resume::Skipping(left) => {
-                        if left > 1 { Resume::Skipping(left - 1) } else { Resume::Fresh }
+                        if left > 1 {
+                            Resume::Skipping(left - 1)
+                        } else {
+                            Resume::Fresh
+                        }
                     }
-                    Resume::Checking { resumed_at, mut held } => {
+                    Resume::Checking {
+                        resumed_at,
+                        mut held,
+                    } => {
                         let hash = xxh3_64(event.data.as_bytes());
                         let index = held.len();
                         if resumed_at.head.get(index) == Some(&hash) {
@@ -177,7 +213,11 @@ impl Follower {
                                 tracing::info!(source = %self.shared.source, container = %self.container, stream = self.stream.as_str(), lines = resumed_at.lines, "server replayed the stream from its start (offset ignored); skipping lines already read");
                                 self.position = resumed_at.clone();
                                 let left = resumed_at.lines.saturating_sub(held.len() as u64);
-                                if left > 0 { Resume::Skipping(left) } else { Resume::Fresh }
+                                if left > 0 {
+                                    Resume::Skipping(left)
+                                } else {
+                                    Resume::Fresh
+                                }
                             } else {
                                 Resume::Checking { resumed_at, held }
                             }
@@ -218,13 +258,19 @@ impl Follower {
             return Ok(());
         }
         let shared = &self.shared;
-        let mut log = Event::new(Arc::clone(&shared.source), Arc::from("ionet"), event.data, now);
+        let mut log = Event::new(
+            Arc::clone(&shared.source),
+            Arc::from("ionet"),
+            event.data,
+            now,
+        );
         log.stream = Some(self.stream.as_str().to_string());
         log.origin.deployment = Some(shared.deployment.clone());
         log.origin.instance = Some(self.container.clone());
         log.origin.host.clone_from(&self.host);
         if event.truncated {
-            log.fields.insert("truncated".into(), serde_json::Value::Bool(true));
+            log.fields
+                .insert("truncated".into(), serde_json::Value::Bool(true));
         }
         if builder.push(log) {
             self.send(builder).await?;
@@ -233,7 +279,9 @@ impl Follower {
     }
 
     async fn send(&self, builder: &mut PieceBuilder) -> Result<(), Stopped> {
-        let cursor = serde_json::to_value(&self.position).ok().map(|v| (self.key.clone(), v));
+        let cursor = serde_json::to_value(&self.position)
+            .ok()
+            .map(|v| (self.key.clone(), v));
         let piece = builder.take(cursor);
         tokio::select! {
             () = self.stop.cancelled() => Err(Stopped),

@@ -26,7 +26,7 @@ use super::merge::{self, PieceSender};
 use super::{Source, SourceContext};
 use crate::config::{Secret, resolve_secret};
 use crate::http::client::{AuthHeader, build_client};
-use crate::http::stream::StreamOptions;
+use crate::http::stream::{AuthReport, StreamOptions};
 
 pub use follow::Position;
 
@@ -92,7 +92,8 @@ pub struct IonetConfig {
     /// `retry_max_backoff`. Default 1 s.
     #[serde(default = "default_retry_min_backoff", with = "humantime_serde")]
     pub retry_min_backoff: Duration,
-    /// Longest reconnect delay, and cap of a server's `Retry-After`. Default 60 s.
+    /// Longest reconnect delay (a server's `Retry-After` is honoured up to 10 min).
+    /// Default 60 s.
     #[serde(default = "default_retry_max_backoff", with = "humantime_serde")]
     pub retry_max_backoff: Duration,
     /// Retry interval while the API key is refused (401/403). Default 60 s.
@@ -141,7 +142,10 @@ impl IonetConfig {
     pub fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
         if self.api_key.is_none() && self.api_key_file.is_none() {
-            return Err("give the API key with `api_key` (e.g. \"${IONET_API_KEY}\") or `api_key_file`".into());
+            return Err(
+                "give the API key with `api_key` (e.g. \"${IONET_API_KEY}\") or `api_key_file`"
+                    .into(),
+            );
         }
         if self.api_key.is_some() && self.api_key_file.is_some() {
             return Err("give either `api_key` or `api_key_file`, not both".into());
@@ -175,9 +179,12 @@ impl IonetConfig {
 
 /// An `endpoint` must be an absolute http(s) URL.
 pub(crate) fn validate_endpoint(endpoint: &str) -> Result<(), String> {
-    let url = url::Url::parse(endpoint).map_err(|e| format!("`endpoint` {endpoint:?} is not a URL: {e}"))?;
+    let url = url::Url::parse(endpoint)
+        .map_err(|e| format!("`endpoint` {endpoint:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`endpoint` {endpoint:?} must be an http:// or https:// URL"));
+        return Err(format!(
+            "`endpoint` {endpoint:?} must be an http:// or https:// URL"
+        ));
     }
     Ok(())
 }
@@ -187,6 +194,7 @@ pub(crate) struct Shared {
     pub source: Arc<str>,
     pub client: reqwest::Client,
     pub auth: AuthHeader,
+    pub auth_report: AuthReport,
     pub base: String,
     pub deployment: String,
     pub options: StreamOptions,
@@ -209,12 +217,20 @@ pub struct IonetSource {
 
 impl IonetSource {
     pub fn new(config: IonetConfig) -> anyhow::Result<Self> {
-        let key = resolve_secret("api_key", config.api_key.as_ref(), config.api_key_file.as_deref())
-            .map_err(anyhow::Error::msg)?
-            .ok_or_else(|| anyhow::anyhow!("no API key: set `api_key` or `api_key_file`"))?;
+        let key = resolve_secret(
+            "api_key",
+            config.api_key.as_ref(),
+            config.api_key_file.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow::anyhow!("no API key: set `api_key` or `api_key_file`"))?;
         let auth = AuthHeader::new("x-api-key", "", &key)?;
         let client = build_client(config.connect_timeout)?;
-        Ok(IonetSource { config, auth, client })
+        Ok(IonetSource {
+            config,
+            auth,
+            client,
+        })
     }
 }
 
@@ -226,6 +242,7 @@ impl Source for IonetSource {
             source: Arc::clone(&ctx.id),
             client: self.client,
             auth: self.auth,
+            auth_report: AuthReport::default(),
             base: config.endpoint.trim_end_matches('/').to_string(),
             deployment: config.deployment_id.clone(),
             options: config.stream_options(),
@@ -297,7 +314,8 @@ impl Manager {
             tasks.spawn(follower.run());
         }
         tracing::info!(source = %self.shared.source, container, "following container");
-        self.followers.insert(container.to_string(), (finish, tasks));
+        self.followers
+            .insert(container.to_string(), (finish, tasks));
     }
 
     /// Lets the followers of `container` end with their current stream.
