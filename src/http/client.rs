@@ -28,6 +28,18 @@ pub fn build_client(connect_timeout: Duration) -> anyhow::Result<reqwest::Client
         .build()?)
 }
 
+/// An `endpoint` option must be an absolute http(s) URL.
+pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = url::Url::parse(endpoint)
+        .map_err(|e| format!("`endpoint` {endpoint:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "`endpoint` {endpoint:?} must be an http:// or https:// URL"
+        ));
+    }
+    Ok(())
+}
+
 /// An auth header built from a secret.
 #[derive(Clone)]
 pub struct AuthHeader {
@@ -66,6 +78,11 @@ impl AuthHeader {
     /// `text` with every occurrence of the secret replaced by `***`.
     pub fn scrub(&self, text: &str) -> String {
         scrub(text, &self.secret)
+    }
+
+    /// Whether both carry the same credential.
+    pub fn same_value(&self, other: &AuthHeader) -> bool {
+        self.name == other.name && self.value == other.value
     }
 }
 

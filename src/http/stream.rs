@@ -51,6 +51,34 @@ impl Default for StreamOptions {
     }
 }
 
+/// Serde defaults of the stream options, for the source configs that carry them.
+pub mod defaults {
+    use super::{Duration, StreamOptions};
+
+    pub fn idle_timeout() -> Duration {
+        StreamOptions::default().idle_timeout
+    }
+    pub fn connect_timeout() -> Duration {
+        StreamOptions::default().connect_timeout
+    }
+    /// Timeout of a request that is not a stream (discovery, login).
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn retry_min_backoff() -> Duration {
+        StreamOptions::default().retry_min_backoff
+    }
+    pub fn retry_max_backoff() -> Duration {
+        StreamOptions::default().retry_max_backoff
+    }
+    pub fn auth_retry_interval() -> Duration {
+        StreamOptions::default().auth_retry_interval
+    }
+    pub fn max_event_bytes() -> usize {
+        StreamOptions::default().max_event_bytes
+    }
+}
+
 impl StreamOptions {
     pub fn validate(&self) -> Result<(), String> {
         if self.idle_timeout.is_zero() {

@@ -25,7 +25,13 @@ use tokio_util::sync::CancellationToken;
 use super::merge::{self, PieceSender};
 use super::{Source, SourceContext};
 use crate::config::{Secret, resolve_secret};
-use crate::http::client::{AuthHeader, build_client};
+use crate::http::client::{AuthHeader, build_client, validate_endpoint};
+use crate::http::stream::defaults::{
+    auth_retry_interval as default_auth_retry_interval, connect_timeout as default_connect_timeout,
+    idle_timeout as default_idle_timeout, max_event_bytes as default_max_event_bytes,
+    request_timeout as default_request_timeout, retry_max_backoff as default_retry_max_backoff,
+    retry_min_backoff as default_retry_min_backoff,
+};
 use crate::http::stream::{AuthReport, StreamOptions};
 
 pub use follow::Position;
@@ -116,28 +122,6 @@ fn default_discovery_interval() -> Duration {
 fn default_true() -> bool {
     true
 }
-pub(crate) fn default_idle_timeout() -> Duration {
-    StreamOptions::default().idle_timeout
-}
-pub(crate) fn default_connect_timeout() -> Duration {
-    StreamOptions::default().connect_timeout
-}
-pub(crate) fn default_request_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-pub(crate) fn default_retry_min_backoff() -> Duration {
-    StreamOptions::default().retry_min_backoff
-}
-pub(crate) fn default_retry_max_backoff() -> Duration {
-    StreamOptions::default().retry_max_backoff
-}
-pub(crate) fn default_auth_retry_interval() -> Duration {
-    StreamOptions::default().auth_retry_interval
-}
-pub(crate) fn default_max_event_bytes() -> usize {
-    StreamOptions::default().max_event_bytes
-}
-
 impl IonetConfig {
     pub fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
@@ -175,18 +159,6 @@ impl IonetConfig {
             max_event_bytes: self.max_event_bytes,
         }
     }
-}
-
-/// An `endpoint` must be an absolute http(s) URL.
-pub(crate) fn validate_endpoint(endpoint: &str) -> Result<(), String> {
-    let url = url::Url::parse(endpoint)
-        .map_err(|e| format!("`endpoint` {endpoint:?} is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "`endpoint` {endpoint:?} must be an http:// or https:// URL"
-        ));
-    }
-    Ok(())
 }
 
 /// What the followers and the discovery loop share.
