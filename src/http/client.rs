@@ -189,10 +189,9 @@ pub fn summarize_body(body: &[u8]) -> String {
 
 fn json_summary(json: &serde_json::Value) -> Option<String> {
     use serde_json::Value;
-    let detail = json
-        .get("detail")
-        .or_else(|| json.get("message"))
-        .or_else(|| json.get("error"))?;
+    let detail = ["detail", "description", "message", "error", "title"]
+        .iter()
+        .find_map(|key| json.get(*key))?;
     Some(match detail {
         Value::String(s) => s.clone(),
         Value::Array(items) => items
