@@ -22,15 +22,7 @@ pub async fn run(path: &Path) -> Result<Outcome> {
     let store = Arc::new(CheckpointStore::open(&config.data_dir)?);
     let api_stop = CancellationToken::new();
     let api = if config.api.enabled {
-        Some(
-            telemetry::serve_api(
-                config.api.address,
-                metrics,
-                Arc::clone(&health),
-                api_stop.clone(),
-            )
-            .await?,
-        )
+        Some(telemetry::serve_api(config.api.address, metrics, Arc::clone(&health), api_stop.clone()).await?)
     } else {
         None
     };

@@ -62,8 +62,8 @@ impl Level {
             b"notice" => Level::Notice,
             b"warn" | b"warning" | b"wrn" => Level::Warn,
             b"error" | b"err" | b"eror" | b"severe" => Level::Error,
-            b"fatal" | b"critical" | b"crit" | b"panic" | b"emerg" | b"emergency" | b"alert"
-            | b"dpanic" => Level::Fatal,
+            b"fatal" | b"critical" | b"crit" | b"panic" | b"emerg" | b"emergency"
+            | b"alert" | b"dpanic" => Level::Fatal,
             _ => return None,
         })
     }
@@ -236,7 +236,9 @@ fn value_size_hint(value: &Value) -> usize {
 
 /// Unix nanoseconds now.
 pub fn now_nanos() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+    chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .unwrap_or(i64::MAX)
 }
 
 /// `2026-11-20T10:00:00.123456789Z`
@@ -269,8 +271,7 @@ mod tests {
             "http".into(),
             serde_json::json!({"status": 503, "path": "/x"}),
         );
-        e.fields
-            .insert("level".into(), Value::String("shadow".into()));
+        e.fields.insert("level".into(), Value::String("shadow".into()));
         e
     }
 

@@ -11,11 +11,7 @@ use ferry::topology::Outcome;
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(
-    name = "ferry",
-    version,
-    about = "A log shipping agent with durable checkpoints"
-)]
+#[command(name = "ferry", version, about = "A log shipping agent with durable checkpoints")]
 struct Cli {
     /// The TOML config file.
     #[arg(short, long, global = true, env = "FERRY_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
@@ -80,10 +76,7 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -121,9 +121,5 @@ async fn render_health(State(state): State<ApiState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
+    (code, [("content-type", "application/json")], body.to_string())
 }

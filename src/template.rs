@@ -37,9 +37,7 @@ impl Template {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
                 {
-                    return Err(format!(
-                        "invalid field name `{name}` in template `{source}`"
-                    ));
+                    return Err(format!("invalid field name `{name}` in template `{source}`"));
                 }
                 parts.push(Part::Field(name.to_string()));
                 rest = &after[end + 2..];
@@ -47,9 +45,7 @@ impl Template {
                 let len = strftime_len(rest);
                 let spec = &rest[..len];
                 if StrftimeItems::new(spec).any(|item| matches!(item, Item::Error)) {
-                    return Err(format!(
-                        "invalid time format `{spec}` in template `{source}`"
-                    ));
+                    return Err(format!("invalid time format `{spec}` in template `{source}`"));
                 }
                 parts.push(Part::Time(spec.to_string()));
                 rest = &rest[len..];
@@ -111,8 +107,7 @@ fn strftime_len(s: &str) -> usize {
     let mut i = 0;
     while i < bytes.len() && bytes[i] == b'%' {
         i += 1;
-        while i < bytes.len() && matches!(bytes[i], b'-' | b'_' | b'0'..=b'9' | b'.' | b':' | b'#')
-        {
+        while i < bytes.len() && matches!(bytes[i], b'-' | b'_' | b'0'..=b'9' | b'.' | b':' | b'#') {
             i += 1;
         }
         if i < bytes.len() {
@@ -135,12 +130,7 @@ mod tests {
 
     #[test]
     fn renders_fields_and_time_parts() {
-        let mut event = Event::new(
-            "s".into(),
-            "demo".into(),
-            "m".into(),
-            1_763_632_800_000_000_000,
-        );
+        let mut event = Event::new("s".into(), "demo".into(), "m".into(), 1_763_632_800_000_000_000);
         event.origin.app = Some("web".into());
         let t = Template::parse("/logs/{{ app }}/{{provider}}-%Y-%m-%d.log").unwrap();
         assert_eq!(t.render(&event), "/logs/web/demo-2025-11-20.log");
@@ -152,15 +142,7 @@ mod tests {
     #[test]
     fn rejects_broken_templates() {
         assert!(Template::parse("{{ app").unwrap_err().contains("unclosed"));
-        assert!(
-            Template::parse("{{ a b }}")
-                .unwrap_err()
-                .contains("invalid field name")
-        );
-        assert!(
-            Template::parse("%Q")
-                .unwrap_err()
-                .contains("invalid time format")
-        );
+        assert!(Template::parse("{{ a b }}").unwrap_err().contains("invalid field name"));
+        assert!(Template::parse("%Q").unwrap_err().contains("invalid time format"));
     }
 }

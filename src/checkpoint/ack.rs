@@ -128,7 +128,9 @@ impl Delivery {
     }
 
     fn record(&self, status: BatchStatus) {
-        self.shared.status.fetch_max(status as u8, Ordering::AcqRel);
+        self.shared
+            .status
+            .fetch_max(status as u8, Ordering::AcqRel);
     }
 }
 
@@ -347,22 +349,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    async fn tracker(
-        window: usize,
-    ) -> (
-        Acker,
-        TrackerHandle,
-        Arc<CheckpointStore>,
-        tempfile::TempDir,
-    ) {
+    async fn tracker(window: usize) -> (Acker, TrackerHandle, Arc<CheckpointStore>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
-        let (acker, handle) = spawn_tracker(
-            "s".into(),
-            store.clone(),
-            window,
-            Arc::new(Health::default()),
-        );
+        let (acker, handle) = spawn_tracker("s".into(), store.clone(), window, Arc::new(Health::default()));
         (acker, handle, store, dir)
     }
 
@@ -376,17 +366,10 @@ mod tests {
         d2.settle(BatchStatus::Delivered);
         d1.settle(BatchStatus::Delivered);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            store.load("s").unwrap().is_empty(),
-            "batch 0 still in flight"
-        );
+        assert!(store.load("s").unwrap().is_empty(), "batch 0 still in flight");
         d0.settle(BatchStatus::Delivered);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(
-            store.load("s").unwrap()["k"],
-            json!(0),
-            "batch 1 has a copy in flight"
-        );
+        assert_eq!(store.load("s").unwrap()["k"], json!(0), "batch 1 has a copy in flight");
         d1_copy.settle(BatchStatus::Rejected);
         drop(acker);
         handle.await.unwrap();

@@ -14,12 +14,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// An error at byte range `span` of `text`.
-    pub fn at(
-        path: &Path,
-        text: &str,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn at(path: &Path, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         ConfigError {
             path: path.to_path_buf(),
             position: Some(span.map_or((1, 1), |s| line_column(text, s.start))),
@@ -52,12 +47,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
             Some((line, column)) => {
-                write!(
-                    f,
-                    "{}:{line}:{column}: {}",
-                    self.path.display(),
-                    self.message
-                )
+                write!(f, "{}:{line}:{column}: {}", self.path.display(), self.message)
             }
             None => write!(f, "{}: {}", self.path.display(), self.message),
         }

@@ -3,7 +3,10 @@
 //! errors still point into the file as written and a variable can never inject TOML.
 
 /// Replaces variables in `input` using `lookup`. The error names the variable.
-pub fn interpolate(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn interpolate(
+    input: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     if !input.contains('$') {
         return Ok(input.to_string());
     }
@@ -24,7 +27,11 @@ pub fn interpolate(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Resu
                 Some((name, default)) => (name, Some(default)),
                 None => (expr, None),
             };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 return Err(format!("invalid variable name `{name}` in `${{{expr}}}`"));
             }
             match (lookup(name).filter(|v| !v.is_empty()), default) {
@@ -75,20 +82,8 @@ mod tests {
 
     #[test]
     fn reports_missing_and_malformed_variables() {
-        assert!(
-            interpolate("${MISSING}", env)
-                .unwrap_err()
-                .contains("`MISSING` is not set")
-        );
-        assert!(
-            interpolate("${HOST", env)
-                .unwrap_err()
-                .contains("unterminated")
-        );
-        assert!(
-            interpolate("${A B}", env)
-                .unwrap_err()
-                .contains("invalid variable name")
-        );
+        assert!(interpolate("${MISSING}", env).unwrap_err().contains("`MISSING` is not set"));
+        assert!(interpolate("${HOST", env).unwrap_err().contains("unterminated"));
+        assert!(interpolate("${A B}", env).unwrap_err().contains("invalid variable name"));
     }
 }

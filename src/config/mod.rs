@@ -108,11 +108,7 @@ impl Default for SourceCommon {
 }
 
 impl SourceCommon {
-    const KEYS: &[&str] = &[
-        "max_in_flight_batches",
-        "batch_max_events",
-        "batch_max_bytes",
-    ];
+    const KEYS: &[&str] = &["max_in_flight_batches", "batch_max_events", "batch_max_bytes"];
 }
 
 /// Options shared by everything that has `inputs`.
@@ -201,13 +197,9 @@ pub fn parse(
         let context = format!("sources.{}", component.id);
         let (specific, common) = component.split(SourceCommon::KEYS);
         let common: SourceCommon = reader.deserialize(common, &context)?;
-        let source = reader.typed(
-            &component,
-            specific,
-            &context,
-            SourceConfig::TYPES,
-            |t, d| SourceConfig::deserialize_type(t, d),
-        )?;
+        let source = reader.typed(&component, specific, &context, SourceConfig::TYPES, |t, d| {
+            SourceConfig::deserialize_type(t, d)
+        })?;
         graph.add(&reader, &component, &context, None)?;
         config_ok(&reader, &component, &context, source.validate())?;
         config.sources.insert(
@@ -223,13 +215,9 @@ pub fn parse(
         let (specific, common) = component.split(InputCommon::KEYS);
         let common: InputCommon = reader.deserialize(common, &context)?;
         let inputs = reader.inputs(&component, &context)?;
-        let transform = reader.typed(
-            &component,
-            specific,
-            &context,
-            TransformConfig::TYPES,
-            |t, d| TransformConfig::deserialize_type(t, d),
-        )?;
+        let transform = reader.typed(&component, specific, &context, TransformConfig::TYPES, |t, d| {
+            TransformConfig::deserialize_type(t, d)
+        })?;
         graph.add(&reader, &component, &context, Some(&inputs))?;
         config.transforms.insert(
             component.id.clone(),
@@ -269,12 +257,7 @@ fn config_ok(
     context: &str,
     result: Result<(), String>,
 ) -> Result<(), ConfigError> {
-    result.map_err(|message| {
-        reader.error(
-            Some(component.span.clone()),
-            format!("{context}: {message}"),
-        )
-    })
+    result.map_err(|message| reader.error(Some(component.span.clone()), format!("{context}: {message}")))
 }
 
 /// One `[kind.id]` table, with its `type` taken out.
@@ -409,9 +392,7 @@ impl<'a> Reader<'a> {
                 if &**k.get_ref() == "type" {
                     let v_span = v.span();
                     match v.into_inner() {
-                        DeValue::String(s) => {
-                            type_name = Some(Spanned::new(v_span, s.into_owned()))
-                        }
+                        DeValue::String(s) => type_name = Some(Spanned::new(v_span, s.into_owned())),
                         _ => {
                             return Err(self.error(
                                 Some(v_span),
@@ -440,11 +421,7 @@ impl<'a> Reader<'a> {
         Ok(components)
     }
 
-    fn inputs(
-        &self,
-        component: &Component,
-        context: &str,
-    ) -> Result<Vec<Spanned<String>>, ConfigError> {
+    fn inputs(&self, component: &Component, context: &str) -> Result<Vec<Spanned<String>>, ConfigError> {
         let Some((_, value)) = component
             .entries
             .iter()
@@ -455,8 +432,7 @@ impl<'a> Reader<'a> {
                 format!("{context}: missing required option `inputs` (the ids of the components that feed it)"),
             ));
         };
-        let inputs: Vec<Spanned<String>> =
-            self.deserialize(value.clone(), &format!("{context}.inputs"))?;
+        let inputs: Vec<Spanned<String>> = self.deserialize(value.clone(), &format!("{context}.inputs"))?;
         if inputs.is_empty() {
             return Err(self.error(
                 Some(value.span()),
@@ -484,12 +460,7 @@ impl<'a> Reader<'a> {
                 ),
             )),
             Some(result) => result.map_err(|e| {
-                ConfigError::from_toml(
-                    self.path,
-                    self.text,
-                    &e,
-                    &format!("{context} (type {type_name})"),
-                )
+                ConfigError::from_toml(self.path, self.text, &e, &format!("{context} (type {type_name})"))
             }),
         }
     }
@@ -558,21 +529,14 @@ impl Graph {
                 Some(("sink", _)) => {
                     return Err(reader.error(
                         Some(input.span()),
-                        format!(
-                            "{context}: input `{}` is a sink; sinks have no output",
-                            input.get_ref()
-                        ),
+                        format!("{context}: input `{}` is a sink; sinks have no output", input.get_ref()),
                     ));
                 }
                 Some(_) => {}
             }
         }
         self.check_cycles(reader)?;
-        let consumed: BTreeSet<&str> = self
-            .edges
-            .iter()
-            .map(|(_, i, _)| i.get_ref().as_str())
-            .collect();
+        let consumed: BTreeSet<&str> = self.edges.iter().map(|(_, i, _)| i.get_ref().as_str()).collect();
         for (id, (kind, _)) in &self.kinds {
             if *kind != "sink" && !consumed.contains(id.as_str()) {
                 tracing::warn!("{kind} `{id}` feeds no sink or transform; its events go nowhere");
@@ -605,8 +569,7 @@ impl Graph {
                 match marks.get(name) {
                     Some(Mark::Visiting) => {
                         let start = path.iter().position(|n| *n == name).unwrap_or(0);
-                        let mut cycle: Vec<String> =
-                            path[start..].iter().map(|s| s.to_string()).collect();
+                        let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
                         cycle.push(name.to_string());
                         return Some((cycle, input.span()));
                     }

@@ -46,10 +46,7 @@ mod tests {
     #[test]
     fn reads_seconds_and_http_dates() {
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
-        assert_eq!(
-            parse_retry_after("3", now, CAP),
-            Some(Duration::from_secs(3))
-        );
+        assert_eq!(parse_retry_after("3", now, CAP), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after(" 0 ", now, CAP), Some(Duration::ZERO));
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now, CAP),

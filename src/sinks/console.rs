@@ -29,11 +29,7 @@ impl ConsoleSink {
 
 #[async_trait]
 impl Sink for ConsoleSink {
-    async fn run(
-        self: Box<Self>,
-        mut input: BatchReceiver,
-        ctx: SinkContext,
-    ) -> anyhow::Result<()> {
+    async fn run(self: Box<Self>, mut input: BatchReceiver, ctx: SinkContext) -> anyhow::Result<()> {
         let events_out = metrics::counter!("ferry_sink_events_total", "sink" => ctx.id.to_string());
         let mut stdout = tokio::io::stdout();
         let mut buffer = Vec::with_capacity(64 * 1024);
@@ -46,10 +42,7 @@ impl Sink for ConsoleSink {
                 .write_all(&buffer)
                 .await
                 .context("cannot write to standard output")?;
-            stdout
-                .flush()
-                .await
-                .context("cannot flush standard output")?;
+            stdout.flush().await.context("cannot flush standard output")?;
             events_out.increment(batch.events.len() as u64);
             batch.delivery.settle(BatchStatus::Delivered);
         }

@@ -76,11 +76,7 @@ impl FileSink {
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn run(
-        self: Box<Self>,
-        mut input: BatchReceiver,
-        ctx: SinkContext,
-    ) -> anyhow::Result<()> {
+    async fn run(self: Box<Self>, mut input: BatchReceiver, ctx: SinkContext) -> anyhow::Result<()> {
         let label = ("sink", ctx.id.to_string());
         let events_out = metrics::counter!("ferry_sink_events_total", &[label.clone()]);
         let bytes_out = metrics::counter!("ferry_sink_bytes_total", &[label.clone()]);
@@ -198,13 +194,10 @@ impl Writer {
             return Err(io::Error::other("file vanished from the open set"));
         };
         let before = open.size;
-        let result = open
-            .file
-            .write_all(bytes)
-            .and_then(|()| match self.config.fsync {
-                FsyncPolicy::Batch => open.file.sync_data(),
-                FsyncPolicy::None => Ok(()),
-            });
+        let result = open.file.write_all(bytes).and_then(|()| match self.config.fsync {
+            FsyncPolicy::Batch => open.file.sync_data(),
+            FsyncPolicy::None => Ok(()),
+        });
         match result {
             Ok(()) => {
                 open.size += bytes.len() as u64;
@@ -297,10 +290,7 @@ mod tests {
         w.write_one(&path, b"aaaa\n").unwrap();
         w.write_one(&path, b"bbbb\n").unwrap();
         w.write_one(&path, b"cccc\n").unwrap();
-        assert_eq!(
-            std::fs::read(dir.path().join("out.log.1")).unwrap(),
-            b"aaaa\nbbbb\n"
-        );
+        assert_eq!(std::fs::read(dir.path().join("out.log.1")).unwrap(), b"aaaa\nbbbb\n");
         assert_eq!(std::fs::read(&path).unwrap(), b"cccc\n");
     }
 

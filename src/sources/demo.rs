@@ -88,7 +88,9 @@ impl Source for DemoSource {
                 }
                 None => u64::MAX,
             };
-            let take = room.min(ctx.limits.batch_max_events as u64).min(end - next);
+            let take = room
+                .min(ctx.limits.batch_max_events as u64)
+                .min(end - next);
             if take == 0 {
                 continue;
             }
@@ -97,11 +99,7 @@ impl Source for DemoSource {
                 .map(|n| demo_event(n, self.config.format, &ctx.id, &provider, &app, now))
                 .collect();
             next += take;
-            match ctx
-                .output
-                .send(events, CursorUpdate::set(CURSOR_KEY, json!(next)))
-                .await
-            {
+            match ctx.output.send(events, CursorUpdate::set(CURSOR_KEY, json!(next))).await {
                 Ok(()) => {}
                 Err(SendError::ShuttingDown) => return Ok(()),
                 Err(SendError::Closed) => anyhow::bail!("downstream components stopped"),
@@ -163,15 +161,9 @@ pub fn demo_line(n: u64, format: DemoFormat) -> String {
         DemoFormat::Plain => {
             let upper = level.to_ascii_uppercase();
             if status == 500 {
-                format!(
-                    "2026-11-20 10:{minute:02}:{second:02}.{:03} {upper} [worker-3] payment failed for {user}: card 4111 1111 1111 1111 declined (seq {n})",
-                    n % 1000
-                )
+                format!("2026-11-20 10:{minute:02}:{second:02}.{:03} {upper} [worker-3] payment failed for {user}: card 4111 1111 1111 1111 declined (seq {n})", n % 1000)
             } else {
-                format!(
-                    "2026-11-20 10:{minute:02}:{second:02}.{:03} {upper} [http] {path} answered {status} in {ms}ms (seq {n})",
-                    n % 1000
-                )
+                format!("2026-11-20 10:{minute:02}:{second:02}.{:03} {upper} [http] {path} answered {status} in {ms}ms (seq {n})", n % 1000)
             }
         }
         DemoFormat::Syslog | DemoFormat::Mixed => {
@@ -198,12 +190,7 @@ fn demo_event(
     app: &Arc<str>,
     now: i64,
 ) -> Event {
-    let mut event = Event::new(
-        Arc::clone(source),
-        Arc::clone(provider),
-        demo_line(n, format),
-        now,
-    );
+    let mut event = Event::new(Arc::clone(source), Arc::clone(provider), demo_line(n, format), now);
     event.origin.app = Some(app.to_string());
     event.origin.instance = Some(INSTANCES[(n % 3) as usize].to_string());
     event.stream = Some(if n % 20 == 0 { "stderr" } else { "stdout" }.to_string());
@@ -216,12 +203,8 @@ mod tests {
 
     #[test]
     fn lines_are_deterministic_and_cover_every_format() {
-        assert_eq!(
-            demo_line(7, DemoFormat::Mixed),
-            demo_line(7, DemoFormat::Mixed)
-        );
-        let json: serde_json::Value =
-            serde_json::from_str(&demo_line(0, DemoFormat::Mixed)).unwrap();
+        assert_eq!(demo_line(7, DemoFormat::Mixed), demo_line(7, DemoFormat::Mixed));
+        let json: serde_json::Value = serde_json::from_str(&demo_line(0, DemoFormat::Mixed)).unwrap();
         assert_eq!(json["level"], "error");
         assert!(demo_line(1, DemoFormat::Mixed).starts_with("ts="));
         assert!(demo_line(2, DemoFormat::Mixed).starts_with("2026-11-20 "));

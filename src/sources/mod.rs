@@ -69,11 +69,7 @@ impl SourceOutput {
 
     /// Sends `events`; once they and every earlier batch are delivered, `cursor` is
     /// committed. Waits while the in-flight window is full (backpressure).
-    pub async fn send(
-        &mut self,
-        events: Vec<Event>,
-        cursor: CursorUpdate,
-    ) -> Result<(), SendError> {
+    pub async fn send(&mut self, events: Vec<Event>, cursor: CursorUpdate) -> Result<(), SendError> {
         let delivery = tokio::select! {
             biased;
             () = self.shutdown.cancelled() => return Err(SendError::ShuttingDown),

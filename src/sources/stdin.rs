@@ -62,28 +62,16 @@ impl Source for StdinSource {
                     let line = &line[..line.len().min(self.config.max_line_bytes)];
                     let text = String::from_utf8_lossy(line).into_owned();
                     batch_bytes += text.len();
-                    batch.push(Event::new(
-                        Arc::clone(&ctx.id),
-                        Arc::clone(&provider),
-                        text,
-                        now_nanos(),
-                    ));
+                    batch.push(Event::new(Arc::clone(&ctx.id), Arc::clone(&provider), text, now_nanos()));
                     raw.clear();
                     false
                 }
-                Ok(Err(error)) => {
-                    return Err(anyhow::Error::from(error).context("cannot read standard input"));
-                }
+                Ok(Err(error)) => return Err(anyhow::Error::from(error).context("cannot read standard input")),
             };
-            let full = batch.len() >= ctx.limits.batch_max_events
-                || batch_bytes >= ctx.limits.batch_max_bytes;
+            let full = batch.len() >= ctx.limits.batch_max_events || batch_bytes >= ctx.limits.batch_max_bytes;
             if !batch.is_empty() && (full || idle || ended) {
                 batch_bytes = 0;
-                match ctx
-                    .output
-                    .send(std::mem::take(&mut batch), CursorUpdate::default())
-                    .await
-                {
+                match ctx.output.send(std::mem::take(&mut batch), CursorUpdate::default()).await {
                     Ok(()) => {}
                     Err(SendError::ShuttingDown) => return Ok(()),
                     Err(SendError::Closed) => anyhow::bail!("downstream components stopped"),

@@ -87,9 +87,7 @@ impl Fanout {
     /// to go is finalized at once.
     pub async fn send(&self, batch: Batch) -> Result<(), Closed> {
         let Some((last, rest)) = self.outputs.split_last() else {
-            batch
-                .delivery
-                .settle(crate::checkpoint::BatchStatus::Delivered);
+            batch.delivery.settle(crate::checkpoint::BatchStatus::Delivered);
             return Ok(());
         };
         for output in rest {

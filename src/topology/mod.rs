@@ -42,11 +42,7 @@ pub struct Pipeline {
 }
 
 /// Builds every component, then starts them all. Nothing is started if any build fails.
-pub fn start(
-    config: &Config,
-    store: Arc<CheckpointStore>,
-    health: Arc<Health>,
-) -> Result<Pipeline> {
+pub fn start(config: &Config, store: Arc<CheckpointStore>, health: Arc<Health>) -> Result<Pipeline> {
     let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
     for (id, spec) in &config.sources {
         let source = spec
@@ -89,10 +85,7 @@ pub fn start(
     for (id, inputs, buffer) in consumers {
         let (sender, receiver) = batch_channel(buffer);
         for input in inputs {
-            outputs
-                .entry(input.clone())
-                .or_default()
-                .push(sender.clone());
+            outputs.entry(input.clone()).or_default().push(sender.clone());
         }
         receivers.insert(id.clone(), receiver);
     }
@@ -167,8 +160,7 @@ async fn run_transform(
     mut input: BatchReceiver,
     output: Fanout,
 ) -> Result<()> {
-    let dropped =
-        metrics::counter!("ferry_transform_dropped_events_total", "transform" => id.to_string());
+    let dropped = metrics::counter!("ferry_transform_dropped_events_total", "transform" => id.to_string());
     while let Some(mut batch) = input.recv().await {
         let before = batch.events.len();
         transform.apply(&mut batch.events);
@@ -188,11 +180,7 @@ async fn run_transform(
 impl Pipeline {
     /// Runs until all components finish, a component fails, or `stop` resolves. After
     /// a stop, sources stop reading and the rest drains for at most `shutdown_timeout`.
-    pub async fn run(
-        mut self,
-        stop: impl Future<Output = ()>,
-        shutdown_timeout: Duration,
-    ) -> Outcome {
+    pub async fn run(mut self, stop: impl Future<Output = ()>, shutdown_timeout: Duration) -> Outcome {
         let mut failed = false;
         let mut deadline: Option<tokio::time::Instant> = None;
         tokio::pin!(stop);
@@ -241,11 +229,7 @@ impl Pipeline {
                 return Outcome::TimedOut;
             }
         }
-        if failed {
-            Outcome::Failed
-        } else {
-            Outcome::Completed
-        }
+        if failed { Outcome::Failed } else { Outcome::Completed }
     }
 
     fn begin_stop(&self, deadline: &mut Option<tokio::time::Instant>, shutdown_timeout: Duration) {

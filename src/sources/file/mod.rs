@@ -125,10 +125,7 @@ impl Source for FileSource {
             saved,
             first_scan: true,
             removals: Vec::new(),
-            truncated_lines: metrics::counter!(
-                "ferry_file_lines_truncated_total",
-                &[label.clone()]
-            ),
+            truncated_lines: metrics::counter!("ferry_file_lines_truncated_total", &[label.clone()]),
             invalid_utf8: metrics::counter!("ferry_file_invalid_utf8_total", &[label.clone()]),
             rotations: metrics::counter!("ferry_file_truncations_total", &[label.clone()]),
             open_files: metrics::gauge!("ferry_file_open_files", &[label]),
@@ -251,20 +248,14 @@ impl Follower {
         }
         if self.first_scan {
             // Cursors of files that no longer exist would only grow the store.
-            self.removals
-                .extend(std::mem::take(&mut self.saved).into_keys());
+            self.removals.extend(std::mem::take(&mut self.saved).into_keys());
             self.first_scan = false;
         }
         self.open_files.set(self.readers.len() as f64);
     }
 
     /// Opens a newly found file at the right offset.
-    fn start(
-        &mut self,
-        key: &str,
-        path: &std::path::Path,
-        size: u64,
-    ) -> std::io::Result<FileReader> {
+    fn start(&mut self, key: &str, path: &std::path::Path, size: u64) -> std::io::Result<FileReader> {
         let max = self.config.max_line_bytes;
         let file = File::open(path)?;
         if let Some(saved) = self.saved.remove(key) {
@@ -295,8 +286,7 @@ impl Follower {
             .map(FileReader::cursor)
             .chain(self.saved.values().cloned());
         for cursor in candidates {
-            if cursor.head_len == HEAD_LEN && cursor.head_hash == head && cursor.matches(file, size)
-            {
+            if cursor.head_len == HEAD_LEN && cursor.head_hash == head && cursor.matches(file, size) {
                 return Some(cursor.offset);
             }
         }
@@ -316,9 +306,7 @@ impl Follower {
                 tracing::info!(source = %self.source, path = %reader.path.display(), "file was truncated or rewritten; reading it from the start");
             }
             Ok(false) => {}
-            Err(error) => {
-                tracing::debug!(path = %reader.path.display(), %error, "cannot check file size")
-            }
+            Err(error) => tracing::debug!(path = %reader.path.display(), %error, "cannot check file size"),
         }
         let mut lines = Vec::new();
         if let Err(error) = reader.read_lines(

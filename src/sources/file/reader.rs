@@ -43,8 +43,7 @@ impl FileCursor {
         }
         hash_at(file, 0, self.head_len) == Some(self.head_hash)
             && self.offset >= self.tail_len as u64
-            && hash_at(file, self.offset - self.tail_len as u64, self.tail_len)
-                == Some(self.tail_hash)
+            && hash_at(file, self.offset - self.tail_len as u64, self.tail_len) == Some(self.tail_hash)
     }
 }
 
@@ -91,12 +90,7 @@ pub struct FileReader {
 impl FileReader {
     /// Opens `path` to be read from `offset` (a line boundary, or inside an overlong
     /// line when `skipping`).
-    pub fn open(
-        path: &Path,
-        offset: u64,
-        skipping: bool,
-        max_line_bytes: usize,
-    ) -> io::Result<FileReader> {
+    pub fn open(path: &Path, offset: u64, skipping: bool, max_line_bytes: usize) -> io::Result<FileReader> {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let mut reader = FileReader {
@@ -116,9 +110,7 @@ impl FileReader {
         reader.head = reader.read_head()?;
         let tail_len = (offset as usize).min(TAIL_LEN);
         let mut tail = vec![0u8; tail_len];
-        reader
-            .file
-            .read_exact_at(&mut tail, offset - tail_len as u64)?;
+        reader.file.read_exact_at(&mut tail, offset - tail_len as u64)?;
         reader.tail = tail;
         Ok(reader)
     }
@@ -263,8 +255,7 @@ impl FileReader {
                 text: String::from_utf8_lossy(raw).into_owned(),
                 truncated,
                 // A truncation cut inside a character is not the file's fault.
-                invalid_utf8: !truncated
-                    || std::str::from_utf8(&raw[..raw.len().saturating_sub(3)]).is_err(),
+                invalid_utf8: !truncated || std::str::from_utf8(&raw[..raw.len().saturating_sub(3)]).is_err(),
             },
         }
     }
@@ -274,8 +265,7 @@ impl FileReader {
         let consumed = &self.pending[..n];
         if consumed.len() >= TAIL_LEN {
             self.tail.clear();
-            self.tail
-                .extend_from_slice(&consumed[consumed.len() - TAIL_LEN..]);
+            self.tail.extend_from_slice(&consumed[consumed.len() - TAIL_LEN..]);
         } else {
             self.tail.extend_from_slice(consumed);
             let excess = self.tail.len().saturating_sub(TAIL_LEN);
@@ -309,12 +299,7 @@ mod tests {
         reader.read_lines(&mut lines, 100, 1 << 20, false).unwrap();
         assert_eq!(texts(&lines), ["one", "two"]);
         assert_eq!(reader.offset(), 9);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"ee\n")
-            .unwrap();
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"ee\n").unwrap();
         lines.clear();
         reader.read_lines(&mut lines, 100, 1 << 20, false).unwrap();
         assert_eq!(texts(&lines), ["three"]);
@@ -350,16 +335,10 @@ mod tests {
         assert!(cursor.matches(&file, 11));
         std::fs::write(&path, "gamma\nbeta\n").unwrap();
         let file = File::open(&path).unwrap();
-        assert!(
-            !cursor.matches(&file, 11),
-            "rewritten content must not match"
-        );
+        assert!(!cursor.matches(&file, 11), "rewritten content must not match");
         std::fs::write(&path, "alp").unwrap();
         let file = File::open(&path).unwrap();
-        assert!(
-            !cursor.matches(&file, 3),
-            "offset past the end must not match"
-        );
+        assert!(!cursor.matches(&file, 3), "offset past the end must not match");
     }
 
     #[test]
