@@ -47,7 +47,11 @@ fn main() {
 async fn run(events: usize, encoding: &str) {
     let sim = IonetSim::start(SimConfig::default()).await;
     sim.add_container("c1", "running", "dev-1");
-    sim.append("c1", "stdout", (0..events).map(|n| line("bench", n, LINE_BYTES)));
+    sim.append(
+        "c1",
+        "stdout",
+        (0..events).map(|n| line("bench", n, LINE_BYTES)),
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.log");
     let config = sim.config();
@@ -77,12 +81,14 @@ fsync = "none"
         deployment = config.deployment_id,
         out = out.display(),
     );
-    let config = ferry::config::parse(&text, std::path::Path::new("bench.toml"), |_| None).expect("config");
+    let config =
+        ferry::config::parse(&text, std::path::Path::new("bench.toml"), |_| None).expect("config");
     std::fs::create_dir_all(&config.data_dir).unwrap();
     let store = Arc::new(CheckpointStore::open(&config.data_dir).expect("store"));
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default())).expect("pipeline");
+    let pipeline =
+        ferry::topology::start(&config, store, Arc::new(Health::default())).expect("pipeline");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(pipeline.run(
         async {
@@ -91,7 +97,10 @@ fsync = "none"
         Duration::from_secs(30),
     ));
     let line_len = loop {
-        if let Some(first) = std::fs::read_to_string(&out).ok().and_then(|t| t.lines().next().map(str::len)) {
+        if let Some(first) = std::fs::read_to_string(&out)
+            .ok()
+            .and_then(|t| t.lines().next().map(str::len))
+        {
             break first + 1;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -15,7 +15,10 @@ const TASK: &str = "nginx.2f9d1c2e-9b0a-11e6-8e3a-0242ac110005";
 #[tokio::main]
 async fn main() {
     let sim = DcosSim::start(SimConfig::default()).await;
-    sim.journal("dcos-mesos-master.service", [(6, "Master started"), (4, "Agent registered late")]);
+    sim.journal(
+        "dcos-mesos-master.service",
+        [(6, "Master started"), (4, "Agent registered late")],
+    );
     sim.add_task(TASK, "fe406283-a2d2-4e1c-8d43-1d2b1d4f6a3e-S1");
     sim.task_lines(TASK, "stdout", ["nginx: ready"]);
     let config = sim.config();

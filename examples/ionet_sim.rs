@@ -12,7 +12,10 @@ use ionet_sim::{IonetSim, SimConfig, line};
 
 #[tokio::main]
 async fn main() {
-    let lines: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let lines: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
     let sim = IonetSim::start(SimConfig::default()).await;
     sim.add_container("c1", "running", "device-1");
     sim.add_container("c2", "running", "device-2");

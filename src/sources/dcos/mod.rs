@@ -272,3 +272,35 @@ impl Source for DcosSource {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn parse(source: &str) -> Result<crate::config::Config, String> {
+        let text =
+            format!("[sources.d]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"d\"]\n");
+        crate::config::parse(&text, Path::new("ferry.toml"), |_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn credentials_and_targets_are_checked() {
+        let config =
+            parse("type = \"dcos\"\ntoken = \"t\"\ncomponents = [\"dcos-log.service\"]").unwrap();
+        let crate::sources::SourceConfig::Dcos(dcos) = &config.sources["d"].config else {
+            panic!("not a dcos source");
+        };
+        assert_eq!(dcos.endpoint, super::DEFAULT_ENDPOINT);
+        assert_eq!(dcos.files, ["stdout", "stderr"]);
+        parse("type = \"dcos\"\nuid = \"u\"\npassword = \"p\"\njournal = true").unwrap();
+
+        let none = parse("type = \"dcos\"\njournal = true").unwrap_err();
+        assert!(none.contains("no credentials"), "{none}");
+        let both =
+            parse("type = \"dcos\"\ntoken = \"t\"\nuid = \"u\"\npassword = \"p\"\njournal = true")
+                .unwrap_err();
+        assert!(both.contains("either"), "{both}");
+        let nothing = parse("type = \"dcos\"\ntoken = \"t\"").unwrap_err();
+        assert!(nothing.contains("nothing to follow"), "{nothing}");
+    }
+}

@@ -1,4 +1,5 @@
-//! Polls `GET …/deployment/{id}/containers` every `discovery_interval`: starts
+//! Polls `GET …/deployment/{id}/containers` every `discovery_interval` (unless
+//! `container_ids` is given and `lifecycle_events` is off): starts
 //! followers for new containers, lets followers of gone or terminal containers end
 //! with their stream, and ships each container's lifecycle events
 //! (`container_events`) once, deduplicated by a cursor
@@ -68,6 +69,12 @@ pub(crate) async fn run(mut manager: Manager, config: IonetConfig) {
         .map(|ids| ids.iter().cloned().collect());
     for id in explicit.iter().flatten() {
         manager.follow(id, None);
+    }
+    if explicit.is_some() && !config.lifecycle_events {
+        // Nothing to learn from the containers list: just wait for the stop.
+        manager.stop.cancelled().await;
+        manager.shutdown().await;
+        return;
     }
     let mut system: BTreeMap<String, SystemCursor> = BTreeMap::new();
     let mut done: BTreeSet<String> = BTreeSet::new();

@@ -318,3 +318,56 @@ impl Manager {
 pub(crate) fn cursor_key(deployment: &str, container: &str, stream: &str) -> String {
     format!("{deployment}/{container}/{stream}")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn parse(source: &str) -> Result<crate::config::Config, String> {
+        let text =
+            format!("[sources.io]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"io\"]\n");
+        crate::config::parse(&text, Path::new("ferry.toml"), |name| {
+            (name == "IONET_API_KEY").then(|| "k".to_string())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_errors_are_clear() {
+        let config =
+            parse("type = \"ionet\"\napi_key = \"${IONET_API_KEY}\"\ndeployment_id = \"d\"")
+                .unwrap();
+        let crate::sources::SourceConfig::Ionet(ionet) = &config.sources["io"].config else {
+            panic!("not an ionet source");
+        };
+        assert_eq!(ionet.endpoint, super::DEFAULT_ENDPOINT);
+        assert_eq!(
+            ionet.streams,
+            [super::LogStream::Stdout, super::LogStream::Stderr]
+        );
+        assert_eq!(format!("{:?}", ionet.api_key), "Some(***)");
+
+        let missing = parse("type = \"ionet\"\ndeployment_id = \"d\"").unwrap_err();
+        assert!(
+            missing.contains("ferry.toml:1:1") && missing.contains("api_key"),
+            "{missing}"
+        );
+        let unknown =
+            parse("type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nstream = \"stdout\"")
+                .unwrap_err();
+        assert!(
+            unknown.contains(":5:") && unknown.contains("unknown field `stream`"),
+            "{unknown}"
+        );
+        let bad_stream = parse(
+            "type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nstreams = [\"stdin\"]",
+        )
+        .unwrap_err();
+        assert!(bad_stream.contains("stdin"), "{bad_stream}");
+        let bad_endpoint = parse(
+            "type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nendpoint = \"ftp://x\"",
+        )
+        .unwrap_err();
+        assert!(bad_endpoint.contains("http://"), "{bad_endpoint}");
+    }
+}
