@@ -211,7 +211,6 @@ impl Follower {
                             let needed = resumed_at.head.len().min(resumed_at.lines as usize);
                             if held.len() >= needed {
                                 tracing::info!(source = %self.shared.source, container = %self.container, stream = self.stream.as_str(), lines = resumed_at.lines, "server replayed the stream from its start (offset ignored); skipping lines already read");
-                                self.position = resumed_at.clone();
                                 let left = resumed_at.lines.saturating_sub(held.len() as u64);
                                 if left > 0 {
                                     Resume::Skipping(left)

@@ -34,8 +34,6 @@ use crate::http::stream::defaults::{
 };
 use crate::http::stream::{AuthReport, StreamOptions};
 
-pub use follow::Position;
-
 /// The io.net API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.io.solutions";
 /// Every CaaS route is under this prefix.
@@ -270,7 +268,7 @@ impl Manager {
             let position = self
                 .checkpoint
                 .get(&key)
-                .and_then(|v| serde_json::from_value::<Position>(v.clone()).ok())
+                .and_then(|v| serde_json::from_value::<follow::Position>(v.clone()).ok())
                 .unwrap_or_default();
             let follower = follow::Follower {
                 shared: Arc::clone(&self.shared),
