@@ -49,27 +49,30 @@ pub(crate) fn priority_level(priority: &str) -> Option<Level> {
     })
 }
 
-fn base(source: &Arc<str>, message: String, timestamp: i64) -> Event {
-    Event::new(Arc::clone(source), Arc::from("dcos"), message, timestamp)
+/// Who an event is from: the source id and the provider name.
+pub(crate) type Who<'a> = (&'a Arc<str>, &'a Arc<str>);
+
+fn base((source, provider): Who, message: String, timestamp: i64) -> Event {
+    Event::new(Arc::clone(source), Arc::clone(provider), message, timestamp)
 }
 
 /// An unparseable entry, shipped as received.
-pub(crate) fn raw_event(source: &Arc<str>, data: String, now: i64) -> Event {
-    let mut event = base(source, data, now);
+pub(crate) fn raw_event(from: Who, data: String, now: i64) -> Event {
+    let mut event = base(from, data, now);
     event
         .fields
         .insert("dcos_parse_error".into(), Value::Bool(true));
     event
 }
 
-pub(crate) fn journal_event(source: &Arc<str>, entry: &Entry, now: i64) -> Event {
+pub(crate) fn journal_event(from: Who, entry: &Entry, now: i64) -> Event {
     let message = entry.field("MESSAGE").unwrap_or_default().to_string();
     let timestamp = entry
         .realtime_timestamp
         .and_then(|us| i64::try_from(us).ok())
         .and_then(|us| us.checked_mul(1000))
         .unwrap_or(now);
-    let mut event = base(source, message, timestamp);
+    let mut event = base(from, message, timestamp);
     event.level = entry.field("PRIORITY").and_then(priority_level);
     event.origin.host = entry.field("_HOSTNAME").map(str::to_string);
     event.origin.component = entry
@@ -91,9 +94,9 @@ pub(crate) fn journal_event(source: &Arc<str>, entry: &Entry, now: i64) -> Event
     event
 }
 
-pub(crate) fn task_event(source: &Arc<str>, task: &str, entry: &Entry, now: i64) -> Event {
+pub(crate) fn task_event(from: Who, task: &str, entry: &Entry, now: i64) -> Event {
     let message = entry.field("MESSAGE").unwrap_or_default().to_string();
-    let mut event = base(source, message, now);
+    let mut event = base(from, message, now);
     match entry.field("FILE") {
         Some(file @ ("stdout" | "stderr")) => event.stream = Some(file.to_string()),
         Some(file) => {
@@ -127,7 +130,7 @@ mod tests {
     fn journald_entries_map_to_events() {
         let data = r#"{"fields":{"MESSAGE":"Starting Daily Cleanup of Temporary Directories.","PRIORITY":"6","SYSLOG_IDENTIFIER":"systemd","UNIT":"systemd-tmpfiles-clean.timer","_HOSTNAME":"a60c1d059aea","_PID":"1","_TRANSPORT":"journal"},"cursor":"s=f7;i=262","monotonic_timestamp":29993006955,"realtime_timestamp":1476253700204926}"#;
         let entry = parse(data).unwrap();
-        let event = journal_event(&Arc::from("s"), &entry, 0);
+        let event = journal_event((&Arc::from("s"), &Arc::from("dcos")), &entry, 0);
         assert_eq!(
             event.message,
             "Starting Daily Cleanup of Temporary Directories."
@@ -166,7 +169,12 @@ mod tests {
     #[test]
     fn task_entries_map_to_events() {
         let data = r#"{"fields":{"AGENT_ID":"a-S1","CONTAINER_ID":"c1f5","EXECUTOR_ID":"nginx.2f9d","FILE":"stderr","FRAMEWORK_ID":"f-0001","MESSAGE":"two"}}"#;
-        let event = task_event(&Arc::from("s"), "nginx.2f9d", &parse(data).unwrap(), 7);
+        let event = task_event(
+            (&Arc::from("s"), &Arc::from("dcos")),
+            "nginx.2f9d",
+            &parse(data).unwrap(),
+            7,
+        );
         assert_eq!(event.message, "two");
         assert_eq!(event.stream.as_deref(), Some("stderr"));
         assert_eq!(event.origin.host.as_deref(), Some("a-S1"));

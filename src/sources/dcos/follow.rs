@@ -278,7 +278,11 @@ impl Follower {
     /// Adds a journald entry unless already shipped; `true` when the piece is full.
     fn journal_entry(&mut self, event: SseEvent, now: i64, builder: &mut PieceBuilder) -> bool {
         let Some(entry) = entry::parse(&event.data) else {
-            return builder.push(entry::raw_event(&self.shared.source, event.data, now));
+            return builder.push(entry::raw_event(
+                (&self.shared.source, &self.shared.provider),
+                event.data,
+                now,
+            ));
         };
         let cursor = entry.cursor.clone().or(event.id).unwrap_or_default();
         let position = JournalPosition {
@@ -298,7 +302,7 @@ impl Follower {
             }
             self.dedupe = None;
         }
-        let log = entry::journal_event(&self.shared.source, &entry, now);
+        let log = entry::journal_event((&self.shared.source, &self.shared.provider), &entry, now);
         if !position.cursor.is_empty() {
             self.journal = Some(position);
         }
@@ -318,11 +322,23 @@ impl Follower {
             Some(entry) => {
                 let length = entry.field("MESSAGE").map_or(0, str::len) as u64;
                 (
-                    entry::task_event(&self.shared.source, task, &entry, now),
+                    entry::task_event(
+                        (&self.shared.source, &self.shared.provider),
+                        task,
+                        &entry,
+                        now,
+                    ),
                     length,
                 )
             }
-            None => (entry::raw_event(&self.shared.source, event.data, now), 0),
+            None => (
+                entry::raw_event(
+                    (&self.shared.source, &self.shared.provider),
+                    event.data,
+                    now,
+                ),
+                0,
+            ),
         };
         self.offset = match id {
             Some(id) => id,

@@ -194,6 +194,8 @@ impl DcosConfig {
 /// What every follower of one source shares.
 pub(crate) struct Shared {
     pub source: Arc<str>,
+    /// `"dcos"`, shared by every event.
+    pub provider: Arc<str>,
     pub client: reqwest::Client,
     pub credentials: Credentials,
     pub auth_report: AuthReport,
@@ -229,6 +231,7 @@ impl Source for DcosSource {
         let config = self.config;
         let shared = Arc::new(Shared {
             source: Arc::clone(&ctx.id),
+            provider: Arc::from("dcos"),
             client: self.client,
             credentials: self.credentials,
             auth_report: AuthReport::default(),

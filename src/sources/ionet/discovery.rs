@@ -211,7 +211,7 @@ async fn lifecycle(
         let timestamp = if time == 0 { now_nanos() } else { time };
         let mut event = Event::new(
             Arc::clone(&shared.source),
-            Arc::from("ionet"),
+            Arc::clone(&shared.provider),
             entry.message.clone(),
             timestamp,
         );

@@ -259,7 +259,7 @@ impl Follower {
         let shared = &self.shared;
         let mut log = Event::new(
             Arc::clone(&shared.source),
-            Arc::from("ionet"),
+            Arc::clone(&shared.provider),
             event.data,
             now,
         );

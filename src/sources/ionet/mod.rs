@@ -162,6 +162,8 @@ impl IonetConfig {
 /// What the followers and the discovery loop share.
 pub(crate) struct Shared {
     pub source: Arc<str>,
+    /// `"ionet"`, shared by every event.
+    pub provider: Arc<str>,
     pub client: reqwest::Client,
     pub auth: AuthHeader,
     pub auth_report: AuthReport,
@@ -210,6 +212,7 @@ impl Source for IonetSource {
         let config = self.config;
         let shared = Arc::new(Shared {
             source: Arc::clone(&ctx.id),
+            provider: Arc::from("ionet"),
             client: self.client,
             auth: self.auth,
             auth_report: AuthReport::default(),
