@@ -364,7 +364,7 @@ async fn sigkill_and_restart_resume_without_duplicates() {
     );
     let mut ferry = harness.spawn_binary(&config);
     harness.wait_for(2500, WAIT).await;
-    harness.wait_quiet(Duration::from_millis(1500)).await;
+    harness.wait_quiet(Duration::from_millis(2000)).await;
     ferry.kill9();
     sim.journal(MASTER, entries("master", 1500..2000));
     sim.task_lines(TASK, "stdout", task_lines("out", 1000..1500));

@@ -232,6 +232,38 @@ async fn retry_after_is_honoured_and_stalls_reconnect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_retry_field_sets_the_reconnect_delay() {
+    let sim = IonetSim::start(SimConfig {
+        retry_ms: Some(1500),
+        ..SimConfig::default()
+    })
+    .await;
+    sim.add_container("c1", "running", "dev-1");
+    let expected = lines("out", 0..20);
+    sim.append("c1", "stdout", &expected);
+    sim.push_fault(Fault::DropAfter(5));
+    let harness = Harness::new();
+    let running = harness.start(&source(
+        &sim,
+        "streams = [\"stdout\"]\ncontainer_ids = [\"c1\"]",
+    ));
+    harness.wait_for(20, WAIT).await;
+    running.stop().await;
+    assert_exactly(&harness.events(), "c1", "stdout", &expected);
+    let requests = sim.requests();
+    let waited = requests[1].at.duration_since(requests[0].at);
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "retry: 1500 waited only {waited:?}"
+    );
+    assert_eq!(
+        requests[1].offset,
+        Some(5 * 81),
+        "resumed after the fifth line"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_key_is_retried_slowly_until_it_works_again() {
     let sim = IonetSim::start(SimConfig::default()).await;
     sim.add_container("c1", "running", "dev-1");
@@ -315,7 +347,7 @@ async fn sigkill_and_restart_resume_from_the_committed_cursor() {
     // Killed while idle: everything delivered was committed, so nothing repeats.
     let mut ferry = harness.spawn_binary(&config);
     harness.wait_for(2000, WAIT).await;
-    harness.wait_quiet(Duration::from_millis(1500)).await;
+    harness.wait_quiet(Duration::from_millis(2000)).await;
     ferry.kill9();
     let cursor = &harness.checkpoints()["src"][format!("{}/c1/stdout", sim.config().deployment_id)];
     assert!(
