@@ -64,7 +64,7 @@ enum Resume {
     /// Replay detection pending: held lines so far match the head hashes.
     Checking {
         resumed_at: Position,
-        held: Vec<(SseEvent, u64)>,
+        held: Vec<SseEvent>,
     },
     /// A replay from offset 0: skip this many more lines.
     Skipping(u64),
@@ -205,9 +205,8 @@ impl Follower {
                         mut held,
                     } => {
                         let hash = xxh3_64(event.data.as_bytes());
-                        let index = held.len();
-                        if resumed_at.head.get(index) == Some(&hash) {
-                            held.push((event, hash));
+                        if resumed_at.head.get(held.len()) == Some(&hash) {
+                            held.push(event);
                             let needed = resumed_at.head.len().min(resumed_at.lines as usize);
                             if held.len() >= needed {
                                 tracing::info!(source = %self.shared.source, container = %self.container, stream = self.stream.as_str(), lines = resumed_at.lines, "server replayed the stream from its start (offset ignored); skipping lines already read");
@@ -221,7 +220,7 @@ impl Follower {
                                 Resume::Checking { resumed_at, held }
                             }
                         } else {
-                            for (held_event, _) in held {
+                            for held_event in held {
                                 self.emit(held_event, None, now, builder).await?;
                             }
                             self.emit(event, None, now, builder).await?;
