@@ -418,3 +418,117 @@ async fn a_hundred_thousand_entries_survive_ten_disconnects() {
         "ten forced disconnects resumed with Last-Event-ID"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_speaks_the_documented_variants() {
+    let sim = DcosSim::start(SimConfig::default()).await;
+    sim.journal(MASTER, entries("master", 0..5));
+    sim.journal(LOG, entries("log", 0..3));
+    sim.add_task(TASK, "agent-S1");
+    sim.task_lines(TASK, "stdout", ["one", "", "two"]);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let auth = format!("token={}", sim.config().token);
+    let get = |path: &str, accept: &str| {
+        client
+            .get(format!("{}{path}", sim.url()))
+            .header("authorization", &auth)
+            .header("accept", accept)
+    };
+    let ndjson = get(
+        &format!("/system/v1/logs/v2/component/{MASTER}?skip=-2"),
+        "application/json",
+    )
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "skip=-2 gives the last two");
+    assert_eq!(lines[1]["fields"]["MESSAGE"], "master entry 000004");
+    let text = get("/system/v1/logs/v2/component?limit=1", "text/plain")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.ends_with(": master entry 000000\n"), "{text}");
+    let filtered = get(
+        &format!("/system/v1/logs/v2/component?filter=UNIT:{LOG}"),
+        "application/json",
+    )
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(filtered.lines().count(), 3);
+    let bad = get(
+        "/system/v1/logs/v2/component?filter=nocolon",
+        "application/json",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
+    let none = get(
+        "/system/v1/logs/v2/component?filter=UNIT:nope",
+        "application/json",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(none.status(), 204);
+    let unknown = get(
+        "/system/v1/logs/v2/component?cursor=s%3Dnope",
+        "text/event-stream",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), 500);
+    let redirect = get(
+        &format!("/system/v1/logs/v2/task/{TASK}/file/stdout?cursor=BEG"),
+        "text/plain",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(redirect.status(), 303);
+    let location = redirect.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with("/system/v1/agent/agent-S1/logs/v2/task/frameworks/")
+            && location.ends_with("/stdout?cursor=BEG")
+    );
+    let raw = get(&location, "text/plain")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(raw, "one\n\ntwo\n");
+    let unauthenticated = client
+        .get(format!("{}{location}", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let state: Value = get("/mesos/master/state", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["frameworks"][0]["tasks"][0]["id"], TASK);
+}

@@ -423,3 +423,60 @@ async fn a_hundred_thousand_events_survive_ten_disconnects() {
         "ten forced disconnects resumed, saw {dropped}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_validates_like_fastapi() {
+    let sim = IonetSim::start(SimConfig::default()).await;
+    sim.add_container("c1", "running", "dev-1");
+    let config = sim.config();
+    let client = reqwest::Client::new();
+    let logs = format!(
+        "{}{}/deployment/{}/log/c1",
+        sim.url(),
+        ionet_sim::PREFIX,
+        config.deployment_id
+    );
+    let bad_stream = client
+        .get(format!("{logs}?stream=stdin"))
+        .header("x-api-key", &config.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_stream.status(), 422);
+    let body: Value = bad_stream.json().await.unwrap();
+    assert_eq!(
+        body["detail"][0]["loc"],
+        serde_json::json!(["query", "stream"])
+    );
+    let no_key = client.get(&logs).send().await.unwrap();
+    assert_eq!(no_key.status(), 422);
+    let body: Value = no_key.json().await.unwrap();
+    assert_eq!(body["detail"][0]["msg"], "field required");
+    let unknown = client
+        .get(format!(
+            "{}{}/deployment/{}/log/nope",
+            sim.url(),
+            ionet_sim::PREFIX,
+            config.deployment_id
+        ))
+        .header("x-api-key", &config.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let list: Value = client
+        .get(format!(
+            "{}{}/deployment/{}/containers",
+            sim.url(),
+            ionet_sim::PREFIX,
+            config.deployment_id
+        ))
+        .header("x-api-key", &config.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"]["workers"][0]["container_id"], "c1");
+}

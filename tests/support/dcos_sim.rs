@@ -553,6 +553,8 @@ async fn component(sim: Arc<Sim>, unit: Option<String>, headers: HeaderMap, uri:
         .filter(|i| matches(&inner.journal[*i]))
         .collect();
     let mut position: i64 = match cursor.as_deref() {
+        // Without a cursor, a negative skip counts back from the end ("the last N").
+        None if skip < 0 => matching.len() as i64,
         None | Some("BEG") => 0,
         Some("END") => matching.len() as i64 - 1,
         Some(cursor) => match (0..inner.journal.len()).find(|i| inner.cursor(*i) == cursor) {
