@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::event::{Event, Level};
+use crate::http::sse::SseEvent;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Entry {
@@ -56,12 +57,15 @@ fn base((source, provider): Who, message: String, timestamp: i64) -> Event {
     Event::new(Arc::clone(source), Arc::clone(provider), message, timestamp)
 }
 
-/// An unparseable entry, shipped as received.
-pub(crate) fn raw_event(from: Who, data: String, now: i64) -> Event {
-    let mut event = base(from, data, now);
+/// An unparseable entry, shipped as received (`truncated` if it was cut).
+pub(crate) fn raw_event(from: Who, sse: SseEvent, now: i64) -> Event {
+    let mut event = base(from, sse.data, now);
     event
         .fields
         .insert("dcos_parse_error".into(), Value::Bool(true));
+    if sse.truncated {
+        event.fields.insert("truncated".into(), Value::Bool(true));
+    }
     event
 }
 

@@ -280,7 +280,7 @@ impl Follower {
         let Some(entry) = entry::parse(&event.data) else {
             return builder.push(entry::raw_event(
                 (&self.shared.source, &self.shared.provider),
-                event.data,
+                event,
                 now,
             ));
         };
@@ -290,9 +290,7 @@ impl Follower {
             hash: xxh3_64(entry.field("MESSAGE").unwrap_or_default().as_bytes()),
             cursor,
         };
-        if self.fallback {
-            self.fallback = false;
-        }
+        self.fallback = false;
         if let Some(saved) = &self.dedupe {
             let shipped = position.realtime < saved.realtime
                 || (position.realtime == saved.realtime
@@ -332,11 +330,7 @@ impl Follower {
                 )
             }
             None => (
-                entry::raw_event(
-                    (&self.shared.source, &self.shared.provider),
-                    event.data,
-                    now,
-                ),
+                entry::raw_event((&self.shared.source, &self.shared.provider), event, now),
                 0,
             ),
         };
