@@ -480,3 +480,33 @@ async fn the_simulator_validates_like_fastapi() {
         .unwrap();
     assert_eq!(list["data"]["workers"][0]["container_id"], "c1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_goes_away_stops_being_followed() {
+    let sim = IonetSim::start(SimConfig::default()).await;
+    sim.add_container("c1", "running", "dev-1");
+    sim.add_container("c2", "running", "dev-2");
+    sim.append("c1", "stdout", lines("c1", 0..10));
+    sim.append("c2", "stdout", lines("c2", 0..10));
+    let harness = Harness::new();
+    let running = harness.start(&source(&sim, "streams = [\"stdout\"]"));
+    harness.wait_for(20, WAIT).await;
+    sim.remove_container("c2");
+    let c2_requests = || {
+        sim.requests()
+            .iter()
+            .filter(|r| r.container == "c2")
+            .count()
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = c2_requests();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        c2_requests(),
+        settled,
+        "no more requests for a removed container"
+    );
+    sim.append("c1", "stdout", lines("c1", 10..20));
+    harness.wait_for(30, WAIT).await;
+    running.stop().await;
+}
