@@ -532,3 +532,43 @@ async fn the_simulator_speaks_the_documented_variants() {
         .unwrap();
     assert_eq!(state["frameworks"][0]["tasks"][0]["id"], TASK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_task_is_read_to_its_end_then_left() {
+    let sim = DcosSim::start(SimConfig::default()).await;
+    sim.add_task(TASK, "agent-S1");
+    sim.task_lines(TASK, "stdout", task_lines("out", 0..10));
+    let harness = Harness::new();
+    let config = source(
+        &sim,
+        &format!(
+            "tasks = [\"{TASK}\"]\nfiles = [\"stdout\"]\ntask_poll_interval = \"100ms\"\nfinished_task_grace = \"500ms\""
+        ),
+    );
+    let running = harness.start(&config);
+    harness.wait_for(10, WAIT).await;
+    sim.set_task_state(TASK, "TASK_FINISHED");
+    sim.task_lines(TASK, "stdout", task_lines("out", 10..15));
+    harness.wait_for(15, WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while sim.open_streams() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the finished task's stream stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let requests = sim.requests().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sim.requests().len(),
+        requests,
+        "no reconnects to a finished task"
+    );
+    assert_eq!(running.stop().await, ferry::topology::Outcome::Completed);
+    assert_exactly(
+        component_of(&harness.events(), TASK, None),
+        &task_lines("out", 0..15),
+        "task",
+    );
+}

@@ -114,6 +114,11 @@ impl Connection {
         Connection { response, idle }
     }
 
+    /// Changes the idle timeout for the reads to come.
+    pub fn set_idle(&mut self, idle: Duration) {
+        self.idle = idle;
+    }
+
     /// Feeds the next chunk of the body to `decoder`; `Ok(false)` when the server
     /// ended the body.
     pub async fn read(&mut self, decoder: &mut Decoder) -> Result<bool, ReadError> {

@@ -123,6 +123,19 @@ struct Inner {
 pub struct Sim {
     inner: Mutex<Inner>,
     appended: Notify,
+    /// SSE responses still being written.
+    open_streams: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts an SSE response as open while it lives.
+struct OpenStream(Arc<Sim>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0
+            .open_streams
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A running simulator; stops when dropped.
@@ -157,6 +170,7 @@ impl DcosSim {
                 epoch: 0,
             }),
             appended: Notify::new(),
+            open_streams: std::sync::atomic::AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/acs/api/v1/auth/login", post(login))
@@ -238,6 +252,21 @@ impl DcosSim {
                 stderr: Vec::new(),
             },
         );
+    }
+
+    /// Sets a task's Mesos state (`TASK_FINISHED`, …); terminal tasks are listed
+    /// under `completed_tasks`.
+    pub fn set_task_state(&self, id: &str, state: &str) {
+        if let Some(task) = self.sim.inner.lock().unwrap().tasks.get_mut(id) {
+            task.state = state.to_string();
+        }
+    }
+
+    /// SSE responses still open.
+    pub fn open_streams(&self) -> usize {
+        self.sim
+            .open_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Appends lines to a task's `stdout` or `stderr`.
@@ -452,9 +481,16 @@ async fn state(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     if !inner.authorized(&headers) {
         return unauthorized();
     }
-    let mut frameworks: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    let mut frameworks: BTreeMap<String, (Vec<serde_json::Value>, Vec<serde_json::Value>)> =
+        BTreeMap::new();
     for (id, task) in &inner.tasks {
-        frameworks.entry(task.framework.clone()).or_default().push(serde_json::json!({
+        let (active, completed) = frameworks.entry(task.framework.clone()).or_default();
+        let list = if task.state == "TASK_RUNNING" || task.state == "TASK_STAGING" {
+            active
+        } else {
+            completed
+        };
+        list.push(serde_json::json!({
             "id": id, "name": id, "state": task.state, "slave_id": task.agent,
             "framework_id": task.framework, "executor_id": task.executor,
             "statuses": [{"state": task.state, "container_status": {"container_id": {"value": task.container}}}],
@@ -462,7 +498,7 @@ async fn state(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     }
     let frameworks: Vec<_> = frameworks
         .into_iter()
-        .map(|(id, tasks)| serde_json::json!({"id": id, "name": "marathon", "tasks": tasks, "completed_tasks": []}))
+        .map(|(id, (tasks, completed))| serde_json::json!({"id": id, "name": "marathon", "tasks": tasks, "completed_tasks": completed}))
         .collect();
     json(
         StatusCode::OK,
@@ -876,6 +912,9 @@ async fn write_stream(
     keepalive: Option<Duration>,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
+    sim.open_streams
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _open = OpenStream(Arc::clone(&sim));
     if let Some(Fault::Stall(duration)) = fault {
         tokio::time::sleep(duration).await;
     }

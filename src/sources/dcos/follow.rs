@@ -72,6 +72,8 @@ pub(crate) struct Follower {
     dedupe: Option<JournalPosition>,
     pieces: PieceSender,
     stop: CancellationToken,
+    /// Cancelled once this target's task has ended (tasks only).
+    finished: Option<CancellationToken>,
 }
 
 /// The source is stopping.
@@ -84,6 +86,7 @@ impl Follower {
         checkpoint: &Cursors,
         pieces: PieceSender,
         stop: CancellationToken,
+        finished: Option<CancellationToken>,
     ) -> Self {
         let key = target.key();
         let saved = checkpoint.get(&key).cloned();
@@ -103,7 +106,14 @@ impl Follower {
             dedupe: None,
             pieces,
             stop,
+            finished,
         }
+    }
+
+    fn task_ended(&self) -> bool {
+        self.finished
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     fn is_task(&self) -> bool {
@@ -135,6 +145,19 @@ impl Follower {
                 Err((ended, used)) => (ended, used),
             };
             decoder.reset();
+            if self.task_ended()
+                && matches!(
+                    &ended,
+                    Ended::Closed
+                        | Ended::Failed(HttpFailure {
+                            kind: FailureKind::NotFound,
+                            ..
+                        })
+                )
+            {
+                tracing::info!(source = %self.shared.source, stream = %self.key, "task ended and its file is quiet; stopped following it");
+                return;
+            }
             if let Ended::Failed(failure) = &ended {
                 if failure.kind == FailureKind::Auth
                     && !relogged
@@ -243,8 +266,12 @@ impl Follower {
         reconnect: &mut Reconnect,
     ) -> Result<Ended, Stopped> {
         loop {
+            if self.task_ended() {
+                connection.set_idle(self.shared.finished_task_grace);
+            }
             let more = tokio::select! {
                 () = self.stop.cancelled() => return Err(Stopped),
+                () = wait_cancelled(self.finished.as_ref()), if !self.task_ended() => continue,
                 more = connection.read(decoder) => more,
             };
             match more {
@@ -360,6 +387,14 @@ impl Follower {
             () = self.stop.cancelled() => Err(Stopped),
             sent = self.pieces.send(piece) => sent.map_err(|_| Stopped),
         }
+    }
+}
+
+/// Resolves when `token` is cancelled; never without one.
+async fn wait_cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,13 +8,18 @@
 //! password or service key (`POST /acs/api/v1/auth/login`, repeated when the token
 //! expires).
 //!
+//! Tasks are followed until `/mesos/master/state` shows them ended and their files
+//! have gone quiet (see [`tasks`]).
+//!
 //! Resume is exact: each target reconnects with `Last-Event-ID` = the committed
 //! journald cursor or task-file byte offset (see [`follow`]).
 
 mod auth;
 mod entry;
 mod follow;
+mod tasks;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::merge;
 use super::{Source, SourceContext};
@@ -80,6 +86,14 @@ pub struct DcosConfig {
     /// Task files to follow. Default `["stdout", "stderr"]`.
     #[serde(default = "default_files")]
     pub files: Vec<String>,
+    /// How often to check `/mesos/master/state` for tasks that have ended.
+    /// Default 30 s.
+    #[serde(default = "default_task_poll_interval", with = "humantime_serde")]
+    pub task_poll_interval: Duration,
+    /// Once a task has ended, stop following its files after they stay silent this
+    /// long. Default 30 s.
+    #[serde(default = "default_finished_task_grace", with = "humantime_serde")]
+    pub finished_task_grace: Duration,
     /// When the server refuses a saved journald cursor (it no longer exists), read
     /// this many entries back from the end (`skip=-N`) and skip those already
     /// shipped. Default 1000.
@@ -118,6 +132,12 @@ fn default_endpoint() -> String {
 fn default_files() -> Vec<String> {
     vec!["stdout".into(), "stderr".into()]
 }
+fn default_task_poll_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_finished_task_grace() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_fallback_entries() -> u64 {
     1000
 }
@@ -143,6 +163,11 @@ impl DcosConfig {
         }
         if !self.tasks.is_empty() && self.files.is_empty() {
             return Err("`files` is empty; use [\"stdout\", \"stderr\"] or one of them".into());
+        }
+        if self.task_poll_interval.is_zero() || self.finished_task_grace.is_zero() {
+            return Err(
+                "`task_poll_interval` and `finished_task_grace` must be more than zero".into(),
+            );
         }
         if self.fallback_entries == 0 {
             return Err("`fallback_entries` must be at least 1".into());
@@ -201,6 +226,8 @@ pub(crate) struct Shared {
     pub auth_report: AuthReport,
     pub base: String,
     pub options: StreamOptions,
+    pub request_timeout: Duration,
+    pub finished_task_grace: Duration,
     pub fallback_entries: u64,
     pub max_events: usize,
     pub max_bytes: usize,
@@ -237,39 +264,62 @@ impl Source for DcosSource {
             auth_report: AuthReport::default(),
             base: config.endpoint.trim_end_matches('/').to_string(),
             options: config.stream_options(),
+            request_timeout: config.request_timeout,
+            finished_task_grace: config.finished_task_grace,
             fallback_entries: config.fallback_entries,
             max_events: ctx.limits.batch_max_events,
             max_bytes: ctx.limits.batch_max_bytes,
         });
-        let mut targets: Vec<Target> = Vec::new();
-        if config.journal {
-            targets.push(Target::Journal);
-        }
-        targets.extend(config.components.iter().cloned().map(Target::Component));
-        for task in &config.tasks {
-            for file in &config.files {
-                targets.push(Target::Task {
-                    id: task.clone(),
-                    file: file.clone(),
-                });
-            }
-        }
         let (tx, mut rx) = merge::channel();
         let stop = ctx.shutdown.child_token();
         let mut tasks = JoinSet::new();
-        for target in targets {
+        let mut targets: Vec<(Target, Option<CancellationToken>)> = Vec::new();
+        if config.journal {
+            targets.push((Target::Journal, None));
+        }
+        targets.extend(
+            config
+                .components
+                .iter()
+                .cloned()
+                .map(|c| (Target::Component(c), None)),
+        );
+        let mut finished = BTreeMap::new();
+        for task in &config.tasks {
+            let token = finished
+                .entry(task.clone())
+                .or_insert_with(CancellationToken::new);
+            for file in &config.files {
+                let target = Target::Task {
+                    id: task.clone(),
+                    file: file.clone(),
+                };
+                targets.push((target, Some(token.clone())));
+            }
+        }
+        if !finished.is_empty() {
+            tasks.spawn(tasks::watch(
+                Arc::clone(&shared),
+                finished,
+                config.task_poll_interval,
+                stop.clone(),
+            ));
+        }
+        for (target, finished) in targets {
             let follower = Follower::new(
                 Arc::clone(&shared),
                 target,
                 &ctx.checkpoint,
                 tx.clone(),
                 stop.clone(),
+                finished,
             );
             tasks.spawn(follower.run());
         }
-        drop(tx);
+        // `tx` stays here, so the source runs until ferry stops even if every task ends.
         let result = merge::forward(&mut rx, &mut ctx).await;
         stop.cancel();
+        drop(tx);
         drop(rx);
         while tasks.join_next().await.is_some() {}
         result
