@@ -9,10 +9,10 @@
 //! expires).
 //!
 //! Tasks are followed until `/mesos/master/state` shows them ended and their files
-//! have gone quiet (see [`tasks`]).
+//! have gone quiet (see `tasks.rs`).
 //!
 //! Resume is exact: each target reconnects with `Last-Event-ID` = the committed
-//! journald cursor or task-file byte offset (see [`follow`]).
+//! journald cursor or task-file byte offset (see `follow.rs`).
 
 mod auth;
 mod entry;

@@ -7,7 +7,7 @@
 //! stop once it is gone or terminal and its stream has ended. The containers list
 //! also carries lifecycle events (`container_events`), shipped as `stream = "system"`.
 //!
-//! Resume: see [`follow`]; cursors are `"{deployment}/{container}/{stream}"`.
+//! Resume: see `follow.rs`; cursors are `"{deployment}/{container}/{stream}"`.
 
 mod discovery;
 mod follow;
