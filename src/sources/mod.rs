@@ -1,8 +1,11 @@
 //! Sources: the `Source` trait, what the runtime hands a source (`SourceContext`),
 //! and the registry that maps a config `type` to a source.
 
+pub mod dcos;
 pub mod demo;
 pub mod file;
+pub mod ionet;
+pub mod merge;
 pub mod stdin;
 
 use std::sync::Arc;
@@ -93,13 +96,15 @@ impl SourceOutput {
 /// The `[sources.ID]` table, by `type`.
 #[derive(Debug)]
 pub enum SourceConfig {
+    Dcos(dcos::DcosConfig),
     Demo(demo::DemoConfig),
     File(file::FileSourceConfig),
+    Ionet(ionet::IonetConfig),
     Stdin(stdin::StdinConfig),
 }
 
 impl SourceConfig {
-    pub const TYPES: &[&str] = &["demo", "file", "stdin"];
+    pub const TYPES: &[&str] = &["dcos", "demo", "file", "ionet", "stdin"];
 
     /// Deserializes the options of source type `type_name`; `None` if no such type.
     pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
@@ -107,8 +112,10 @@ impl SourceConfig {
         options: D,
     ) -> Option<Result<Self, D::Error>> {
         Some(match type_name {
+            "dcos" => dcos::DcosConfig::deserialize(options).map(SourceConfig::Dcos),
             "demo" => demo::DemoConfig::deserialize(options).map(SourceConfig::Demo),
             "file" => file::FileSourceConfig::deserialize(options).map(SourceConfig::File),
+            "ionet" => ionet::IonetConfig::deserialize(options).map(SourceConfig::Ionet),
             "stdin" => stdin::StdinConfig::deserialize(options).map(SourceConfig::Stdin),
             _ => return None,
         })
@@ -117,15 +124,19 @@ impl SourceConfig {
     /// Checks that need more than one option at a time.
     pub fn validate(&self) -> Result<(), String> {
         match self {
+            SourceConfig::Dcos(c) => c.validate(),
             SourceConfig::File(c) => c.validate(),
+            SourceConfig::Ionet(c) => c.validate(),
             SourceConfig::Demo(_) | SourceConfig::Stdin(_) => Ok(()),
         }
     }
 
     pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
         Ok(match self {
+            SourceConfig::Dcos(c) => Box::new(dcos::DcosSource::new(c.clone())?),
             SourceConfig::Demo(c) => Box::new(demo::DemoSource::new(c.clone())),
             SourceConfig::File(c) => Box::new(file::FileSource::new(c.clone())?),
+            SourceConfig::Ionet(c) => Box::new(ionet::IonetSource::new(c.clone())?),
             SourceConfig::Stdin(c) => Box::new(stdin::StdinSource::new(c.clone())),
         })
     }

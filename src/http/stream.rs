@@ -1,0 +1,370 @@
+//! Following a long-lived event stream: reading one connection's body into the SSE
+//! decoder with an idle-read timeout (a silent connection is a dead one), and the
+//! reconnect policy between connections: exponential backoff with jitter, the
+//! server's `retry:` after a dropped stream, `Retry-After` on 429/503, a slow retry
+//! with a single clear error line for bad credentials, and the provider's error
+//! body for 404/422. Memory per connection is bounded by the decoder's
+//! `max_event_bytes` plus one network chunk.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::client::{FailureKind, HttpFailure};
+use super::retry::backoff;
+use super::sse::Decoder;
+
+/// Longest `Retry-After` honoured; a server asking for more is retried after this.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
+
+/// Options every streaming source shares (each source config carries these keys
+/// and documents their defaults, which are the `Default` below).
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// A connection that delivers nothing (not even a keepalive) for this long is
+    /// closed and reopened from the last position.
+    pub idle_timeout: Duration,
+    /// Longest wait for a TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// First wait before reconnecting after a failure (grows exponentially, jittered).
+    pub retry_min_backoff: Duration,
+    /// Longest wait between reconnects (a server's `Retry-After` may ask for more).
+    pub retry_max_backoff: Duration,
+    /// Wait between attempts while the provider refuses the credentials (401/403).
+    pub auth_retry_interval: Duration,
+    /// Longest line or event kept in memory; longer ones are cut (and counted).
+    pub max_event_bytes: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            idle_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            retry_min_backoff: Duration::from_secs(1),
+            retry_max_backoff: Duration::from_secs(60),
+            auth_retry_interval: Duration::from_secs(60),
+            max_event_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Serde defaults of the stream options, for the source configs that carry them.
+pub mod defaults {
+    use super::{Duration, StreamOptions};
+
+    pub fn idle_timeout() -> Duration {
+        StreamOptions::default().idle_timeout
+    }
+    pub fn connect_timeout() -> Duration {
+        StreamOptions::default().connect_timeout
+    }
+    /// Timeout of a request that is not a stream (discovery, login).
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn retry_min_backoff() -> Duration {
+        StreamOptions::default().retry_min_backoff
+    }
+    pub fn retry_max_backoff() -> Duration {
+        StreamOptions::default().retry_max_backoff
+    }
+    pub fn auth_retry_interval() -> Duration {
+        StreamOptions::default().auth_retry_interval
+    }
+    pub fn max_event_bytes() -> usize {
+        StreamOptions::default().max_event_bytes
+    }
+}
+
+impl StreamOptions {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idle_timeout.is_zero() {
+            return Err("`idle_timeout` must be more than zero".into());
+        }
+        if self.max_event_bytes == 0 {
+            return Err("`max_event_bytes` must be at least 1".into());
+        }
+        if self.retry_min_backoff > self.retry_max_backoff {
+            return Err("`retry_min_backoff` is larger than `retry_max_backoff`".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why reading a connection stopped before the server ended it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no data for {0:?} (idle timeout)")]
+    Idle(Duration),
+    #[error("connection lost: {0}")]
+    Network(String),
+}
+
+/// An open streaming response.
+pub struct Connection {
+    response: reqwest::Response,
+    idle: Duration,
+}
+
+impl Connection {
+    pub fn new(response: reqwest::Response, idle: Duration) -> Self {
+        Connection { response, idle }
+    }
+
+    /// Changes the idle timeout for the reads to come.
+    pub fn set_idle(&mut self, idle: Duration) {
+        self.idle = idle;
+    }
+
+    /// Feeds the next chunk of the body to `decoder`; `Ok(false)` when the server
+    /// ended the body.
+    pub async fn read(&mut self, decoder: &mut Decoder) -> Result<bool, ReadError> {
+        match tokio::time::timeout(self.idle, self.response.chunk()).await {
+            Err(_) => Err(ReadError::Idle(self.idle)),
+            Ok(Err(error)) => Err(ReadError::Network(error_chain(&error))),
+            Ok(Ok(None)) => Ok(false),
+            Ok(Ok(Some(chunk))) => {
+                decoder.feed(&chunk);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// A reqwest error with its causes, on one line (reqwest's own text is terse).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// How a connection (or an attempt at one) ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The server closed the stream normally.
+    Closed,
+    /// The connection failed or went silent.
+    Lost(String),
+    /// The server answered with a failure status.
+    Failed(HttpFailure),
+}
+
+/// Shared by the streams of one source, so that refused credentials are reported
+/// once per source (not once per stream) until some stream works again.
+#[derive(Debug, Clone, Default)]
+pub struct AuthReport(Arc<AtomicBool>);
+
+/// Decides how long to wait before the next connection, logs what happened (an auth
+/// or request error once until the stream is healthy again), and counts it.
+pub struct Reconnect {
+    options: StreamOptions,
+    stream: Arc<str>,
+    source: Arc<str>,
+    backoff: Box<dyn Iterator<Item = Duration> + Send>,
+    failures: u32,
+    reported: Option<String>,
+    auth: AuthReport,
+}
+
+impl Reconnect {
+    /// `stream` names the followed stream in logs, `source` labels the metrics.
+    pub fn new(
+        options: StreamOptions,
+        source: Arc<str>,
+        stream: impl Into<Arc<str>>,
+        auth: AuthReport,
+    ) -> Self {
+        Reconnect {
+            backoff: Box::new(backoff(
+                options.retry_min_backoff,
+                options.retry_max_backoff,
+            )),
+            options,
+            stream: stream.into(),
+            source,
+            failures: 0,
+            reported: None,
+            auth,
+        }
+    }
+
+    /// A connection was accepted.
+    pub fn connected(&self) {
+        metrics::counter!("ferry_http_connections_total", "source" => self.source.to_string())
+            .increment(1);
+    }
+
+    /// The stream delivered events: the next failure starts the backoff over, and a
+    /// recurring error will be reported again.
+    pub fn healthy(&mut self) {
+        if self.failures > 0 || self.reported.is_some() {
+            tracing::info!(source = %self.source, stream = %self.stream, "stream is flowing again");
+            self.backoff = Box::new(backoff(
+                self.options.retry_min_backoff,
+                self.options.retry_max_backoff,
+            ));
+            self.failures = 0;
+            self.reported = None;
+            self.auth.0.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The wait before reconnecting after `ended`; `sse_retry` is the server's
+    /// `retry:` value, if it sent one.
+    pub fn delay(&mut self, ended: &Ended, sse_retry: Option<Duration>) -> Duration {
+        let first = self.failures == 0;
+        self.failures = self.failures.saturating_add(1);
+        metrics::counter!("ferry_http_reconnects_total", "source" => self.source.to_string())
+            .increment(1);
+        let next_backoff = self
+            .backoff
+            .next()
+            .unwrap_or(self.options.retry_max_backoff);
+        let after_drop = match sse_retry {
+            Some(retry) if first => retry,
+            Some(retry) => retry.max(next_backoff),
+            None => next_backoff,
+        };
+        let (source, stream) = (&self.source, &self.stream);
+        match ended {
+            Ended::Closed => {
+                tracing::debug!(%source, %stream, "server closed the stream; reconnecting");
+                after_drop
+            }
+            Ended::Lost(reason) => {
+                self.error_counter("network");
+                tracing::warn!(%source, %stream, "{reason}; reconnecting in {after_drop:?}");
+                after_drop
+            }
+            Ended::Failed(failure) => {
+                self.error_counter(failure.status.as_str());
+                self.failure_delay(failure, next_backoff)
+            }
+        }
+    }
+
+    fn failure_delay(&mut self, failure: &HttpFailure, next_backoff: Duration) -> Duration {
+        let (source, stream) = (self.source.clone(), self.stream.clone());
+        let message = failure.to_string();
+        let first_report = self.reported.as_deref() != Some(message.as_str());
+        match failure.kind {
+            FailureKind::Auth => {
+                let wait = self.options.auth_retry_interval;
+                if !self.auth.0.swap(true, Ordering::Relaxed) {
+                    tracing::error!(%source, %stream, "credentials refused ({message}); check the API key or token; retrying every {wait:?}");
+                }
+                wait
+            }
+            FailureKind::NotFound | FailureKind::Rejected => {
+                if first_report {
+                    tracing::error!(%source, %stream, "request refused ({message}); retrying with backoff");
+                }
+                self.reported = Some(message);
+                next_backoff
+            }
+            FailureKind::RateLimited => {
+                let wait = failure.retry_after.unwrap_or(next_backoff);
+                tracing::warn!(%source, %stream, "rate limited ({message}); waiting {wait:?}");
+                wait
+            }
+            FailureKind::Server => {
+                let wait = failure.retry_after.unwrap_or(next_backoff);
+                tracing::warn!(%source, %stream, "provider error ({message}); retrying in {wait:?}");
+                wait
+            }
+        }
+    }
+
+    fn error_counter(&self, status: &str) {
+        metrics::counter!(
+            "ferry_http_errors_total",
+            "source" => self.source.to_string(),
+            "status" => status.to_string()
+        )
+        .increment(1);
+    }
+}
+
+/// Sleeps for `duration` unless `cancel` fires first; `false` if it fired.
+pub async fn sleep_or_cancel(duration: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = tokio::time::sleep(duration) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    fn failure(status: u16, retry_after: Option<u64>) -> Ended {
+        let status = StatusCode::from_u16(status).unwrap();
+        Ended::Failed(HttpFailure {
+            status,
+            kind: match status.as_u16() {
+                401 => FailureKind::Auth,
+                429 => FailureKind::RateLimited,
+                _ => FailureKind::Server,
+            },
+            detail: String::new(),
+            retry_after: retry_after.map(Duration::from_secs),
+        })
+    }
+
+    fn reconnect() -> Reconnect {
+        let options = StreamOptions {
+            retry_min_backoff: Duration::from_millis(100),
+            retry_max_backoff: Duration::from_secs(10),
+            auth_retry_interval: Duration::from_secs(30),
+            ..StreamOptions::default()
+        };
+        Reconnect::new(options, "src".into(), "s", AuthReport::default())
+    }
+
+    #[test]
+    fn retry_after_wins_over_backoff() {
+        let mut r = reconnect();
+        assert_eq!(
+            r.delay(&failure(429, Some(2)), None),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn bad_credentials_retry_slowly() {
+        let mut r = reconnect();
+        assert_eq!(r.delay(&failure(401, None), None), Duration::from_secs(30));
+        assert_eq!(r.delay(&failure(401, None), None), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn sse_retry_sets_the_first_reconnect_then_backoff_grows() {
+        let mut r = reconnect();
+        let ms = Duration::from_millis;
+        assert_eq!(r.delay(&Ended::Lost("x".into()), Some(ms(300))), ms(300));
+        let later: Vec<Duration> = (0..8)
+            .map(|_| r.delay(&Ended::Closed, Some(ms(300))))
+            .collect();
+        assert!(later.iter().all(|d| *d >= ms(300)));
+        assert!(later.iter().any(|d| *d > ms(300)), "{later:?}");
+        r.healthy();
+        assert_eq!(r.delay(&Ended::Closed, Some(ms(300))), ms(300));
+    }
+
+    #[test]
+    fn server_errors_back_off_within_bounds() {
+        let mut r = reconnect();
+        for _ in 0..20 {
+            assert!(r.delay(&failure(500, None), None) <= Duration::from_secs(20));
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The `ionet` source: container logs of an io.net CaaS deployment, streamed over
+//! SSE from `GET /enterprise/v1/io-cloud/caas/deployment/{id}/log/{container}`
+//! with `X-API-KEY`, one connection per container and stream (`stdout`, `stderr`).
+//!
+//! Containers are the configured `container_ids`, or else discovered by polling
+//! `GET …/deployment/{id}/containers`: followers start when a container appears and
+//! stop once it is gone or terminal and its stream has ended. The containers list
+//! also carries lifecycle events (`container_events`), shipped as `stream = "system"`.
+//!
+//! Resume: see `follow.rs`; cursors are `"{deployment}/{container}/{stream}"`.
+
+mod discovery;
+mod follow;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::merge::{self, PieceSender};
+use super::{Source, SourceContext};
+use crate::config::{Secret, resolve_secret};
+use crate::http::client::{AuthHeader, build_client, validate_endpoint};
+use crate::http::stream::defaults::{
+    auth_retry_interval as default_auth_retry_interval, connect_timeout as default_connect_timeout,
+    idle_timeout as default_idle_timeout, max_event_bytes as default_max_event_bytes,
+    request_timeout as default_request_timeout, retry_max_backoff as default_retry_max_backoff,
+    retry_min_backoff as default_retry_min_backoff,
+};
+use crate::http::stream::{AuthReport, StreamOptions};
+
+/// The io.net API, as documented.
+pub const DEFAULT_ENDPOINT: &str = "https://api.io.solutions";
+/// Every CaaS route is under this prefix.
+pub const CAAS_PREFIX: &str = "/enterprise/v1/io-cloud/caas";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IonetConfig {
+    /// API base URL. Default `https://api.io.solutions`.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// The API key (`X-API-KEY`), usually `"${IONET_API_KEY}"`.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// A file holding only the API key (instead of `api_key`).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// The deployment (UUID) whose containers to follow.
+    pub deployment_id: String,
+    /// Follow exactly these containers. Left out: discover them (and follow new ones).
+    #[serde(default)]
+    pub container_ids: Option<Vec<String>>,
+    /// Streams to follow per container. Default both, `["stdout", "stderr"]`.
+    #[serde(default = "default_streams")]
+    pub streams: Vec<LogStream>,
+    /// How often to poll the containers list. Default 30 s.
+    #[serde(default = "default_discovery_interval", with = "humantime_serde")]
+    pub discovery_interval: Duration,
+    /// Ship container lifecycle events (pull, start, stop) as `stream = "system"`.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub lifecycle_events: bool,
+    /// Reconnect a stream that sent nothing, not even a keepalive, for this long.
+    /// Default 120 s.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// TCP/TLS connect timeout. Default 10 s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Timeout of a containers-list request. Default 30 s.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// First reconnect delay after a failure; doubles (jittered) up to
+    /// `retry_max_backoff`. Default 1 s.
+    #[serde(default = "default_retry_min_backoff", with = "humantime_serde")]
+    pub retry_min_backoff: Duration,
+    /// Longest reconnect delay (a server's `Retry-After` is honoured up to 10 min).
+    /// Default 60 s.
+    #[serde(default = "default_retry_max_backoff", with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// Retry interval while the API key is refused (401/403). Default 60 s.
+    #[serde(default = "default_auth_retry_interval", with = "humantime_serde")]
+    pub auth_retry_interval: Duration,
+    /// Longest log line kept; longer ones are cut. Default 1 MiB.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+}
+
+fn default_endpoint() -> String {
+    DEFAULT_ENDPOINT.into()
+}
+fn default_streams() -> Vec<LogStream> {
+    vec![LogStream::Stdout, LogStream::Stderr]
+}
+fn default_discovery_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_true() -> bool {
+    true
+}
+impl IonetConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        validate_endpoint(&self.endpoint)?;
+        if self.api_key.is_none() && self.api_key_file.is_none() {
+            return Err(
+                "give the API key with `api_key` (e.g. \"${IONET_API_KEY}\") or `api_key_file`"
+                    .into(),
+            );
+        }
+        if self.api_key.is_some() && self.api_key_file.is_some() {
+            return Err("give either `api_key` or `api_key_file`, not both".into());
+        }
+        if self.deployment_id.trim().is_empty() {
+            return Err("`deployment_id` is empty".into());
+        }
+        if self.streams.is_empty() {
+            return Err("`streams` is empty; use [\"stdout\"], [\"stderr\"] or both".into());
+        }
+        if self.container_ids.as_ref().is_some_and(Vec::is_empty) {
+            return Err("`container_ids` is empty; leave it out to discover containers".into());
+        }
+        if self.discovery_interval.is_zero() {
+            return Err("`discovery_interval` must be more than zero".into());
+        }
+        self.stream_options().validate()
+    }
+
+    fn stream_options(&self) -> StreamOptions {
+        StreamOptions {
+            idle_timeout: self.idle_timeout,
+            connect_timeout: self.connect_timeout,
+            retry_min_backoff: self.retry_min_backoff,
+            retry_max_backoff: self.retry_max_backoff,
+            auth_retry_interval: self.auth_retry_interval,
+            max_event_bytes: self.max_event_bytes,
+        }
+    }
+}
+
+/// What the followers and the discovery loop share.
+pub(crate) struct Shared {
+    pub source: Arc<str>,
+    /// `"ionet"`, shared by every event.
+    pub provider: Arc<str>,
+    pub client: reqwest::Client,
+    pub auth: AuthHeader,
+    pub auth_report: AuthReport,
+    pub base: String,
+    pub deployment: String,
+    pub options: StreamOptions,
+    pub request_timeout: Duration,
+    pub max_events: usize,
+    pub max_bytes: usize,
+}
+
+impl Shared {
+    pub fn url(&self, path: &str) -> Result<url::Url, url::ParseError> {
+        url::Url::parse(&format!("{}{CAAS_PREFIX}{path}", self.base))
+    }
+}
+
+pub struct IonetSource {
+    config: IonetConfig,
+    auth: AuthHeader,
+    client: reqwest::Client,
+}
+
+impl IonetSource {
+    pub fn new(config: IonetConfig) -> anyhow::Result<Self> {
+        let key = resolve_secret(
+            "api_key",
+            config.api_key.as_ref(),
+            config.api_key_file.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow::anyhow!("no API key: set `api_key` or `api_key_file`"))?;
+        let auth = AuthHeader::new("x-api-key", "", &key)?;
+        let client = build_client(config.connect_timeout)?;
+        Ok(IonetSource {
+            config,
+            auth,
+            client,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for IonetSource {
+    async fn run(self: Box<Self>, mut ctx: SourceContext) -> anyhow::Result<()> {
+        let config = self.config;
+        let shared = Arc::new(Shared {
+            source: Arc::clone(&ctx.id),
+            provider: Arc::from("ionet"),
+            client: self.client,
+            auth: self.auth,
+            auth_report: AuthReport::default(),
+            base: config.endpoint.trim_end_matches('/').to_string(),
+            deployment: config.deployment_id.clone(),
+            options: config.stream_options(),
+            request_timeout: config.request_timeout,
+            max_events: ctx.limits.batch_max_events,
+            max_bytes: ctx.limits.batch_max_bytes,
+        });
+        let (tx, mut rx) = merge::channel();
+        let stop = ctx.shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        let manager = Manager {
+            shared: Arc::clone(&shared),
+            streams: config.streams.clone(),
+            checkpoint: ctx.checkpoint.clone(),
+            pieces: tx,
+            stop: stop.clone(),
+            followers: BTreeMap::new(),
+        };
+        tasks.spawn(discovery::run(manager, config));
+        let result = merge::forward(&mut rx, &mut ctx).await;
+        stop.cancel();
+        drop(rx);
+        while tasks.join_next().await.is_some() {}
+        result
+    }
+}
+
+/// Starts and stops the followers of containers.
+pub(crate) struct Manager {
+    pub shared: Arc<Shared>,
+    pub streams: Vec<LogStream>,
+    pub checkpoint: crate::checkpoint::Cursors,
+    pub pieces: PieceSender,
+    pub stop: CancellationToken,
+    /// Per followed container: the token that tells its followers to finish at the
+    /// end of their stream, and their tasks.
+    pub followers: BTreeMap<String, (CancellationToken, JoinSet<()>)>,
+}
+
+impl Manager {
+    /// Follows `container` (with `host` as the event host) if not already followed.
+    pub fn follow(&mut self, container: &str, host: Option<&str>) {
+        if let Some((_, tasks)) = self.followers.get_mut(container) {
+            while tasks.try_join_next().is_some() {}
+            if !tasks.is_empty() {
+                return;
+            }
+        }
+        let finish = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for &stream in &self.streams {
+            let key = cursor_key(&self.shared.deployment, container, stream.as_str());
+            let position = self
+                .checkpoint
+                .get(&key)
+                .and_then(|v| serde_json::from_value::<follow::Position>(v.clone()).ok())
+                .unwrap_or_default();
+            let follower = follow::Follower {
+                shared: Arc::clone(&self.shared),
+                container: container.to_string(),
+                host: host.map(str::to_string),
+                stream,
+                key,
+                position,
+                pieces: self.pieces.clone(),
+                stop: self.stop.clone(),
+                finish: finish.clone(),
+            };
+            tasks.spawn(follower.run());
+        }
+        tracing::info!(source = %self.shared.source, container, "following container");
+        self.followers
+            .insert(container.to_string(), (finish, tasks));
+    }
+
+    /// Lets the followers of `container` end with their current stream.
+    pub fn finish(&mut self, container: &str) {
+        if let Some((finish, _)) = self.followers.get(container) {
+            if !finish.is_cancelled() {
+                tracing::info!(source = %self.shared.source, container, "container is gone; following it to the end of its stream");
+            }
+            finish.cancel();
+        }
+    }
+
+    /// Forgets followers whose tasks have all ended.
+    pub fn reap(&mut self) {
+        self.followers.retain(|_, (_, tasks)| {
+            while tasks.try_join_next().is_some() {}
+            !tasks.is_empty()
+        });
+    }
+
+    pub async fn shutdown(mut self) {
+        for (_, (_, mut tasks)) in std::mem::take(&mut self.followers) {
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+pub(crate) fn cursor_key(deployment: &str, container: &str, stream: &str) -> String {
+    format!("{deployment}/{container}/{stream}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn parse(source: &str) -> Result<crate::config::Config, String> {
+        let text =
+            format!("[sources.io]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"io\"]\n");
+        crate::config::parse(&text, Path::new("ferry.toml"), |name| {
+            (name == "IONET_API_KEY").then(|| "k".to_string())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_errors_are_clear() {
+        let config =
+            parse("type = \"ionet\"\napi_key = \"${IONET_API_KEY}\"\ndeployment_id = \"d\"")
+                .unwrap();
+        let crate::sources::SourceConfig::Ionet(ionet) = &config.sources["io"].config else {
+            panic!("not an ionet source");
+        };
+        assert_eq!(ionet.endpoint, super::DEFAULT_ENDPOINT);
+        assert_eq!(
+            ionet.streams,
+            [super::LogStream::Stdout, super::LogStream::Stderr]
+        );
+        assert_eq!(format!("{:?}", ionet.api_key), "Some(***)");
+
+        let missing = parse("type = \"ionet\"\ndeployment_id = \"d\"").unwrap_err();
+        assert!(
+            missing.contains("ferry.toml:1:1") && missing.contains("api_key"),
+            "{missing}"
+        );
+        let unknown =
+            parse("type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nstream = \"stdout\"")
+                .unwrap_err();
+        assert!(
+            unknown.contains(":5:") && unknown.contains("unknown field `stream`"),
+            "{unknown}"
+        );
+        let bad_stream = parse(
+            "type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nstreams = [\"stdin\"]",
+        )
+        .unwrap_err();
+        assert!(bad_stream.contains("stdin"), "{bad_stream}");
+        let bad_endpoint = parse(
+            "type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nendpoint = \"ftp://x\"",
+        )
+        .unwrap_err();
+        assert!(bad_endpoint.contains("http://"), "{bad_endpoint}");
+    }
+}

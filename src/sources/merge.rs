@@ -1,0 +1,110 @@
+//! Fan-in for sources that follow several streams at once (one task per container
+//! stream, task file or journald unit). Each task sends [`Piece`]s: events in stream
+//! order plus the cursor its stream reached after them. The source's own task
+//! gathers pieces into batches within the configured limits and sends each batch
+//! tagged with the latest cursor of every stream it holds, so a cursor is committed
+//! only once everything before it is delivered. The channel is bounded, so a slow
+//! pipeline stops the followers reading, and memory stays flat.
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{SendError, SourceContext};
+use crate::checkpoint::CursorUpdate;
+use crate::event::Event;
+
+/// Pieces waiting for the source task, per source.
+const PIECES_IN_FLIGHT: usize = 16;
+
+/// Events of one stream and the cursor (key, value) reached after them.
+#[derive(Debug)]
+pub struct Piece {
+    pub events: Vec<Event>,
+    pub cursor: Option<(String, Value)>,
+}
+
+pub type PieceSender = mpsc::Sender<Piece>;
+pub type PieceReceiver = mpsc::Receiver<Piece>;
+
+pub fn channel() -> (PieceSender, PieceReceiver) {
+    mpsc::channel(PIECES_IN_FLIGHT)
+}
+
+/// Collects events for one stream and cuts them into pieces of at most
+/// `max_events` events / `max_bytes` message bytes.
+pub struct PieceBuilder {
+    events: Vec<Event>,
+    bytes: usize,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl PieceBuilder {
+    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+        PieceBuilder {
+            events: Vec::new(),
+            bytes: 0,
+            max_events: max_events.max(1),
+            max_bytes: max_bytes.max(1),
+        }
+    }
+
+    /// Adds an event; `true` when the piece is full and should be sent now.
+    pub fn push(&mut self, event: Event) -> bool {
+        self.bytes += event.message.len();
+        self.events.push(event);
+        self.events.len() >= self.max_events || self.bytes >= self.max_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events so far, with the cursor reached after them.
+    pub fn take(&mut self, cursor: Option<(String, Value)>) -> Piece {
+        self.bytes = 0;
+        Piece {
+            events: std::mem::take(&mut self.events),
+            cursor,
+        }
+    }
+}
+
+/// Forwards pieces as batches until shutdown, until every sender is gone (`Ok`), or
+/// until the pipeline stops taking batches.
+pub async fn forward(pieces: &mut PieceReceiver, ctx: &mut SourceContext) -> anyhow::Result<()> {
+    let max_events = ctx.limits.batch_max_events.max(1);
+    let max_bytes = ctx.limits.batch_max_bytes.max(1);
+    loop {
+        let first = tokio::select! {
+            () = ctx.shutdown.cancelled() => return Ok(()),
+            piece = pieces.recv() => match piece {
+                Some(piece) => piece,
+                None => return Ok(()),
+            },
+        };
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        let mut cursor = CursorUpdate::default();
+        let mut add = |piece: Piece, events: &mut Vec<Event>, cursor: &mut CursorUpdate| {
+            bytes += piece.events.iter().map(|e| e.message.len()).sum::<usize>();
+            events.extend(piece.events);
+            if let Some((key, value)) = piece.cursor {
+                *cursor = std::mem::take(cursor).with(key, Some(value));
+            }
+            bytes
+        };
+        let mut total = add(first, &mut events, &mut cursor);
+        while events.len() < max_events && total < max_bytes {
+            match pieces.try_recv() {
+                Ok(piece) => total = add(piece, &mut events, &mut cursor),
+                Err(_) => break,
+            }
+        }
+        match ctx.output.send(events, cursor).await {
+            Ok(()) => {}
+            Err(SendError::ShuttingDown) => return Ok(()),
+            Err(SendError::Closed) => anyhow::bail!("downstream components stopped"),
+        }
+    }
+}
