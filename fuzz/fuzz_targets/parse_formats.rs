@@ -21,7 +21,9 @@ const FORMATS: [&str; 8] = [
 
 fn build(type_name: &str, options: &str) -> Box<dyn Transform> {
     let value: toml::Value = toml::from_str(options).unwrap();
-    let config = TransformConfig::deserialize_type(type_name, value).unwrap().unwrap();
+    let config = TransformConfig::deserialize_type(type_name, value)
+        .unwrap()
+        .unwrap();
     config.validate().unwrap();
     config.build("fuzz").unwrap()
 }

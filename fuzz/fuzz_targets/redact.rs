@@ -16,7 +16,9 @@ const MODES: [&str; 3] = [
 
 fn build(options: &str) -> Box<dyn Transform> {
     let value: toml::Value = toml::from_str(options).unwrap();
-    let config = TransformConfig::deserialize_type("redact", value).unwrap().unwrap();
+    let config = TransformConfig::deserialize_type("redact", value)
+        .unwrap()
+        .unwrap();
     config.validate().unwrap();
     config.build("fuzz").unwrap()
 }
@@ -32,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let text = String::from_utf8_lossy(rest).into_owned();
     let mut event = Event::new("fuzz".into(), "fuzz".into(), text.clone(), 0);
-    event.fields.insert("f".into(), serde_json::Value::String(text));
+    event
+        .fields
+        .insert("f".into(), serde_json::Value::String(text));
     let mut events = vec![event];
     REDACTORS.with_borrow_mut(|redactors| {
         let index = usize::from(selector) % redactors.len();

@@ -83,7 +83,9 @@ fn every_format_reads_its_lines() {
 
 #[test]
 fn envelopes_replace_the_message_and_set_time_and_origin() {
-    let cases: &[(&str, &str, &str, i64, [Option<&str>; 3])] = &[
+    // (format, line, message, time, [component, instance, host])
+    type Case<'a> = (&'a str, &'a str, &'a str, i64, [Option<&'a str>; 3]);
+    let cases: &[Case] = &[
         (
             "syslog",
             "<165>1 2003-10-11T22:14:15.003Z mymachine evntslog - ID47 - An event",
