@@ -111,6 +111,16 @@ fn benches(c: &mut Criterion) {
     let text = batch(|n| text_line(n, false));
     let text_secret = batch(|n| text_line(n, true));
 
+    // Whatever runs first in this process measures about a third slower than the
+    // same work run after it (a warm-up loop before it does not help; a fresh heap
+    // is the likely cause). It is reported apart; the figures after it are those of
+    // a process that has been running for a while, as an agent is.
+    run(
+        c,
+        "parse_json_cold_start",
+        &json,
+        &mut [transform("parse", r#"format = "json""#)],
+    );
     run(
         c,
         "parse_json",
