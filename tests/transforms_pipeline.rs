@@ -203,3 +203,44 @@ fsync = "none"
     assert_eq!(lines[2]["level"], "warn");
     assert_eq!(lines[2]["fields"]["msg"], "password=***ter2");
 }
+
+#[test]
+fn broken_transform_options_are_refused_with_their_position() {
+    let base =
+        "[sources.in]\ntype = \"demo\"\n\n[sinks.out]\ntype = \"console\"\ninputs = [\"t\"]\n\n";
+    let cases = [
+        (
+            "[transforms.t]\ntype = \"parse\"\ninputs = [\"in\"]\nformat = \"regex\"\npattern = '(?P<a>'\n",
+            "test.toml:12:",
+            "invalid regex",
+        ),
+        (
+            "[transforms.t]\ntype = \"parse\"\ninputs = [\"in\"]\nformat = \"regex\"\n",
+            "test.toml:8:",
+            "needs a `pattern`",
+        ),
+        (
+            "[transforms.t]\ntype = \"level\"\ninputs = [\"in\"]\nmin_level = \"loud\"\n",
+            "test.toml:11:",
+            "unknown level `loud`",
+        ),
+        (
+            "[transforms.t]\ntype = \"redact\"\ninputs = [\"in\"]\nmode = \"hash\"\n",
+            "test.toml:8:",
+            "needs `key` or `key_file`",
+        ),
+        (
+            "[transforms.t]\ntype = \"filter\"\ninputs = [\"in\"]\ncondition = { field = \"x\" }\n",
+            "test.toml:11:",
+            "holds exactly one of",
+        ),
+    ];
+    for (table, position, problem) in cases {
+        let text = format!("{base}{table}");
+        let error = ferry::config::parse(&text, Path::new("test.toml"), |_| None)
+            .expect_err(table)
+            .to_string();
+        assert!(error.starts_with(position), "{table}: {error}");
+        assert!(error.contains(problem), "{table}: {error}");
+    }
+}
