@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::checkpoint::Delivery;
@@ -62,9 +63,21 @@ impl Level {
             b"notice" => Level::Notice,
             b"warn" | b"warning" | b"wrn" => Level::Warn,
             b"error" | b"err" | b"eror" | b"severe" => Level::Error,
-            b"fatal" | b"critical" | b"crit" | b"panic" | b"emerg" | b"emergency" | b"alert"
-            | b"dpanic" => Level::Fatal,
+            b"fatal" | b"ftl" | b"critical" | b"crit" | b"panic" | b"pnc" | b"emerg"
+            | b"emergency" | b"alert" | b"dpanic" => Level::Fatal,
             _ => return None,
+        })
+    }
+}
+
+/// Config values name a level the way [`Level::from_name`] reads it.
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Level::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown level `{name}`, expected one of: trace, debug, info, notice, warn, error, fatal"
+            ))
         })
     }
 }
@@ -147,6 +160,16 @@ impl Event {
         }
     }
 
+    /// The parsed field at `path` (dots walk into nested objects), whatever its type.
+    pub fn field(&self, path: &str) -> Option<&Value> {
+        lookup_field(&self.fields, path)
+    }
+
+    /// The parsed field at `path`, for rewriting it in place.
+    pub fn field_mut(&mut self, path: &str) -> Option<&mut Value> {
+        lookup_field_mut(&mut self.fields, path)
+    }
+
     /// Approximate in-memory size, used for channel byte budgets and batch limits.
     pub fn size_hint(&self) -> usize {
         const FIXED: usize = 128;
@@ -212,6 +235,17 @@ fn lookup_field<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Va
     let (head, rest) = path.split_once('.')?;
     match fields.get(head)? {
         Value::Object(inner) => lookup_field(inner, rest),
+        _ => None,
+    }
+}
+
+fn lookup_field_mut<'a>(fields: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
+    if fields.contains_key(path) {
+        return fields.get_mut(path);
+    }
+    let (head, rest) = path.split_once('.')?;
+    match fields.get_mut(head)? {
+        Value::Object(inner) => lookup_field_mut(inner, rest),
         _ => None,
     }
 }

@@ -231,6 +231,7 @@ pub fn parse(
             TransformConfig::deserialize_type,
         )?;
         graph.add(&reader, &component, &context, Some(&inputs))?;
+        config_ok(&reader, &component, &context, transform.validate())?;
         config.transforms.insert(
             component.id.clone(),
             TransformSpec {

@@ -59,7 +59,7 @@ pub fn start(
     for (id, spec) in &config.transforms {
         let transform = spec
             .config
-            .build()
+            .build(id)
             .with_context(|| format!("cannot start transforms.{id}"))?;
         transforms.push((id.clone(), transform));
     }

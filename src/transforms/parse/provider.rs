@@ -1,0 +1,217 @@
+//! The line formats of log providers: Scalingo (`2015-02-16 02:02:43.930163178 +0000
+//! UTC [web-1] message`), DigitalOcean App Platform (`<component> <RFC3339Nano>
+//! <message>`) and DC/OS journal entries (JSON with `fields.MESSAGE`, `PRIORITY`,
+//! `realtime_timestamp` in µs).
+
+use chrono::DateTime;
+use serde_json::{Map, Value};
+
+use super::Parsed;
+use super::timestamp::rfc3339;
+
+/// `2015-02-16 02:02:43.930163178 +0000 UTC [web-1] message`: the time, the
+/// container (`instance`, and its type as `component`: `web` from `web-1`), the text.
+pub fn scalingo(line: &str) -> Result<Parsed, String> {
+    let mut parts = line.splitn(4, ' ');
+    let (Some(date), Some(time), Some(offset), Some(rest)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("expected `DATE TIME OFFSET ZONE [container] message`".into());
+    };
+    let stamp = format!("{date} {time} {offset}");
+    let timestamp = DateTime::parse_from_str(&stamp, "%Y-%m-%d %H:%M:%S%.f %z")
+        .map_err(|e| format!("bad time `{stamp}`: {e}"))?
+        .timestamp_nanos_opt()
+        .ok_or("time out of range")?;
+    let (_zone, rest) = rest.split_once(' ').ok_or("missing `[container]`")?;
+    let rest = rest.strip_prefix('[').ok_or("missing `[container]`")?;
+    let (container, message) = rest.split_once(']').ok_or("unclosed `[container`")?;
+    if container.is_empty() {
+        return Err("empty container name".into());
+    }
+    let component = match container.rsplit_once('-') {
+        Some((kind, n)) if !kind.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => kind,
+        _ => container,
+    };
+    Ok(Parsed {
+        message: Some(message.strip_prefix(' ').unwrap_or(message).to_string()),
+        timestamp: Some(timestamp),
+        component: Some(component.to_string()),
+        instance: Some(container.to_string()),
+        ..Parsed::default()
+    })
+}
+
+/// True for `YYYY-MM-DD HH:MM:SS… +HHMM ZONE [`.
+pub fn looks_like_scalingo(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.len() > 30
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[10] == b' '
+        && b[13] == b':'
+        && line
+            .get(19..)
+            .and_then(|rest| rest.split(' ').nth(3))
+            .is_some_and(|s| s.starts_with('['))
+}
+
+/// `<component> <RFC3339Nano> <message>`.
+pub fn digitalocean(line: &str) -> Result<Parsed, String> {
+    let (component, rest) = line
+        .split_once(' ')
+        .ok_or("expected `component time message`")?;
+    let (stamp, message) = rest.split_once(' ').unwrap_or((rest, ""));
+    if component.is_empty() {
+        return Err("empty component".into());
+    }
+    let timestamp = rfc3339(stamp).ok_or_else(|| format!("bad time `{stamp}`"))?;
+    Ok(Parsed {
+        message: Some(message.to_string()),
+        timestamp: Some(timestamp),
+        component: Some(component.to_string()),
+        ..Parsed::default()
+    })
+}
+
+/// True when the second word starts like an RFC 3339 time.
+pub fn looks_like_digitalocean(line: &str) -> bool {
+    let Some((first, rest)) = line.split_once(' ') else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    !first.is_empty()
+        && !first.contains('=')
+        && b.len() >= 20
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[10] == b'T'
+}
+
+/// A DC/OS logging API entry: `{"fields": {"MESSAGE": …, "PRIORITY": "6", …},
+/// "realtime_timestamp": µs, …}`. `MESSAGE` becomes the text; the other journald
+/// fields are kept; the unit names the component, `_HOSTNAME` (or a task's
+/// `AGENT_ID`) the host, a task's `CONTAINER_ID` the instance and `FILE` the stream.
+pub fn dcos(mut entry: Map<String, Value>) -> Result<Parsed, String> {
+    let Some(Value::Object(mut fields)) = entry.remove("fields") else {
+        return Err("no `fields` object".into());
+    };
+    let message = match fields.remove("MESSAGE") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err("`fields.MESSAGE` is not a string".into()),
+        None => return Err("no `fields.MESSAGE`".into()),
+    };
+    let micros = entry
+        .get("realtime_timestamp")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            fields
+                .get("_SOURCE_REALTIME_TIMESTAMP")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+        });
+    let text = |fields: &Map<String, Value>, names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| fields.get(*n).and_then(Value::as_str).map(str::to_string))
+    };
+    let stream = text(&fields, &["FILE"]).filter(|f| f == "stdout" || f == "stderr");
+    Ok(Parsed {
+        message: Some(message),
+        timestamp: micros.and_then(|us| us.checked_mul(1_000)),
+        component: text(&fields, &["UNIT", "_SYSTEMD_UNIT", "SYSLOG_IDENTIFIER"]),
+        instance: text(&fields, &["CONTAINER_ID"]),
+        host: text(&fields, &["_HOSTNAME", "AGENT_ID"]),
+        stream,
+        fields,
+    })
+}
+
+/// True for a JSON object that carries a journald `MESSAGE`.
+pub fn looks_like_dcos(entry: &Map<String, Value>) -> bool {
+    matches!(entry.get("fields"), Some(Value::Object(f)) if f.contains_key("MESSAGE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scalingo_lines() {
+        let p = scalingo("2015-02-16 02:02:43.930163178 +0000 UTC [web-1] [martini] Started GET /")
+            .unwrap();
+        assert_eq!(p.message.as_deref(), Some("[martini] Started GET /"));
+        assert_eq!(p.timestamp, Some(1_424_052_163_930_163_178));
+        assert_eq!(p.component.as_deref(), Some("web"));
+        assert_eq!(p.instance.as_deref(), Some("web-1"));
+        let router = scalingo("2024-05-01 12:00:00.1 +0200 CEST [router] GET / 200").unwrap();
+        assert_eq!(router.component.as_deref(), Some("router"));
+        assert_eq!(router.timestamp, Some(1_714_557_600_100_000_000));
+        for bad in [
+            "2015-02-16 02:02:43 +0000 UTC web-1 x",
+            "2015-02-16 nope +0000 UTC [web-1] x",
+            "2015-02-16 02:02:43 +0000 UTC [] x",
+            "short",
+        ] {
+            assert!(scalingo(bad).is_err(), "{bad}");
+        }
+        assert!(looks_like_scalingo(
+            "2015-02-16 02:02:43.930163178 +0000 UTC [web-1] x"
+        ));
+        assert!(!looks_like_scalingo(
+            "2015-02-16 02:02:43.930 INFO [main] started the thing"
+        ));
+    }
+
+    #[test]
+    fn digitalocean_lines() {
+        let p = digitalocean("api 2024-05-01T12:00:00.123456789Z GET /health 200").unwrap();
+        assert_eq!(p.component.as_deref(), Some("api"));
+        assert_eq!(p.message.as_deref(), Some("GET /health 200"));
+        assert_eq!(p.timestamp, Some(1_714_564_800_123_456_789));
+        assert!(digitalocean("api yesterday hello").is_err());
+        assert!(digitalocean("lonely").is_err());
+        assert!(looks_like_digitalocean("web 2024-05-01T12:00:00Z x"));
+        assert!(!looks_like_digitalocean("level=info 2024-05-01T12:00:00Z"));
+    }
+
+    #[test]
+    fn dcos_entries() {
+        let entry = json!({"fields":{"MESSAGE":"Started.","PRIORITY":"6","SYSLOG_IDENTIFIER":"systemd","UNIT":"tmp.timer","_HOSTNAME":"a60c"},"cursor":"s=1","realtime_timestamp":1476253700204926u64});
+        let Value::Object(entry) = entry else {
+            unreachable!()
+        };
+        assert!(looks_like_dcos(&entry));
+        let p = dcos(entry).unwrap();
+        assert_eq!(p.message.as_deref(), Some("Started."));
+        assert_eq!(p.timestamp, Some(1_476_253_700_204_926_000));
+        assert_eq!(p.component.as_deref(), Some("tmp.timer"));
+        assert_eq!(p.host.as_deref(), Some("a60c"));
+        assert_eq!(p.fields["PRIORITY"], "6");
+        assert!(!p.fields.contains_key("MESSAGE"));
+
+        let task = json!({"fields":{"AGENT_ID":"S1","CONTAINER_ID":"c1f5","FILE":"stderr","MESSAGE":"two"}});
+        let Value::Object(task) = task else {
+            unreachable!()
+        };
+        let p = dcos(task).unwrap();
+        assert_eq!(
+            (p.host.as_deref(), p.instance.as_deref()),
+            (Some("S1"), Some("c1f5"))
+        );
+        assert_eq!(p.stream.as_deref(), Some("stderr"));
+        assert_eq!(p.timestamp, None);
+
+        for bad in [
+            json!({}),
+            json!({"fields": {"MESSAGE": 3}}),
+            json!({"fields": {}}),
+        ] {
+            let Value::Object(bad) = bad else {
+                unreachable!()
+            };
+            assert!(dcos(bad).is_err());
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The `redact` transform: finds secrets and personal data in the message and in
+//! chosen fields with the built-in detectors and custom patterns, and replaces each
+//! with a mask, a keyed hash (same value, same token, never reversible) or a partial
+//! view. Matches are counted per detector.
+
+mod detectors;
+
+use std::path::PathBuf;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::Sha256;
+
+pub use detectors::Detector;
+use detectors::{Found, Scanner};
+
+use super::Transform;
+use super::pattern::Pattern;
+use crate::config::{Secret, resolve_secret};
+use crate::event::Event;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Replace with `replacement` (default `[REDACTED:{detector}]`).
+    #[default]
+    Mask,
+    /// Replace with a truncated HMAC-SHA256 of the value under `key`, rendered by
+    /// `replacement` (default `[{detector}:{hash}]`).
+    Hash,
+    /// Keep `keep_prefix` leading and `keep_suffix` trailing characters, replace the
+    /// rest with `mask_char` (a value too short to show anything is masked whole).
+    Partial,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    /// Built-in detectors to run. Default: all of them.
+    #[serde(default = "all_detectors")]
+    pub detectors: Vec<Detector>,
+    /// Custom regexes; a pattern with a capture group redacts only its first group.
+    #[serde(default)]
+    pub patterns: Vec<Pattern>,
+    /// Fields (dots walk into objects) redacted besides the message; text inside
+    /// arrays and objects is redacted too. Default: none.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Default `mask`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The text put in place of a match (`mask` and `hash` modes): `{detector}` is
+    /// the detector's name (`custom` for patterns), `{hash}` the hash.
+    #[serde(default)]
+    pub replacement: Option<String>,
+    /// The HMAC key for `hash` mode (usually `"${REDACT_KEY}"`), or …
+    #[serde(default)]
+    pub key: Option<Secret>,
+    /// … a file holding only the key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Hex characters of the hash kept, 8 to 64. Default 16.
+    #[serde(default = "default_hash_length")]
+    pub hash_length: usize,
+    /// `partial` mode: leading characters kept. Default 0.
+    #[serde(default)]
+    pub keep_prefix: usize,
+    /// `partial` mode: trailing characters kept. Default 4.
+    #[serde(default = "default_keep_suffix")]
+    pub keep_suffix: usize,
+    /// `partial` mode: the character that replaces the others. Default `*`.
+    #[serde(default = "default_mask_char")]
+    pub mask_char: char,
+}
+
+fn all_detectors() -> Vec<Detector> {
+    Detector::ALL.to_vec()
+}
+
+fn default_hash_length() -> usize {
+    16
+}
+
+fn default_keep_suffix() -> usize {
+    4
+}
+
+fn default_mask_char() -> char {
+    '*'
+}
+
+impl RedactConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.detectors.is_empty() && self.patterns.is_empty() {
+            return Err("nothing to detect: give `detectors` or `patterns`".into());
+        }
+        let has_key = self.key.is_some() || self.key_file.is_some();
+        match self.mode {
+            Mode::Hash if !has_key => {
+                return Err("mode = \"hash\" needs `key` or `key_file`".into());
+            }
+            Mode::Hash if self.key.is_some() && self.key_file.is_some() => {
+                return Err("give either `key` or `key_file`, not both".into());
+            }
+            Mode::Mask | Mode::Partial if has_key => {
+                return Err("`key` and `key_file` are only used with mode = \"hash\"".into());
+            }
+            Mode::Partial if self.replacement.is_some() => {
+                return Err("`replacement` is not used with mode = \"partial\"".into());
+            }
+            _ => {}
+        }
+        if !(8..=64).contains(&self.hash_length) {
+            return Err("`hash_length` must be between 8 and 64".into());
+        }
+        if let Some(replacement) = &self.replacement
+            && self.mode == Mode::Mask
+            && replacement.contains("{hash}")
+        {
+            return Err("`{hash}` in `replacement` needs mode = \"hash\"".into());
+        }
+        Ok(())
+    }
+}
+
+/// The replacement template, split once into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Detector,
+    Hash,
+}
+
+fn compile_replacement(template: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        let next = [("{detector}", Part::Detector), ("{hash}", Part::Hash)]
+            .into_iter()
+            .filter_map(|(tag, part)| rest.find(tag).map(|at| (at, tag.len(), part)))
+            .min_by_key(|(at, _, _)| *at);
+        match next {
+            Some((at, len, part)) => {
+                if at > 0 {
+                    parts.push(Part::Text(rest[..at].to_string()));
+                }
+                parts.push(part);
+                rest = &rest[at + len..];
+            }
+            None => {
+                parts.push(Part::Text(rest.to_string()));
+                rest = "";
+            }
+        }
+    }
+    parts
+}
+
+enum Render {
+    Template(Vec<Part>, Option<Hmac<Sha256>>),
+    Partial {
+        prefix: usize,
+        suffix: usize,
+        mask: char,
+    },
+}
+
+pub struct Redact {
+    scanner: Scanner,
+    fields: Vec<String>,
+    render: Render,
+    hash_length: usize,
+    /// Per scanner rule: its name and its match counter.
+    rules: Vec<(&'static str, metrics::Counter)>,
+    found: Vec<Found>,
+}
+
+impl Redact {
+    pub fn new(id: &str, config: &RedactConfig) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let scanner = Scanner::new(&config.detectors, &config.patterns)?;
+        let rules = scanner
+            .rules()
+            .map(|rule| {
+                let counter = metrics::counter!(
+                    "ferry_redact_matches_total",
+                    "transform" => id.to_string(),
+                    "detector" => rule.name()
+                );
+                (rule.name(), counter)
+            })
+            .collect();
+        let render = match config.mode {
+            Mode::Mask => Render::Template(
+                compile_replacement(
+                    config
+                        .replacement
+                        .as_deref()
+                        .unwrap_or("[REDACTED:{detector}]"),
+                ),
+                None,
+            ),
+            Mode::Hash => {
+                let key = resolve_secret("key", config.key.as_ref(), config.key_file.as_deref())
+                    .map_err(anyhow::Error::msg)?
+                    .ok_or_else(|| anyhow::anyhow!("mode = \"hash\" needs `key` or `key_file`"))?;
+                if key.expose().is_empty() {
+                    anyhow::bail!("the redact `key` is empty");
+                }
+                let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose().as_bytes())
+                    .map_err(|e| anyhow::anyhow!("unusable redact key: {e}"))?;
+                Render::Template(
+                    compile_replacement(
+                        config
+                            .replacement
+                            .as_deref()
+                            .unwrap_or("[{detector}:{hash}]"),
+                    ),
+                    Some(mac),
+                )
+            }
+            Mode::Partial => Render::Partial {
+                prefix: config.keep_prefix,
+                suffix: config.keep_suffix,
+                mask: config.mask_char,
+            },
+        };
+        Ok(Redact {
+            scanner,
+            fields: config.fields.clone(),
+            render,
+            hash_length: config.hash_length,
+            rules,
+            found: Vec::new(),
+        })
+    }
+
+    /// Redacts `text` in place; leaves it untouched (no allocation) when clean.
+    fn redact_text(&mut self, text: &mut String) {
+        self.scanner.scan(text, &mut self.found);
+        if self.found.is_empty() {
+            return;
+        }
+        let mut out = String::with_capacity(text.len() + 16 * self.found.len());
+        let mut last = 0;
+        for found in &self.found {
+            out.push_str(&text[last..found.start]);
+            let (name, counter) = &self.rules[found.rule];
+            counter.increment(1);
+            self.render_one(name, &text[found.start..found.end], &mut out);
+            last = found.end;
+        }
+        out.push_str(&text[last..]);
+        *text = out;
+    }
+
+    fn render_one(&self, detector: &str, value: &str, out: &mut String) {
+        match &self.render {
+            Render::Template(parts, mac) => {
+                for part in parts {
+                    match part {
+                        Part::Text(text) => out.push_str(text),
+                        Part::Detector => out.push_str(detector),
+                        Part::Hash => {
+                            if let Some(mac) = mac {
+                                let mut mac = mac.clone();
+                                mac.update(value.as_bytes());
+                                let digest = mac.finalize().into_bytes();
+                                push_hex(&digest, self.hash_length, out);
+                            }
+                        }
+                    }
+                }
+            }
+            Render::Partial {
+                prefix,
+                suffix,
+                mask,
+            } => {
+                let count = value.chars().count();
+                if count <= prefix + suffix {
+                    out.extend(std::iter::repeat_n(*mask, count));
+                } else {
+                    for (i, c) in value.chars().enumerate() {
+                        let shown = i < *prefix || i >= count - suffix;
+                        out.push(if shown { c } else { *mask });
+                    }
+                }
+            }
+        }
+    }
+
+    fn redact_value(&mut self, value: &mut Value) {
+        match value {
+            Value::String(text) => self.redact_text(text),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.redact_value(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+}
+
+fn push_hex(bytes: &[u8], len: usize, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        if 2 * i >= len {
+            break;
+        }
+        out.push(HEX[usize::from(b >> 4)] as char);
+        if 2 * i + 1 < len {
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+}
+
+impl Transform for Redact {
+    fn apply(&mut self, events: &mut Vec<Event>) {
+        for event in events.iter_mut() {
+            self.redact_text(&mut event.message);
+            for i in 0..self.fields.len() {
+                if let Some(value) = event.field_mut(&self.fields[i]) {
+                    self.redact_value(value);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
