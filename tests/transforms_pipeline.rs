@@ -30,7 +30,7 @@ async fn run_pipeline(
             None => std::future::pending().await,
         }
     };
-    pipeline.run(stop, Duration::from_secs(30)).await
+    pipeline.run(stop, Duration::from_secs(30)).await.0
 }
 
 fn read_lines(path: &Path) -> Vec<Value> {

@@ -78,6 +78,7 @@ fsync = "none"
                     timeout,
                 )
                 .await
+                .0
         });
         InProcess {
             stop: Some(stop),
