@@ -113,11 +113,17 @@ encoding = "text"
 struct Output {
     per_file: BTreeMap<usize, Vec<u64>>,
     lines: usize,
+    /// The file ends inside a line (being written, or torn).
+    partial_tail: bool,
 }
 
 impl Output {
+    /// Parses the complete lines; a last line without its newline is only noted, as
+    /// the sink may be writing it right now.
     fn read(path: &Path) -> Output {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let text = std::str::from_utf8(&bytes[..end]).expect("UTF-8 output");
         let mut per_file: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         let mut lines = 0;
         for l in text.lines() {
@@ -133,7 +139,11 @@ impl Output {
             };
             per_file.entry(file).or_default().push(seq);
         }
-        Output { per_file, lines }
+        Output {
+            per_file,
+            lines,
+            partial_tail: end < bytes.len(),
+        }
     }
 
     /// Distinct lines seen.
@@ -149,8 +159,9 @@ impl Output {
             .sum()
     }
 
-    /// Every line 0..count of `file` is there at least once.
+    /// Every line 0..count of `file` is there at least once (and no torn line).
     fn assert_complete(&self, file: usize, count: u64) {
+        assert!(!self.partial_tail, "the output ends with a torn line");
         let seqs = self.per_file.get(&file).cloned().unwrap_or_default();
         let mut present = vec![false; count as usize];
         for s in seqs {
@@ -173,6 +184,7 @@ impl Output {
 
     /// Every line 0..count of `file` exactly once, in order.
     fn assert_exact(&self, file: usize, count: u64) {
+        assert!(!self.partial_tail, "the output ends with a torn line");
         let seqs = self.per_file.get(&file).cloned().unwrap_or_default();
         if seqs.len() as u64 == count && seqs.iter().enumerate().all(|(i, s)| *s == i as u64) {
             return;

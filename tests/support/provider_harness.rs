@@ -157,10 +157,17 @@ fsync = "none"
     }
 }
 
+/// The complete JSON lines of the sink's output; a last line still being written
+/// (no newline yet) is left for the next read.
 pub fn read_events(path: &Path) -> Vec<Value> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };
+    let complete = bytes
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(&bytes[..0], |end| &bytes[..=end]);
+    let text = std::str::from_utf8(complete).expect("UTF-8 output");
     text.lines()
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_str(l).expect("JSON event line"))
