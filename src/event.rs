@@ -89,7 +89,8 @@ impl fmt::Display for Level {
 }
 
 /// Where an event came from inside its provider: the app, deployment, component
-/// (service, unit, task), instance (container, replica) and host.
+/// (service, unit, task), instance (container, replica), host, and the file it was
+/// read from (shared by every line of a batch, so it costs no allocation per event).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
     pub app: Option<String>,
@@ -97,6 +98,7 @@ pub struct Origin {
     pub component: Option<String>,
     pub instance: Option<String>,
     pub host: Option<String>,
+    pub file: Option<Arc<str>>,
 }
 
 /// One log record, normalized.
@@ -134,7 +136,7 @@ impl Event {
 
     /// The value named by `path` as text, for templates and conditions: one of the
     /// built-in names (`message`, `level`, `stream`, `source`, `provider`, `app`,
-    /// `deployment`, `component`, `instance`, `host`, `timestamp`), or a parsed field,
+    /// `deployment`, `component`, `instance`, `host`, `file`, `timestamp`), or a parsed field,
     /// with dots walking into nested objects (`http.status`); `fields.x` is also
     /// accepted for a parsed field that shadows a built-in name.
     pub fn lookup(&self, path: &str) -> Option<Cow<'_, str>> {
@@ -152,6 +154,7 @@ impl Event {
             "component" => borrowed(&self.origin.component),
             "instance" => borrowed(&self.origin.instance),
             "host" => borrowed(&self.origin.host),
+            "file" => self.origin.file.as_deref().map(Cow::Borrowed),
             "timestamp" => Some(Cow::Owned(format_rfc3339_nanos(self.timestamp))),
             _ => {
                 let path = path.strip_prefix("fields.").unwrap_or(path);
@@ -220,6 +223,9 @@ impl Event {
             if let Some(v) = value {
                 obj.insert(name.into(), Value::String(v.clone()));
             }
+        }
+        if let Some(file) = &self.origin.file {
+            obj.insert("file".into(), Value::String(file.to_string()));
         }
         if !self.fields.is_empty() {
             obj.insert("fields".into(), Value::Object(self.fields.clone()));
@@ -299,6 +305,7 @@ mod tests {
     fn event() -> Event {
         let mut e = Event::new("src".into(), "demo".into(), "hello".into(), 0);
         e.origin.app = Some("web".into());
+        e.origin.file = Some("/var/log/web.log".into());
         e.fields.insert(
             "http".into(),
             serde_json::json!({"status": 503, "path": "/x"}),
@@ -312,6 +319,8 @@ mod tests {
     fn lookup_reads_builtins_nested_fields_and_shadowed_names() {
         let e = event();
         assert_eq!(e.lookup("app").as_deref(), Some("web"));
+        assert_eq!(e.lookup("file").as_deref(), Some("/var/log/web.log"));
+        assert_eq!(e.to_json()["file"], "/var/log/web.log");
         assert_eq!(e.lookup("http.status").as_deref(), Some("503"));
         assert_eq!(e.lookup("http.path").as_deref(), Some("/x"));
         assert_eq!(e.lookup("level"), None);

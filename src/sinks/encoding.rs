@@ -9,7 +9,8 @@ use crate::event::{Event, format_rfc3339_nanos};
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// One JSON object per line: `timestamp`, `message`, `level`, `stream`, `source`,
-    /// `provider`, the origin names that are set, and `fields` when any were parsed.
+    /// `provider`, the origin names that are set (`app` … `host`, `file`), and `fields`
+    /// when any were parsed.
     #[default]
     Json,
     /// The message alone, one per line.
@@ -35,6 +36,8 @@ struct JsonLine<'a> {
     instance: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a str>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     fields: &'a Map<String, Value>,
 }
@@ -58,6 +61,7 @@ impl Encoding {
                     component: event.origin.component.as_deref(),
                     instance: event.origin.instance.as_deref(),
                     host: event.origin.host.as_deref(),
+                    file: event.origin.file.as_deref(),
                     fields: &event.fields,
                 };
                 // Serializing plain strings and JSON values into a Vec cannot fail.

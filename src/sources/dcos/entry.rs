@@ -103,11 +103,7 @@ pub(crate) fn task_event(from: Who, task: &str, entry: &Entry, now: i64) -> Even
     let mut event = base(from, message, now);
     match entry.field("FILE") {
         Some(file @ ("stdout" | "stderr")) => event.stream = Some(file.to_string()),
-        Some(file) => {
-            event
-                .fields
-                .insert("file".into(), Value::String(file.to_string()));
-        }
+        Some(file) => event.origin.file = Some(file.into()),
         None => {}
     }
     event.origin.component = Some(task.to_string());

@@ -357,18 +357,18 @@ impl Follower {
             }
             return None;
         }
-        let path_text = reader.path.to_string_lossy().into_owned();
+        let path: Arc<str> = Arc::from(reader.path.to_string_lossy());
         let now = now_nanos();
         let events = lines
             .into_iter()
-            .map(|line| self.event(line, &path_text, now))
+            .map(|line| self.event(line, &path, now))
             .collect();
         let reader = self.readers.get(key)?;
         let cursor = serde_json::to_value(reader.cursor()).ok()?;
         Some((events, CursorUpdate::set(key, cursor)))
     }
 
-    fn event(&self, line: Line, path: &str, now: i64) -> Event {
+    fn event(&self, line: Line, path: &Arc<str>, now: i64) -> Event {
         if line.truncated {
             self.truncated_lines.increment(1);
         }
@@ -377,9 +377,7 @@ impl Follower {
         }
         let mut event = Event::new(Arc::clone(&self.source), Arc::from("file"), line.text, now);
         event.origin.host.clone_from(&self.host);
-        event
-            .fields
-            .insert("file".into(), serde_json::Value::String(path.to_string()));
+        event.origin.file = Some(Arc::clone(path));
         if line.truncated {
             event
                 .fields
