@@ -228,15 +228,17 @@ impl Writer {
     }
 }
 
-/// Opens `path` for appending (creating it and its directories), and makes sure it
-/// ends with a newline, so a line torn by a power loss is not glued to the next one.
+/// Opens `path` for appending (creating it and its directories). A last line without
+/// its newline is the tail of a write torn by a crash (SIGKILL can stop a write
+/// midway, a power loss can lose its end): that write was never acknowledged and will
+/// be repeated, so the torn part is cut off rather than left as a corrupt line.
 fn open_for_append(path: &Path) -> io::Result<OpenFile> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .read(true)
@@ -244,11 +246,15 @@ fn open_for_append(path: &Path) -> io::Result<OpenFile> {
         .open(path)?;
     let mut size = file.metadata()?.len();
     if size > 0 && file.metadata()?.is_file() {
-        let mut last = [0u8; 1];
-        file.read_exact_at(&mut last, size - 1)?;
-        if last[0] != b'\n' {
-            file.write_all(b"\n")?;
-            size += 1;
+        let complete = end_of_last_line(&file, size)?;
+        if complete < size {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = size - complete,
+                "cutting a torn last line left by a crash; its batch was not acknowledged and is written again"
+            );
+            file.set_len(complete)?;
+            size = complete;
         }
     }
     Ok(OpenFile {
@@ -256,6 +262,22 @@ fn open_for_append(path: &Path) -> io::Result<OpenFile> {
         size,
         last_used: Instant::now(),
     })
+}
+
+/// The length of `file` up to and including its last newline (0 if it has none).
+fn end_of_last_line(file: &File, size: u64) -> io::Result<u64> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let window = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(window, start)?;
+        if let Some(i) = window.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Renames `path` to the first free `path.N`.
@@ -309,10 +331,16 @@ mod tests {
     fn repairs_a_torn_tail_and_reports_a_full_device() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.log");
-        std::fs::write(&path, b"torn").unwrap();
+        let mut content = b"kept\n".to_vec();
+        content.extend(std::iter::repeat_n(b'x', 100_000));
+        std::fs::write(&path, &content).unwrap();
         let mut w = writer(dir.path(), None);
         w.write_one(&path, b"next\n").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"torn\nnext\n");
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept\nnext\n");
+        let only_torn = dir.path().join("torn.log");
+        std::fs::write(&only_torn, b"no newline at all").unwrap();
+        w.write_one(&only_torn, b"x\n").unwrap();
+        assert_eq!(std::fs::read(&only_torn).unwrap(), b"x\n");
 
         let full = dir.path().join("full.log");
         std::os::unix::fs::symlink("/dev/full", &full).unwrap();
