@@ -25,6 +25,7 @@ pub use error::{ConfigError, line_column};
 pub use interpolate::interpolate;
 pub use secret::{Secret, resolve_secret};
 
+use crate::http::stream::StreamOptions;
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 use crate::transforms::TransformConfig;
@@ -201,13 +202,27 @@ pub fn parse(
         let context = format!("sources.{}", component.id);
         let (specific, common) = component.split(SourceCommon::KEYS);
         let common: SourceCommon = reader.deserialize(common, &context)?;
-        let source = reader.typed(
+        let streaming = SourceConfig::STREAMING.contains(&component.type_name.get_ref().as_str());
+        let (specific, stream) = match streaming {
+            true => {
+                let (specific, stream) = split_table(specific, StreamOptions::KEYS);
+                (
+                    specific,
+                    Some(reader.deserialize::<StreamOptions>(stream, &context)?),
+                )
+            }
+            false => (specific, None),
+        };
+        let mut source = reader.typed(
             &component,
             specific,
             &context,
             SourceConfig::TYPES,
             SourceConfig::deserialize_type,
         )?;
+        if let Some(stream) = stream {
+            source.set_stream_options(stream);
+        }
         graph.add(&reader, &component, &context, None)?;
         config_ok(&reader, &component, &context, source.validate())?;
         config.sources.insert(
@@ -290,17 +305,40 @@ struct Component<'i> {
 impl<'i> Component<'i> {
     /// Splits the entries into (type-specific, shared) tables; `inputs` stays out of both.
     fn split(&self, shared: &[&str]) -> (Spanned<DeValue<'i>>, Spanned<DeValue<'i>>) {
-        let (common, specific): (Vec<_>, Vec<_>) = self
+        let entries = self
             .entries
             .iter()
             .filter(|(k, _)| &**k.get_ref() != "inputs")
             .cloned()
-            .partition(|(k, _)| shared.contains(&&**k.get_ref()));
-        (
-            table_value(self.span.clone(), specific),
-            table_value(self.span.clone(), common),
-        )
+            .collect();
+        split_entries(self.span.clone(), entries, shared)
     }
+}
+
+/// Splits a table's entries into (the other keys, the keys in `keys`), both tables
+/// keeping the table's span for errors about missing options.
+fn split_entries<'i>(
+    span: Range<usize>,
+    entries: Vec<(Spanned<DeString<'i>>, Spanned<DeValue<'i>>)>,
+    keys: &[&str],
+) -> (Spanned<DeValue<'i>>, Spanned<DeValue<'i>>) {
+    let (taken, rest): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(k, _)| keys.contains(&&**k.get_ref()));
+    (table_value(span.clone(), rest), table_value(span, taken))
+}
+
+/// Takes the keys in `keys` out of a table value: (the rest, the taken keys).
+fn split_table<'i>(
+    table: Spanned<DeValue<'i>>,
+    keys: &[&str],
+) -> (Spanned<DeValue<'i>>, Spanned<DeValue<'i>>) {
+    let span = table.span();
+    let entries = match table.into_inner() {
+        DeValue::Table(table) => table.into_iter().collect(),
+        _ => Vec::new(),
+    };
+    split_entries(span, entries, keys)
 }
 
 fn table_value<'i>(

@@ -19,22 +19,34 @@ use super::sse::Decoder;
 /// Longest `Retry-After` honoured; a server asking for more is retried after this.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
 
-/// Options every streaming source shares (each source config carries these keys
-/// and documents their defaults, which are the `Default` below).
-#[derive(Debug, Clone)]
+/// Options every streaming source shares. They are written as plain keys of the
+/// source's table; the config layer takes them out (`KEYS`) for the source types that
+/// stream (`SourceConfig::STREAMING`) and hands them to the source, so each source's
+/// own config struct declares only its own options. Defaults are the `Default` below.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct StreamOptions {
     /// A connection that delivers nothing (not even a keepalive) for this long is
-    /// closed and reopened from the last position.
+    /// closed and reopened from the last position. Default 120 s.
+    #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Longest wait for a TCP/TLS connection.
+    /// Longest wait for a TCP/TLS connection. Default 10 s.
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// First wait before reconnecting after a failure (grows exponentially, jittered).
+    /// First wait before reconnecting after a failure (grows exponentially,
+    /// jittered). Default 1 s.
+    #[serde(with = "humantime_serde")]
     pub retry_min_backoff: Duration,
-    /// Longest wait between reconnects (a server's `Retry-After` may ask for more).
+    /// Longest wait between reconnects (a server's `Retry-After` is honoured up to
+    /// 10 min). Default 60 s.
+    #[serde(with = "humantime_serde")]
     pub retry_max_backoff: Duration,
     /// Wait between attempts while the provider refuses the credentials (401/403).
+    /// Default 60 s.
+    #[serde(with = "humantime_serde")]
     pub auth_retry_interval: Duration,
     /// Longest line or event kept in memory; longer ones are cut (and counted).
+    /// Default 1 MiB.
     pub max_event_bytes: usize,
 }
 
@@ -51,35 +63,21 @@ impl Default for StreamOptions {
     }
 }
 
-/// Serde defaults of the stream options, for the source configs that carry them.
-pub mod defaults {
-    use super::{Duration, StreamOptions};
-
-    pub fn idle_timeout() -> Duration {
-        StreamOptions::default().idle_timeout
-    }
-    pub fn connect_timeout() -> Duration {
-        StreamOptions::default().connect_timeout
-    }
-    /// Timeout of a request that is not a stream (discovery, login).
-    pub fn request_timeout() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn retry_min_backoff() -> Duration {
-        StreamOptions::default().retry_min_backoff
-    }
-    pub fn retry_max_backoff() -> Duration {
-        StreamOptions::default().retry_max_backoff
-    }
-    pub fn auth_retry_interval() -> Duration {
-        StreamOptions::default().auth_retry_interval
-    }
-    pub fn max_event_bytes() -> usize {
-        StreamOptions::default().max_event_bytes
-    }
+/// Timeout of a request that is not a stream (discovery, login): the serde default.
+pub fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl StreamOptions {
+    pub const KEYS: &[&str] = &[
+        "idle_timeout",
+        "connect_timeout",
+        "retry_min_backoff",
+        "retry_max_backoff",
+        "auth_retry_interval",
+        "max_event_bytes",
+    ];
+
     pub fn validate(&self) -> Result<(), String> {
         if self.idle_timeout.is_zero() {
             return Err("`idle_timeout` must be more than zero".into());

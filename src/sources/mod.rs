@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{Acker, CursorUpdate, Cursors};
 use crate::config::SourceCommon;
 use crate::event::{Batch, Event};
+use crate::http::stream::StreamOptions;
 use crate::topology::Fanout;
 
 /// A producer of events. It resumes from `ctx.checkpoint`, sends batches tagged with
@@ -105,6 +106,18 @@ pub enum SourceConfig {
 
 impl SourceConfig {
     pub const TYPES: &[&str] = &["dcos", "demo", "file", "ionet", "stdin"];
+
+    /// The types that follow HTTP streams and take the shared [`StreamOptions`] keys.
+    pub const STREAMING: &[&str] = &["dcos", "ionet"];
+
+    /// Hands a streaming source the stream options the config layer read for it.
+    pub fn set_stream_options(&mut self, stream: StreamOptions) {
+        match self {
+            SourceConfig::Dcos(c) => c.stream = stream,
+            SourceConfig::Ionet(c) => c.stream = stream,
+            SourceConfig::Demo(_) | SourceConfig::File(_) | SourceConfig::Stdin(_) => {}
+        }
+    }
 
     /// Deserializes the options of source type `type_name`; `None` if no such type.
     pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(

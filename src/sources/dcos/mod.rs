@@ -33,12 +33,7 @@ use super::merge;
 use super::{Source, SourceContext};
 use crate::config::{Secret, resolve_secret};
 use crate::http::client::{build_client, validate_endpoint};
-use crate::http::stream::defaults::{
-    auth_retry_interval as default_auth_retry_interval, connect_timeout as default_connect_timeout,
-    idle_timeout as default_idle_timeout, max_event_bytes as default_max_event_bytes,
-    request_timeout as default_request_timeout, retry_max_backoff as default_retry_max_backoff,
-    retry_min_backoff as default_retry_min_backoff,
-};
+use crate::http::stream::default_request_timeout;
 use crate::http::stream::{AuthReport, StreamOptions};
 
 use self::auth::{Credentials, LoginSecret};
@@ -99,31 +94,13 @@ pub struct DcosConfig {
     /// shipped. Default 1000.
     #[serde(default = "default_fallback_entries")]
     pub fallback_entries: u64,
-    /// Reconnect a stream that sent nothing, not even a keepalive, for this long.
-    /// Task files have no keepalive, so a quiet task reconnects this often (cheaply,
-    /// from its offset). Default 120 s.
-    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// TCP/TLS connect timeout. Default 10 s.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
     /// Timeout of a login request. Default 30 s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// First reconnect delay after a failure; doubles (jittered) up to
-    /// `retry_max_backoff`. Default 1 s.
-    #[serde(default = "default_retry_min_backoff", with = "humantime_serde")]
-    pub retry_min_backoff: Duration,
-    /// Longest reconnect delay (a server's `Retry-After` is honoured up to 10 min).
-    /// Default 60 s.
-    #[serde(default = "default_retry_max_backoff", with = "humantime_serde")]
-    pub retry_max_backoff: Duration,
-    /// Retry interval while the credentials are refused (401/403). Default 60 s.
-    #[serde(default = "default_auth_retry_interval", with = "humantime_serde")]
-    pub auth_retry_interval: Duration,
-    /// Longest log entry kept; longer ones are cut. Default 1 MiB.
-    #[serde(default = "default_max_event_bytes")]
-    pub max_event_bytes: usize,
+    /// The shared stream options (`idle_timeout`, `connect_timeout`, backoff,
+    /// `auth_retry_interval`, `max_event_bytes`), set by the config layer.
+    #[serde(skip)]
+    pub stream: StreamOptions,
 }
 
 fn default_endpoint() -> String {
@@ -172,18 +149,7 @@ impl DcosConfig {
         if self.fallback_entries == 0 {
             return Err("`fallback_entries` must be at least 1".into());
         }
-        self.stream_options().validate()
-    }
-
-    fn stream_options(&self) -> StreamOptions {
-        StreamOptions {
-            idle_timeout: self.idle_timeout,
-            connect_timeout: self.connect_timeout,
-            retry_min_backoff: self.retry_min_backoff,
-            retry_max_backoff: self.retry_max_backoff,
-            auth_retry_interval: self.auth_retry_interval,
-            max_event_bytes: self.max_event_bytes,
-        }
+        self.stream.validate()
     }
 
     fn credentials(&self, client: &reqwest::Client, base: &str) -> anyhow::Result<Credentials> {
@@ -241,7 +207,7 @@ pub struct DcosSource {
 
 impl DcosSource {
     pub fn new(config: DcosConfig) -> anyhow::Result<Self> {
-        let client = build_client(config.connect_timeout)?;
+        let client = build_client(config.stream.connect_timeout)?;
         let base = config.endpoint.trim_end_matches('/').to_string();
         let credentials = config.credentials(&client, &base)?;
         Ok(DcosSource {
@@ -263,7 +229,7 @@ impl Source for DcosSource {
             credentials: self.credentials,
             auth_report: AuthReport::default(),
             base: config.endpoint.trim_end_matches('/').to_string(),
-            options: config.stream_options(),
+            options: config.stream.clone(),
             request_timeout: config.request_timeout,
             finished_task_grace: config.finished_task_grace,
             fallback_entries: config.fallback_entries,

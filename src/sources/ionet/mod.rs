@@ -26,12 +26,7 @@ use super::merge::{self, PieceSender};
 use super::{Source, SourceContext};
 use crate::config::{Secret, resolve_secret};
 use crate::http::client::{AuthHeader, build_client, validate_endpoint};
-use crate::http::stream::defaults::{
-    auth_retry_interval as default_auth_retry_interval, connect_timeout as default_connect_timeout,
-    idle_timeout as default_idle_timeout, max_event_bytes as default_max_event_bytes,
-    request_timeout as default_request_timeout, retry_max_backoff as default_retry_max_backoff,
-    retry_min_backoff as default_retry_min_backoff,
-};
+use crate::http::stream::default_request_timeout;
 use crate::http::stream::{AuthReport, StreamOptions};
 
 /// The io.net API, as documented.
@@ -82,30 +77,13 @@ pub struct IonetConfig {
     /// Default true.
     #[serde(default = "default_true")]
     pub lifecycle_events: bool,
-    /// Reconnect a stream that sent nothing, not even a keepalive, for this long.
-    /// Default 120 s.
-    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// TCP/TLS connect timeout. Default 10 s.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
     /// Timeout of a containers-list request. Default 30 s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// First reconnect delay after a failure; doubles (jittered) up to
-    /// `retry_max_backoff`. Default 1 s.
-    #[serde(default = "default_retry_min_backoff", with = "humantime_serde")]
-    pub retry_min_backoff: Duration,
-    /// Longest reconnect delay (a server's `Retry-After` is honoured up to 10 min).
-    /// Default 60 s.
-    #[serde(default = "default_retry_max_backoff", with = "humantime_serde")]
-    pub retry_max_backoff: Duration,
-    /// Retry interval while the API key is refused (401/403). Default 60 s.
-    #[serde(default = "default_auth_retry_interval", with = "humantime_serde")]
-    pub auth_retry_interval: Duration,
-    /// Longest log line kept; longer ones are cut. Default 1 MiB.
-    #[serde(default = "default_max_event_bytes")]
-    pub max_event_bytes: usize,
+    /// The shared stream options (`idle_timeout`, `connect_timeout`, backoff,
+    /// `auth_retry_interval`, `max_event_bytes`), set by the config layer.
+    #[serde(skip)]
+    pub stream: StreamOptions,
 }
 
 fn default_endpoint() -> String {
@@ -144,18 +122,7 @@ impl IonetConfig {
         if self.discovery_interval.is_zero() {
             return Err("`discovery_interval` must be more than zero".into());
         }
-        self.stream_options().validate()
-    }
-
-    fn stream_options(&self) -> StreamOptions {
-        StreamOptions {
-            idle_timeout: self.idle_timeout,
-            connect_timeout: self.connect_timeout,
-            retry_min_backoff: self.retry_min_backoff,
-            retry_max_backoff: self.retry_max_backoff,
-            auth_retry_interval: self.auth_retry_interval,
-            max_event_bytes: self.max_event_bytes,
-        }
+        self.stream.validate()
     }
 }
 
@@ -197,7 +164,7 @@ impl IonetSource {
         .map_err(anyhow::Error::msg)?
         .ok_or_else(|| anyhow::anyhow!("no API key: set `api_key` or `api_key_file`"))?;
         let auth = AuthHeader::new("x-api-key", "", &key)?;
-        let client = build_client(config.connect_timeout)?;
+        let client = build_client(config.stream.connect_timeout)?;
         Ok(IonetSource {
             config,
             auth,
@@ -218,7 +185,7 @@ impl Source for IonetSource {
             auth_report: AuthReport::default(),
             base: config.endpoint.trim_end_matches('/').to_string(),
             deployment: config.deployment_id.clone(),
-            options: config.stream_options(),
+            options: config.stream.clone(),
             request_timeout: config.request_timeout,
             max_events: ctx.limits.batch_max_events,
             max_bytes: ctx.limits.batch_max_bytes,
