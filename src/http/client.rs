@@ -28,6 +28,12 @@ pub fn build_client(connect_timeout: Duration) -> anyhow::Result<reqwest::Client
         .build()?)
 }
 
+/// A failed request on one line, its causes included and its URL left out: a
+/// pre-signed URL carries a token in its query, so no URL goes into an error text.
+pub fn request_error(error: reqwest::Error) -> String {
+    super::stream::error_chain(&error.without_url())
+}
+
 /// An `endpoint` option must be an absolute http(s) URL.
 pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
     let url = url::Url::parse(endpoint)

@@ -1,10 +1,9 @@
-//! Following a long-lived event stream: reading one connection's body into the SSE
-//! decoder with an idle-read timeout (a silent connection is a dead one), and the
-//! reconnect policy between connections: exponential backoff with jitter, the
-//! server's `retry:` after a dropped stream, `Retry-After` on 429/503, a slow retry
-//! with a single clear error line for bad credentials, and the provider's error
-//! body for 404/422. Memory per connection is bounded by the decoder's
-//! `max_event_bytes` plus one network chunk.
+//! Following a long-lived stream across connections: the options every streaming
+//! source shares, how a connection ended ([`Ended`]), and the reconnect policy
+//! between connections: exponential backoff with jitter, the server's `retry:` after
+//! a dropped stream, `Retry-After` on 429/503, a slow retry with a single clear
+//! error line for bad credentials, and the provider's error body for 404/422.
+//! Reading one connection is `connection.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{FailureKind, HttpFailure};
 use super::retry::backoff;
-use super::sse::Decoder;
 
 /// Longest `Retry-After` honoured; a server asking for more is retried after this.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
@@ -89,46 +87,6 @@ impl StreamOptions {
             return Err("`retry_min_backoff` is larger than `retry_max_backoff`".into());
         }
         Ok(())
-    }
-}
-
-/// Why reading a connection stopped before the server ended it.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("no data for {0:?} (idle timeout)")]
-    Idle(Duration),
-    #[error("connection lost: {0}")]
-    Network(String),
-}
-
-/// An open streaming response.
-pub struct Connection {
-    response: reqwest::Response,
-    idle: Duration,
-}
-
-impl Connection {
-    pub fn new(response: reqwest::Response, idle: Duration) -> Self {
-        Connection { response, idle }
-    }
-
-    /// Changes the idle timeout for the reads to come.
-    pub fn set_idle(&mut self, idle: Duration) {
-        self.idle = idle;
-    }
-
-    /// Feeds the next chunk of the body to `decoder`; `Ok(false)` when the server
-    /// ended the body.
-    pub async fn read(&mut self, decoder: &mut Decoder) -> Result<bool, ReadError> {
-        match tokio::time::timeout(self.idle, self.response.chunk()).await {
-            Err(_) => Err(ReadError::Idle(self.idle)),
-            Ok(Err(error)) => Err(ReadError::Network(error_chain(&error))),
-            Ok(Ok(None)) => Ok(false),
-            Ok(Ok(Some(chunk))) => {
-                decoder.feed(&chunk);
-                Ok(true)
-            }
-        }
     }
 }
 

@@ -1,0 +1,145 @@
+//! A provider's HTTP API as one source sees it: the client, the [`Credentials`] and
+//! the optional [`RateBudget`], applied to every request the source makes. A
+//! request waits for the budget, carries the auth header (unless it goes to a
+//! pre-signed URL), and comes back as a success or as an [`Ended`]: a failure
+//! status with the provider's error body summarized, a network error without its
+//! URL, every secret scrubbed. A 401/403 on an exchanged token renews it and tries
+//! once more; a 429 with `Retry-After` pauses the whole budget.
+
+use serde::de::DeserializeOwned;
+
+use super::auth::Credentials;
+use super::client::{AuthHeader, FailureKind, HttpFailure, request_error};
+use super::rate::RateBudget;
+use super::stream::{Ended, RETRY_AFTER_CAP};
+
+/// Most bytes of a JSON answer read into memory ([`Api::json`]).
+pub const MAX_JSON_BYTES: usize = 32 << 20;
+
+/// See the module doc.
+pub struct Api {
+    client: reqwest::Client,
+    credentials: Credentials,
+    budget: Option<RateBudget>,
+}
+
+impl Api {
+    pub fn new(client: reqwest::Client, credentials: Credentials) -> Self {
+        Api {
+            client,
+            credentials,
+            budget: None,
+        }
+    }
+
+    /// Counts every request of this source against `budget`.
+    pub fn with_budget(mut self, budget: RateBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// `text` without any secret of this source.
+    pub fn scrub(&self, text: &str) -> String {
+        self.credentials.scrub(text)
+    }
+
+    /// Sends the request `build` makes, with the auth header. `build` may be called
+    /// twice (once more after renewing a refused token).
+    pub async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Ended> {
+        let header = self.credentials.header(self).await?;
+        let result = self.attempt(build(&self.client), header.as_ref()).await;
+        match (&result, &header) {
+            (Err(Ended::Failed(failure)), Some(used))
+                if failure.kind == FailureKind::Auth && self.credentials.refused(used) =>
+            {
+                tracing::info!("token refused ({failure}); getting a new one");
+                let header = self.credentials.header(self).await?;
+                self.attempt(build(&self.client), header.as_ref()).await
+            }
+            _ => result,
+        }
+    }
+
+    /// Sends the request `build` makes without credentials: for pre-signed URLs
+    /// (which must never see the API token) and for token exchanges.
+    pub async fn send_anonymous(
+        &self,
+        build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Ended> {
+        self.attempt(build(&self.client), None).await
+    }
+
+    /// [`send`](Api::send), then the body as JSON (at most [`MAX_JSON_BYTES`]).
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<T, Ended> {
+        let response = self.send(build).await?;
+        self.read_json(response).await
+    }
+
+    /// The body of `response` as JSON (at most [`MAX_JSON_BYTES`]).
+    pub async fn read_json<T: DeserializeOwned>(
+        &self,
+        mut response: reqwest::Response,
+    ) -> Result<T, Ended> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| Ended::Lost(self.scrub(&request_error(e))))?
+        {
+            if body.len() + chunk.len() > MAX_JSON_BYTES {
+                return Err(Ended::Lost(format!(
+                    "answer larger than {MAX_JSON_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| Ended::Lost(format!("unexpected answer from the provider: {e}")))
+    }
+
+    async fn attempt(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        header: Option<&AuthHeader>,
+    ) -> Result<reqwest::Response, Ended> {
+        if let Some(header) = header {
+            request = header.apply(request);
+        }
+        if let Some(budget) = &self.budget {
+            budget.acquire().await;
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Ended::Lost(self.scrub(&request_error(e))))?;
+        if let Some(budget) = &self.budget {
+            budget.observe(response.headers());
+        }
+        let status = response.status();
+        if status.is_success() || status == reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(response);
+        }
+        let mut failure = HttpFailure::from_response(response, header, RETRY_AFTER_CAP).await;
+        failure.detail = self.scrub(&failure.detail);
+        if let (Some(budget), Some(wait)) = (&self.budget, failure.retry_after)
+            && failure.kind == FailureKind::RateLimited
+        {
+            budget.pause(wait);
+        }
+        Err(Ended::Failed(failure))
+    }
+}
