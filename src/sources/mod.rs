@@ -5,7 +5,7 @@ pub mod dcos;
 pub mod demo;
 pub mod file;
 pub mod ionet;
-pub mod merge;
+pub mod provider;
 pub mod stdin;
 
 use std::sync::Arc;

@@ -1,58 +1,74 @@
-//! Fan-in for sources that follow several streams at once (one task per container
-//! stream, task file or journald unit). Each task sends [`Piece`]s: events in stream
-//! order plus the cursor its stream reached after them. The source's own task
-//! gathers pieces into batches within the configured limits and sends each batch
-//! tagged with the latest cursor of every stream it holds, so a cursor is committed
-//! only once everything before it is delivered. The channel is bounded, so a slow
-//! pipeline stops the followers reading, and memory stays flat.
+//! Fan-in for provider sources, which follow several sub-streams at once (one task
+//! per container stream, task file, journald unit, job). Each task fills an
+//! [`Emitter`] and sends [`Piece`]s: events in stream order plus the cursor its
+//! sub-stream reached after them. The source's own task gathers pieces into batches
+//! within the configured limits and sends each batch tagged with the latest cursor
+//! of every sub-stream it holds, so a cursor is committed only once everything
+//! before it is delivered. The channel is bounded, so a slow pipeline stops the
+//! followers reading, and memory stays flat.
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::{SendError, SourceContext};
+use super::Stopped;
 use crate::checkpoint::CursorUpdate;
 use crate::event::Event;
+use crate::sources::{SendError, SourceContext};
 
 /// Pieces waiting for the source task, per source.
 const PIECES_IN_FLIGHT: usize = 16;
 
-/// Events of one stream and the cursor (key, value) reached after them.
+/// Events of one sub-stream and the cursor (key, value) reached after them.
 #[derive(Debug)]
-pub struct Piece {
+pub(super) struct Piece {
     pub events: Vec<Event>,
     pub cursor: Option<(String, Value)>,
 }
 
-pub type PieceSender = mpsc::Sender<Piece>;
-pub type PieceReceiver = mpsc::Receiver<Piece>;
+pub(super) type PieceSender = mpsc::Sender<Piece>;
+pub(super) type PieceReceiver = mpsc::Receiver<Piece>;
 
-pub fn channel() -> (PieceSender, PieceReceiver) {
+pub(super) fn channel() -> (PieceSender, PieceReceiver) {
     mpsc::channel(PIECES_IN_FLIGHT)
 }
 
-/// Collects events for one stream and cuts them into pieces of at most
-/// `max_events` events / `max_bytes` message bytes.
-pub struct PieceBuilder {
+/// Collects one sub-stream's events and sends them as pieces of at most
+/// `batch_max_events` events / `batch_max_bytes` message bytes.
+pub struct Emitter {
     events: Vec<Event>,
     bytes: usize,
     max_events: usize,
     max_bytes: usize,
+    pieces: PieceSender,
+    stop: CancellationToken,
 }
 
-impl PieceBuilder {
-    pub fn new(max_events: usize, max_bytes: usize) -> Self {
-        PieceBuilder {
+impl Emitter {
+    pub(super) fn new(
+        max_events: usize,
+        max_bytes: usize,
+        pieces: PieceSender,
+        stop: CancellationToken,
+    ) -> Self {
+        Emitter {
             events: Vec::new(),
             bytes: 0,
             max_events: max_events.max(1),
             max_bytes: max_bytes.max(1),
+            pieces,
+            stop,
         }
     }
 
-    /// Adds an event; `true` when the piece is full and should be sent now.
-    pub fn push(&mut self, event: Event) -> bool {
+    /// Adds an event to the piece being built.
+    pub fn push(&mut self, event: Event) {
         self.bytes += event.message.len();
         self.events.push(event);
+    }
+
+    /// The piece is full and should be sent now.
+    pub fn is_full(&self) -> bool {
         self.events.len() >= self.max_events || self.bytes >= self.max_bytes
     }
 
@@ -60,19 +76,28 @@ impl PieceBuilder {
         self.events.is_empty()
     }
 
-    /// The events so far, with the cursor reached after them.
-    pub fn take(&mut self, cursor: Option<(String, Value)>) -> Piece {
+    /// Sends the events pushed so far with `cursor` (key, value), the position the
+    /// sub-stream reached after them. Waits while the pipeline is full; `Err` once
+    /// the source is stopping.
+    pub async fn send(&mut self, cursor: Option<(String, Value)>) -> Result<(), Stopped> {
         self.bytes = 0;
-        Piece {
+        let piece = Piece {
             events: std::mem::take(&mut self.events),
             cursor,
+        };
+        tokio::select! {
+            () = self.stop.cancelled() => Err(Stopped),
+            sent = self.pieces.send(piece) => sent.map_err(|_| Stopped),
         }
     }
 }
 
 /// Forwards pieces as batches until shutdown, until every sender is gone (`Ok`), or
 /// until the pipeline stops taking batches.
-pub async fn forward(pieces: &mut PieceReceiver, ctx: &mut SourceContext) -> anyhow::Result<()> {
+pub(super) async fn forward(
+    pieces: &mut PieceReceiver,
+    ctx: &mut SourceContext,
+) -> anyhow::Result<()> {
     let max_events = ctx.limits.batch_max_events.max(1);
     let max_bytes = ctx.limits.batch_max_bytes.max(1);
     loop {
