@@ -54,6 +54,8 @@ pub struct Connection {
     quiet_is_end: bool,
     /// The HTTP body has ended: the decoder's unterminated remainder is the last frame.
     body_ended: bool,
+    /// An error that came after frames still to be taken: reported next.
+    failed: Option<ReadError>,
 }
 
 impl Connection {
@@ -66,6 +68,7 @@ impl Connection {
             idle: options.idle_timeout,
             quiet_is_end: false,
             body_ended: false,
+            failed: None,
         }
     }
 
@@ -133,6 +136,9 @@ impl Connection {
     /// and every frame has been taken (a plain-text body's unterminated last line
     /// is its last frame).
     pub async fn fill(&mut self) -> Result<bool, ReadError> {
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
         let idle = self.idle;
         let read = match &mut self.body {
             Body::Done => return Ok(false),
@@ -162,6 +168,11 @@ impl Connection {
             Err(ReadError::Idle(_)) if self.quiet_is_end => {
                 self.body = Body::Done;
                 Ok(false)
+            }
+            // Frames received before the error are taken first.
+            Err(error) if !self.messages.is_empty() => {
+                self.failed = Some(error);
+                Ok(true)
             }
             Err(error) => Err(error),
         }
