@@ -202,7 +202,7 @@ pub fn parse(
         let context = format!("sources.{}", component.id);
         let (specific, common) = component.split(SourceCommon::KEYS);
         let common: SourceCommon = reader.deserialize(common, &context)?;
-        let streaming = SourceConfig::STREAMING.contains(&component.type_name.get_ref().as_str());
+        let streaming = SourceConfig::streams(component.type_name.get_ref());
         let (specific, stream) = match streaming {
             true => {
                 let (specific, stream) = split_table(specific, StreamOptions::KEYS);

@@ -19,7 +19,7 @@ pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
 
 /// Options every streaming source shares. They are written as plain keys of the
 /// source's table; the config layer takes them out (`KEYS`) for the source types that
-/// stream (`SourceConfig::STREAMING`) and hands them to the source, so each source's
+/// stream (`SourceOptions::STREAMING`) and hands them to the source, so each source's
 /// own config struct declares only its own options. Defaults are the `Default` below.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -59,6 +59,12 @@ impl DemoSource {
     }
 }
 
+impl super::SourceOptions for DemoConfig {
+    fn build(&self) -> anyhow::Result<Box<dyn super::Source>> {
+        Ok(Box::new(DemoSource::new(self.clone())))
+    }
+}
+
 #[async_trait]
 impl Source for DemoSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> anyhow::Result<()> {

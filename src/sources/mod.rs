@@ -94,63 +94,84 @@ impl SourceOutput {
     }
 }
 
-/// The `[sources.ID]` table, by `type`.
-#[derive(Debug)]
-pub enum SourceConfig {
-    Dcos(dcos::DcosConfig),
-    Demo(demo::DemoConfig),
-    File(file::FileSourceConfig),
-    Ionet(ionet::IonetConfig),
-    Stdin(stdin::StdinConfig),
-}
-
-impl SourceConfig {
-    pub const TYPES: &[&str] = &["dcos", "demo", "file", "ionet", "stdin"];
-
-    /// The types that follow HTTP streams and take the shared [`StreamOptions`] keys.
-    pub const STREAMING: &[&str] = &["dcos", "ionet"];
-
-    /// Hands a streaming source the stream options the config layer read for it.
-    pub fn set_stream_options(&mut self, stream: StreamOptions) {
-        match self {
-            SourceConfig::Dcos(c) => c.stream = stream,
-            SourceConfig::Ionet(c) => c.stream = stream,
-            SourceConfig::Demo(_) | SourceConfig::File(_) | SourceConfig::Stdin(_) => {}
-        }
-    }
-
-    /// Deserializes the options of source type `type_name`; `None` if no such type.
-    pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
-        type_name: &str,
-        options: D,
-    ) -> Option<Result<Self, D::Error>> {
-        Some(match type_name {
-            "dcos" => dcos::DcosConfig::deserialize(options).map(SourceConfig::Dcos),
-            "demo" => demo::DemoConfig::deserialize(options).map(SourceConfig::Demo),
-            "file" => file::FileSourceConfig::deserialize(options).map(SourceConfig::File),
-            "ionet" => ionet::IonetConfig::deserialize(options).map(SourceConfig::Ionet),
-            "stdin" => stdin::StdinConfig::deserialize(options).map(SourceConfig::Stdin),
-            _ => return None,
-        })
-    }
+/// What the registry needs from a source type's options (its config struct).
+pub trait SourceOptions {
+    /// Whether the type follows HTTP streams and takes the shared
+    /// [`StreamOptions`] keys (handed over with `set_stream_options`).
+    const STREAMING: bool = false;
 
     /// Checks that need more than one option at a time.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            SourceConfig::Dcos(c) => c.validate(),
-            SourceConfig::File(c) => c.validate(),
-            SourceConfig::Ionet(c) => c.validate(),
-            SourceConfig::Demo(_) | SourceConfig::Stdin(_) => Ok(()),
-        }
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
     }
 
-    pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
-        Ok(match self {
-            SourceConfig::Dcos(c) => Box::new(dcos::DcosSource::new(c.clone())?),
-            SourceConfig::Demo(c) => Box::new(demo::DemoSource::new(c.clone())),
-            SourceConfig::File(c) => Box::new(file::FileSource::new(c.clone())?),
-            SourceConfig::Ionet(c) => Box::new(ionet::IonetSource::new(c.clone())?),
-            SourceConfig::Stdin(c) => Box::new(stdin::StdinSource::new(c.clone())),
-        })
+    /// Receives the stream options the config layer read (streaming types only).
+    fn set_stream_options(&mut self, stream: StreamOptions) {
+        let _ = stream;
     }
+
+    fn build(&self) -> anyhow::Result<Box<dyn Source>>;
+}
+
+/// Declares the source types: one line each, `"type" => Variant(module::Config)`,
+/// whose config implements [`SourceOptions`] and `Deserialize`.
+macro_rules! source_types {
+    ($($name:literal => $variant:ident($config:ty)),* $(,)?) => {
+        /// The `[sources.ID]` table, by `type`.
+        #[derive(Debug)]
+        pub enum SourceConfig {
+            $($variant($config)),*
+        }
+
+        impl SourceConfig {
+            pub const TYPES: &[&str] = &[$($name),*];
+
+            /// Whether source type `type_name` takes the shared [`StreamOptions`] keys.
+            pub fn streams(type_name: &str) -> bool {
+                match type_name {
+                    $($name => <$config as SourceOptions>::STREAMING,)*
+                    _ => false,
+                }
+            }
+
+            /// Deserializes the options of source type `type_name`; `None` if no such type.
+            pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
+                type_name: &str,
+                options: D,
+            ) -> Option<Result<Self, D::Error>> {
+                Some(match type_name {
+                    $($name => <$config>::deserialize(options).map(SourceConfig::$variant),)*
+                    _ => return None,
+                })
+            }
+
+            /// Hands a streaming source the stream options the config layer read for it.
+            pub fn set_stream_options(&mut self, stream: StreamOptions) {
+                match self {
+                    $(SourceConfig::$variant(c) => c.set_stream_options(stream),)*
+                }
+            }
+
+            /// Checks that need more than one option at a time.
+            pub fn validate(&self) -> Result<(), String> {
+                match self {
+                    $(SourceConfig::$variant(c) => c.validate(),)*
+                }
+            }
+
+            pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
+                match self {
+                    $(SourceConfig::$variant(c) => c.build(),)*
+                }
+            }
+        }
+    };
+}
+
+source_types! {
+    "dcos" => Dcos(dcos::DcosConfig),
+    "demo" => Demo(demo::DemoConfig),
+    "file" => File(file::FileSourceConfig),
+    "ionet" => Ionet(ionet::IonetConfig),
+    "stdin" => Stdin(stdin::StdinConfig),
 }

@@ -34,6 +34,12 @@ impl StdinSource {
     }
 }
 
+impl super::SourceOptions for StdinConfig {
+    fn build(&self) -> anyhow::Result<Box<dyn super::Source>> {
+        Ok(Box::new(StdinSource::new(self.clone())))
+    }
+}
+
 /// A partial batch is sent after this long without a new line.
 const LINGER: Duration = Duration::from_millis(100);
 

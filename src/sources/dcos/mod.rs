@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::provider;
-use super::{Source, SourceContext};
+use super::{Source, SourceContext, SourceOptions};
 use crate::config::{Secret, resolve_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
@@ -126,8 +126,18 @@ fn default_true() -> bool {
     true
 }
 
-impl DcosConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl SourceOptions for DcosConfig {
+    const STREAMING: bool = true;
+
+    fn set_stream_options(&mut self, stream: StreamOptions) {
+        self.stream = stream;
+    }
+
+    fn build(&self) -> anyhow::Result<Box<dyn Source>> {
+        Ok(Box::new(DcosSource::new(self.clone())?))
+    }
+
+    fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
         let token = self.token.is_some() || self.token_file.is_some();
         let password = self.password.is_some() || self.password_file.is_some();
@@ -162,7 +172,9 @@ impl DcosConfig {
         }
         self.stream.validate()
     }
+}
 
+impl DcosConfig {
     /// Whether any task is followed (given, or discovered).
     fn follows_tasks(&self) -> bool {
         !self.tasks.is_empty() || self.discover_tasks

@@ -89,8 +89,12 @@ fn patterns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<glob::Patt
         .collect()
 }
 
-impl FileSourceConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl super::SourceOptions for FileSourceConfig {
+    fn build(&self) -> anyhow::Result<Box<dyn super::Source>> {
+        Ok(Box::new(FileSource::new(self.clone())?))
+    }
+
+    fn validate(&self) -> Result<(), String> {
         if self.include.is_empty() {
             return Err("`include` is empty; give at least one glob pattern".into());
         }

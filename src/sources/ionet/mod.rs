@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::provider::{self, Context, Follow};
-use super::{Source, SourceContext};
+use super::{Source, SourceContext, SourceOptions};
 use crate::config::{Secret, resolve_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
@@ -96,8 +96,18 @@ fn default_discovery_interval() -> Duration {
 fn default_true() -> bool {
     true
 }
-impl IonetConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl SourceOptions for IonetConfig {
+    const STREAMING: bool = true;
+
+    fn set_stream_options(&mut self, stream: StreamOptions) {
+        self.stream = stream;
+    }
+
+    fn build(&self) -> anyhow::Result<Box<dyn Source>> {
+        Ok(Box::new(IonetSource::new(self.clone())?))
+    }
+
+    fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
         if self.api_key.is_none() && self.api_key_file.is_none() {
             return Err(
