@@ -39,11 +39,19 @@ use super::SourceContext;
 use crate::checkpoint::Cursors;
 use crate::event::Event;
 use crate::http::api::Api;
-use crate::http::stream::{AuthReport, Reconnect, StreamOptions, sleep_or_cancel};
+use crate::http::stream::{AuthReport, Ended, Reconnect, StreamOptions, sleep_or_cancel};
 
 /// The source is stopping: whatever was being done is abandoned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped;
+
+/// Lets `Follow::open` send with `out.send(…).await?`: the loop sees the source
+/// stopping and ends without reconnecting.
+impl From<Stopped> for Ended {
+    fn from(_: Stopped) -> Ended {
+        Ended::Closed
+    }
+}
 
 /// What every task of one provider source shares.
 pub struct Context {
