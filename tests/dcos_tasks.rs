@@ -12,7 +12,7 @@ mod provider_harness;
 use std::time::Duration;
 
 use dcos_sim::{DcosSim, SimConfig};
-use provider_harness::Harness;
+use provider_harness::{Harness, eventually};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -74,14 +74,10 @@ async fn running_tasks_are_discovered_and_new_ones_followed_as_they_start() {
     // An ended task is left once its file is quiet.
     sim.set_task_state("web.1", "TASK_KILLED");
     sim.set_task_state("worker.1", "TASK_FAILED");
-    let deadline = std::time::Instant::now() + WAIT;
-    while sim.open_streams() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "streams of ended tasks stayed open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(WAIT, "streams of ended tasks closed", || {
+        sim.open_streams() == 0
+    })
+    .await;
     running.stop().await;
 
     let events = harness.events();
@@ -104,7 +100,10 @@ async fn a_truncated_task_file_is_read_again_from_its_start() {
     let before = lines(task, 0..50, 80);
     sim.task_lines(task, "stdout", &before);
     let harness = Harness::new();
-    let config = source(&sim, &format!("tasks = [\"{task}\"]\nidle_timeout = \"1s\""));
+    let config = source(
+        &sim,
+        &format!("tasks = [\"{task}\"]\nidle_timeout = \"1s\""),
+    );
     let running = harness.start(&config);
     harness.wait_for(50, WAIT).await;
     running.stop().await;

@@ -19,7 +19,7 @@ pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
 
 /// Options every streaming source shares. They are written as plain keys of the
 /// source's table; the config layer takes them out (`KEYS`) for the source types that
-/// stream (`SourceOptions::STREAMING`) and hands them to the source, so each source's
+/// stream (`[streaming]` in `source_types!`) and hands them to the source, so each source's
 /// own config struct declares only its own options. Defaults are the `Default` below.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,6 +46,10 @@ pub struct StreamOptions {
     /// Longest line or event kept in memory; longer ones are cut (and counted).
     /// Default 1 MiB.
     pub max_event_bytes: usize,
+    /// Timeout of a request that is not a stream: discovery, login or token
+    /// exchange, a poll, a history download. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl Default for StreamOptions {
@@ -57,13 +61,9 @@ impl Default for StreamOptions {
             retry_max_backoff: Duration::from_secs(60),
             auth_retry_interval: Duration::from_secs(60),
             max_event_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// Timeout of a request that is not a stream (discovery, login): the serde default.
-pub fn default_request_timeout() -> Duration {
-    Duration::from_secs(30)
 }
 
 impl StreamOptions {
@@ -74,11 +74,15 @@ impl StreamOptions {
         "retry_max_backoff",
         "auth_retry_interval",
         "max_event_bytes",
+        "request_timeout",
     ];
 
     pub fn validate(&self) -> Result<(), String> {
         if self.idle_timeout.is_zero() {
             return Err("`idle_timeout` must be more than zero".into());
+        }
+        if self.request_timeout.is_zero() {
+            return Err("`request_timeout` must be more than zero".into());
         }
         if self.max_event_bytes == 0 {
             return Err("`max_event_bytes` must be at least 1".into());

@@ -94,29 +94,20 @@ impl SourceOutput {
     }
 }
 
-/// What the registry needs from a source type's options (its config struct).
+/// A source type's option checks that need more than one option at a time.
 pub trait SourceOptions {
-    /// Whether the type follows HTTP streams and takes the shared
-    /// [`StreamOptions`] keys (handed over with `set_stream_options`).
-    const STREAMING: bool = false;
-
-    /// Checks that need more than one option at a time.
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
-
-    /// Receives the stream options the config layer read (streaming types only).
-    fn set_stream_options(&mut self, stream: StreamOptions) {
-        let _ = stream;
-    }
-
-    fn build(&self) -> anyhow::Result<Box<dyn Source>>;
 }
 
-/// Declares the source types: one line each, `"type" => Variant(module::Config)`,
-/// whose config implements [`SourceOptions`] and `Deserialize`.
+/// Declares the source types, one line each:
+/// `"type" => Variant(module::Config) -> module::Source`, with `[streaming]` after it
+/// for types that follow HTTP streams (their config has a `stream: StreamOptions`
+/// field, filled from the shared keys). The config implements `Deserialize`,
+/// `Clone` and [`SourceOptions`]; the source is built with `TryFrom<Config>`.
 macro_rules! source_types {
-    ($($name:literal => $variant:ident($config:ty)),* $(,)?) => {
+    ($($name:literal => $variant:ident($config:ty) -> $source:ty $([$streaming:ident])?),* $(,)?) => {
         /// The `[sources.ID]` table, by `type`.
         #[derive(Debug)]
         pub enum SourceConfig {
@@ -129,7 +120,7 @@ macro_rules! source_types {
             /// Whether source type `type_name` takes the shared [`StreamOptions`] keys.
             pub fn streams(type_name: &str) -> bool {
                 match type_name {
-                    $($name => <$config as SourceOptions>::STREAMING,)*
+                    $($name => source_types!(@streams $($streaming)?),)*
                     _ => false,
                 }
             }
@@ -148,7 +139,7 @@ macro_rules! source_types {
             /// Hands a streaming source the stream options the config layer read for it.
             pub fn set_stream_options(&mut self, stream: StreamOptions) {
                 match self {
-                    $(SourceConfig::$variant(c) => c.set_stream_options(stream),)*
+                    $(SourceConfig::$variant(c) => source_types!(@set c, stream $(, $streaming)?),)*
                 }
             }
 
@@ -160,18 +151,22 @@ macro_rules! source_types {
             }
 
             pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
-                match self {
-                    $(SourceConfig::$variant(c) => c.build(),)*
-                }
+                Ok(match self {
+                    $(SourceConfig::$variant(c) => Box::new(<$source>::try_from(c.clone())?),)*
+                })
             }
         }
     };
+    (@streams streaming) => { true };
+    (@streams) => { false };
+    (@set $config:ident, $stream:ident, streaming) => { $config.stream = $stream };
+    (@set $config:ident, $stream:ident) => {{ let _ = ($config, $stream); }};
 }
 
 source_types! {
-    "dcos" => Dcos(dcos::DcosConfig),
-    "demo" => Demo(demo::DemoConfig),
-    "file" => File(file::FileSourceConfig),
-    "ionet" => Ionet(ionet::IonetConfig),
-    "stdin" => Stdin(stdin::StdinConfig),
+    "dcos" => Dcos(dcos::DcosConfig) -> dcos::DcosSource [streaming],
+    "demo" => Demo(demo::DemoConfig) -> demo::DemoSource,
+    "file" => File(file::FileSourceConfig) -> file::FileSource,
+    "ionet" => Ionet(ionet::IonetConfig) -> ionet::IonetSource [streaming],
+    "stdin" => Stdin(stdin::StdinConfig) -> stdin::StdinSource,
 }

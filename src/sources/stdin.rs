@@ -28,17 +28,13 @@ pub struct StdinSource {
     config: StdinConfig,
 }
 
-impl StdinSource {
-    pub fn new(config: StdinConfig) -> Self {
+impl From<StdinConfig> for StdinSource {
+    fn from(config: StdinConfig) -> Self {
         StdinSource { config }
     }
 }
 
-impl super::SourceOptions for StdinConfig {
-    fn build(&self) -> anyhow::Result<Box<dyn super::Source>> {
-        Ok(Box::new(StdinSource::new(self.clone())))
-    }
-}
+impl super::SourceOptions for StdinConfig {}
 
 /// A partial batch is sent after this long without a new line.
 const LINGER: Duration = Duration::from_millis(100);

@@ -50,7 +50,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 pub use sim_server::Fault;
 use sim_server::{
-    Flow, Frames, Server, Sim, StreamSpec, Tokens, accepts, header_str, json, query, text,
+    Configured, Flow, Frames, Server, Sim, StreamSpec, Tokens, accepts, header_str, json, query,
+    text,
 };
 
 #[derive(Debug, Clone)]
@@ -134,7 +135,7 @@ impl Task {
     }
 }
 
-struct DcosState {
+pub struct DcosState {
     config: SimConfig,
     journal: Vec<JournalEntry>,
     generation: u32,
@@ -146,10 +147,11 @@ struct DcosState {
 
 type Shared = Arc<Sim<DcosState>>;
 
-/// A running simulator; stops when dropped.
-pub struct DcosSim {
-    server: Server<DcosState>,
-}
+sim_server::simulator!(
+    /// A running simulator (see [`Server`] for `url`, `config`, `set_config`);
+    /// stops when dropped.
+    DcosSim(DcosState)
+);
 
 const BOOT: &str = "637573ba91ae4008b58eaa9505a11f86";
 const REALTIME_START: u64 = 1_763_600_000_000_000;
@@ -183,28 +185,12 @@ impl DcosSim {
                 .route(&format!("{AGENT_ROUTE}/{{file}}"), get(agent_file))
         })
         .await;
-        DcosSim { server }
-    }
-
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
-    fn sim(&self) -> &Shared {
-        &self.server.sim
-    }
-
-    pub fn config(&self) -> SimConfig {
-        self.sim().lock().config.clone()
-    }
-
-    pub fn set_config(&self, f: impl FnOnce(&mut SimConfig)) {
-        f(&mut self.sim().lock().config);
+        DcosSim(server)
     }
 
     /// Appends journal entries for `unit`: (PRIORITY, MESSAGE) pairs.
     pub fn journal<S: AsRef<str>>(&self, unit: &str, entries: impl IntoIterator<Item = (u8, S)>) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             let hostname = s.config.hostname.clone();
             for (priority, message) in entries {
                 let seq = s.journal.len() as u64;
@@ -233,7 +219,7 @@ impl DcosSim {
 
     /// Adds a running task; its files start empty.
     pub fn add_task(&self, id: &str, agent: &str) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             s.tasks.insert(
                 id.to_string(),
                 Task {
@@ -252,14 +238,14 @@ impl DcosSim {
     /// Sets a task's Mesos state (`TASK_FINISHED`, …); terminal tasks are listed
     /// under `completed_tasks`.
     pub fn set_task_state(&self, id: &str, state: &str) {
-        if let Some(task) = self.sim().lock().tasks.get_mut(id) {
+        if let Some(task) = self.sim.lock().tasks.get_mut(id) {
             task.state = state.to_string();
         }
     }
 
     /// SSE responses still open.
     pub fn open_streams(&self) -> usize {
-        self.sim().open_streams()
+        self.sim.open_streams()
     }
 
     /// Appends lines to a task's `stdout` or `stderr`.
@@ -269,7 +255,7 @@ impl DcosSim {
         file: &str,
         lines: impl IntoIterator<Item = S>,
     ) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             let bytes = s.tasks.get_mut(id).expect("unknown task").file_mut(file);
             for line in lines {
                 bytes.extend_from_slice(line.as_ref().as_bytes());
@@ -280,7 +266,7 @@ impl DcosSim {
 
     /// Empties a task's file, as logrotate's copytruncate does.
     pub fn truncate_task_file(&self, id: &str, file: &str) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             s.tasks
                 .get_mut(id)
                 .expect("unknown task")
@@ -290,29 +276,29 @@ impl DcosSim {
     }
 
     pub fn push_fault(&self, fault: Fault) {
-        self.sim().push_fault(fault);
+        self.sim.push_fault(fault);
     }
 
     /// Every token issued so far, and the static one, stop working.
     pub fn expire_tokens(&self) {
-        let mut state = self.sim().lock();
+        let mut state = self.sim.lock();
         state.tokens.expire_all();
         state.static_expired = true;
     }
 
     /// The journal's cursors all change (as after a vacuum or a new machine id).
     pub fn rotate_journal(&self) {
-        self.sim().lock().generation += 1;
+        self.sim.lock().generation += 1;
     }
 
     /// Resets every open stream (as a restarted Admin Router would).
     pub fn disconnect_all(&self) {
-        self.sim().disconnect_all();
+        self.sim.disconnect_all();
     }
 
     /// The requests to log routes so far (sandbox listings aside).
     pub fn requests(&self) -> Vec<Request> {
-        self.sim()
+        self.sim
             .requests()
             .into_iter()
             .filter(|seen| seen.path.contains("/logs/v2/") && !seen.path.ends_with("/browse"))
@@ -328,7 +314,7 @@ impl DcosSim {
 
     /// Sandbox listings (`…/browse`) asked for so far.
     pub fn browse_requests(&self) -> usize {
-        self.sim()
+        self.sim
             .requests()
             .iter()
             .filter(|seen| seen.path.ends_with("/browse"))
@@ -337,7 +323,7 @@ impl DcosSim {
 
     /// Requests to `/mesos/master/state` so far.
     pub fn state_requests(&self) -> usize {
-        self.sim()
+        self.sim
             .requests()
             .iter()
             .filter(|seen| seen.path == "/mesos/master/state")
@@ -345,7 +331,7 @@ impl DcosSim {
     }
 
     pub fn logins(&self) -> usize {
-        self.sim().lock().logins
+        self.sim.lock().logins
     }
 }
 

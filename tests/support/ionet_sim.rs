@@ -40,7 +40,7 @@ use axum::response::Response;
 use axum::routing::get;
 
 pub use sim_server::Fault;
-use sim_server::{Flow, Frames, Server, Sim, StreamSpec, header_str, json};
+use sim_server::{Configured, Flow, Frames, Server, Sim, StreamSpec, header_str, json};
 
 pub const PREFIX: &str = "/enterprise/v1/io-cloud/caas";
 
@@ -120,7 +120,7 @@ impl Container {
     }
 }
 
-struct IonetState {
+pub struct IonetState {
     config: SimConfig,
     key_expired: bool,
     containers: BTreeMap<String, Container>,
@@ -129,10 +129,11 @@ struct IonetState {
 
 type Shared = Arc<Sim<IonetState>>;
 
-/// A running simulator; stops when dropped.
-pub struct IonetSim {
-    server: Server<IonetState>,
-}
+sim_server::simulator!(
+    /// A running simulator (see [`Server`] for `url`, `config`, `set_config`);
+    /// stops when dropped.
+    IonetSim(IonetState)
+);
 
 const LOG_ROUTE: &str = "/log/";
 
@@ -156,28 +157,12 @@ impl IonetSim {
                 )
         })
         .await;
-        IonetSim { server }
-    }
-
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
-    fn sim(&self) -> &Shared {
-        &self.server.sim
-    }
-
-    pub fn config(&self) -> SimConfig {
-        self.sim().lock().config.clone()
-    }
-
-    pub fn set_config(&self, f: impl FnOnce(&mut SimConfig)) {
-        f(&mut self.sim().lock().config);
+        IonetSim(server)
     }
 
     /// Adds (or updates the status of) a container.
     pub fn add_container(&self, id: &str, status: &str, device_id: &str) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             let container = s
                 .containers
                 .entry(id.to_string())
@@ -193,12 +178,12 @@ impl IonetSim {
     }
 
     pub fn remove_container(&self, id: &str) {
-        self.sim().update(|s| s.containers.remove(id));
+        self.sim.update(|s| s.containers.remove(id));
     }
 
     /// Adds a lifecycle event (`time` RFC 3339).
     pub fn add_event(&self, container: &str, time: &str, message: &str) {
-        if let Some(c) = self.sim().lock().containers.get_mut(container) {
+        if let Some(c) = self.sim.lock().containers.get_mut(container) {
             c.events.push((time.to_string(), message.to_string()));
         }
     }
@@ -210,7 +195,7 @@ impl IonetSim {
         stream: &str,
         lines: impl IntoIterator<Item = S>,
     ) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             let c = s.containers.get_mut(container).expect("unknown container");
             let file = if stream == "stderr" {
                 &mut c.stderr
@@ -229,17 +214,17 @@ impl IonetSim {
     }
 
     pub fn push_fault(&self, fault: Fault) {
-        self.sim().push_fault(fault);
+        self.sim.push_fault(fault);
     }
 
     /// Makes the API key expire (401 on every request) or valid again.
     pub fn expire_key(&self, expired: bool) {
-        self.sim().lock().key_expired = expired;
+        self.sim.lock().key_expired = expired;
     }
 
     /// The log requests so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.sim()
+        self.sim
             .requests()
             .into_iter()
             .filter(|seen| seen.path.contains(LOG_ROUTE))
@@ -254,7 +239,7 @@ impl IonetSim {
     }
 
     pub fn list_requests(&self) -> usize {
-        self.sim().lock().list_requests
+        self.sim.lock().list_requests
     }
 }
 

@@ -187,7 +187,14 @@ impl<T> Sim<T> {
     }
 }
 
-/// A running simulator; stops when dropped.
+/// A simulator state holding a config that tests read and change.
+pub trait Configured {
+    type Config: Clone;
+    fn config_mut(&mut self) -> &mut Self::Config;
+}
+
+/// A running simulator; stops when dropped. A provider simulator derefs to it, so
+/// `url()`, `config()` and `set_config()` come from here.
 pub struct Server<T> {
     pub addr: SocketAddr,
     pub sim: Arc<Sim<T>>,
@@ -223,6 +230,45 @@ impl<T: Send + 'static> Server<T> {
     }
 }
 
+/// Declares a provider simulator `$name`, a [`Server`] over `$state` (which holds
+/// its `config: SimConfig`), dereferencing to the server. `Server`, `Configured`
+/// and `SimConfig` must be in scope.
+#[allow(unused_macros)]
+macro_rules! simulator {
+    ($(#[$doc:meta])* $name:ident($state:ty)) => {
+        $(#[$doc])*
+        pub struct $name(Server<$state>);
+
+        impl std::ops::Deref for $name {
+            type Target = Server<$state>;
+
+            fn deref(&self) -> &Server<$state> {
+                &self.0
+            }
+        }
+
+        impl Configured for $state {
+            type Config = SimConfig;
+
+            fn config_mut(&mut self) -> &mut SimConfig {
+                &mut self.config
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use simulator;
+
+impl<T: Configured> Server<T> {
+    pub fn config(&self) -> T::Config {
+        self.sim.lock().config_mut().clone()
+    }
+
+    pub fn set_config(&self, f: impl FnOnce(&mut T::Config)) {
+        f(self.sim.lock().config_mut());
+    }
+}
+
 /// What a stream's feed says after filling a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -233,6 +279,11 @@ pub enum Flow {
     /// Reset the connection (the thing streamed is gone).
     Reset,
 }
+
+/// What fills a stream's frames: called under the state's lock after every change.
+pub trait Feed<T>: FnMut(&T, &mut Frames) -> Flow + Send + 'static {}
+
+impl<T, F: FnMut(&T, &mut Frames) -> Flow + Send + 'static> Feed<T> for F {}
 
 /// Frames filled by a feed: their bytes, one after another.
 #[derive(Debug, Default)]
@@ -431,16 +482,12 @@ async fn drive<T, F, S, Fut>(
 /// A streaming HTTP body (`content_type`: `text/event-stream`, `text/plain`)
 /// whose frames `feed` fills; the connection is reset after a cut or on
 /// [`Flow::Reset`], ended cleanly on [`Flow::End`].
-pub fn stream_body<T, F>(
+pub fn stream_body<T: Send + 'static>(
     sim: Arc<Sim<T>>,
     content_type: &'static str,
     spec: StreamSpec,
-    feed: F,
-) -> Response
-where
-    T: Send + 'static,
-    F: FnMut(&T, &mut Frames) -> Flow + Send + 'static,
-{
+    feed: impl Feed<T>,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
         let send = |out: Out| {
@@ -488,23 +535,16 @@ where
 /// a cut drops the TCP connection without a close frame, [`Flow::End`] and
 /// [`Fault::CloseAfter`] send a close frame 1000. Messages from the client are
 /// read and ignored (pings are answered).
-pub fn ws_stream<T, F>(
+pub fn ws_stream<T: Send + 'static>(
     upgrade: WebSocketUpgrade,
     sim: Arc<Sim<T>>,
     spec: StreamSpec,
-    feed: F,
-) -> Response
-where
-    T: Send + 'static,
-    F: FnMut(&T, &mut Frames) -> Flow + Send + 'static,
-{
+    feed: impl Feed<T>,
+) -> Response {
     upgrade.on_upgrade(move |socket| ws_drive(socket, sim, spec, feed))
 }
 
-async fn ws_drive<T, F>(socket: WebSocket, sim: Arc<Sim<T>>, spec: StreamSpec, feed: F)
-where
-    F: FnMut(&T, &mut Frames) -> Flow,
-{
+async fn ws_drive<T>(socket: WebSocket, sim: Arc<Sim<T>>, spec: StreamSpec, feed: impl Feed<T>) {
     use futures_util::{SinkExt, StreamExt};
     let (sink, mut incoming) = socket.split();
     let (closed, gone) = tokio::sync::oneshot::channel::<()>();

@@ -72,7 +72,6 @@ pub(crate) struct Cluster {
     pub source: Arc<str>,
     /// `{endpoint}/system/v1/logs/v2`.
     pub logs: String,
-    pub request_timeout: Duration,
     pub finished_task_grace: Duration,
     pub fallback_entries: u64,
 }
@@ -155,7 +154,7 @@ impl Stream {
         let Ok(url) = self.url("browse") else {
             return;
         };
-        let timeout = self.cluster.request_timeout;
+        let timeout = ctx.options.request_timeout;
         let listing: Vec<SandboxFile> = match ctx
             .api
             .json(|client| client.get(url.clone()).timeout(timeout))

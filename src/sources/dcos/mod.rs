@@ -34,7 +34,7 @@ use crate::config::{Secret, resolve_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{build_client, validate_endpoint};
-use crate::http::stream::{StreamOptions, default_request_timeout};
+use crate::http::stream::StreamOptions;
 
 use self::auth::{Login, LoginSecret};
 
@@ -98,11 +98,8 @@ pub struct DcosConfig {
     /// shipped. Default 1000.
     #[serde(default = "default_fallback_entries")]
     pub fallback_entries: u64,
-    /// Timeout of a login request. Default 30 s.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// The shared stream options (`idle_timeout`, `connect_timeout`, backoff,
-    /// `auth_retry_interval`, `max_event_bytes`), set by the config layer.
+    /// Stream and request options shared by every streaming source (set by the
+    /// config layer).
     #[serde(skip)]
     pub stream: StreamOptions,
 }
@@ -127,16 +124,6 @@ fn default_true() -> bool {
 }
 
 impl SourceOptions for DcosConfig {
-    const STREAMING: bool = true;
-
-    fn set_stream_options(&mut self, stream: StreamOptions) {
-        self.stream = stream;
-    }
-
-    fn build(&self) -> anyhow::Result<Box<dyn Source>> {
-        Ok(Box::new(DcosSource::new(self.clone())?))
-    }
-
     fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
         let token = self.token.is_some() || self.token_file.is_some();
@@ -204,7 +191,7 @@ impl DcosConfig {
             url: format!("{base}/acs/api/v1/auth/login"),
             uid,
             secret: login,
-            timeout: self.request_timeout,
+            timeout: self.stream.request_timeout,
         }))
     }
 }
@@ -214,8 +201,10 @@ pub struct DcosSource {
     api: Api,
 }
 
-impl DcosSource {
-    pub fn new(config: DcosConfig) -> anyhow::Result<Self> {
+impl TryFrom<DcosConfig> for DcosSource {
+    type Error = anyhow::Error;
+
+    fn try_from(config: DcosConfig) -> anyhow::Result<Self> {
         let client = build_client(config.stream.connect_timeout)?;
         let credentials = config.credentials(config.endpoint.trim_end_matches('/'))?;
         Ok(DcosSource {

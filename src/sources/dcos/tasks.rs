@@ -62,7 +62,6 @@ pub(crate) async fn run(ctx: Arc<Context>, config: DcosConfig) {
     let cluster = Arc::new(Cluster {
         source: Arc::clone(&ctx.source),
         logs: format!("{endpoint}/system/v1/logs/v2"),
-        request_timeout: config.request_timeout,
         finished_task_grace: config.finished_task_grace,
         fallback_entries: config.fallback_entries,
     });
@@ -98,7 +97,7 @@ pub(crate) async fn run(ctx: Arc<Context>, config: DcosConfig) {
     }
     let mut reconnect = ctx.reconnect("mesos state");
     while tasks.discover || !tasks.pending.is_empty() {
-        let timeout = config.request_timeout;
+        let timeout = ctx.options.request_timeout;
         let polled = tokio::select! {
             () = ctx.stop.cancelled() => break,
             state = ctx.api.json::<State>(|client| client.get(&state_url).timeout(timeout)) => state,

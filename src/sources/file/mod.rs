@@ -90,10 +90,6 @@ fn patterns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<glob::Patt
 }
 
 impl super::SourceOptions for FileSourceConfig {
-    fn build(&self) -> anyhow::Result<Box<dyn super::Source>> {
-        Ok(Box::new(FileSource::new(self.clone())?))
-    }
-
     fn validate(&self) -> Result<(), String> {
         if self.include.is_empty() {
             return Err("`include` is empty; give at least one glob pattern".into());
@@ -109,9 +105,9 @@ pub struct FileSource {
     config: FileSourceConfig,
 }
 
-impl FileSource {
-    pub fn new(config: FileSourceConfig) -> anyhow::Result<Self> {
-        Ok(FileSource { config })
+impl From<FileSourceConfig> for FileSource {
+    fn from(config: FileSourceConfig) -> Self {
+        FileSource { config }
     }
 }
 

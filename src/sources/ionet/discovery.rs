@@ -80,7 +80,7 @@ pub(crate) async fn run(ctx: Arc<Context>, config: IonetConfig) {
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut reconnect = ctx.reconnect("containers list");
     loop {
-        let wait = match poll(&ctx, &deployment, config.request_timeout).await {
+        let wait = match poll(&ctx, &deployment).await {
             Ok(workers) => {
                 reconnect.healthy();
                 let listed: BTreeSet<&str> =
@@ -128,12 +128,9 @@ pub(crate) async fn run(ctx: Arc<Context>, config: IonetConfig) {
     followers.shutdown().await;
 }
 
-async fn poll(
-    ctx: &Context,
-    deployment: &Deployment,
-    timeout: std::time::Duration,
-) -> Result<Vec<Worker>, Ended> {
+async fn poll(ctx: &Context, deployment: &Deployment) -> Result<Vec<Worker>, Ended> {
     let url = deployment.url("/containers")?;
+    let timeout = ctx.options.request_timeout;
     let list: ContainersResponse = tokio::select! {
         () = ctx.stop.cancelled() => return Ok(Vec::new()),
         list = ctx.api.json(|client| client.get(url.clone()).timeout(timeout)) => list?,

@@ -25,7 +25,7 @@ use crate::config::{Secret, resolve_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{AuthHeader, build_client, validate_endpoint};
-use crate::http::stream::{StreamOptions, default_request_timeout};
+use crate::http::stream::StreamOptions;
 
 /// The io.net API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.io.solutions";
@@ -75,11 +75,8 @@ pub struct IonetConfig {
     /// Default true.
     #[serde(default = "default_true")]
     pub lifecycle_events: bool,
-    /// Timeout of a containers-list request. Default 30 s.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// The shared stream options (`idle_timeout`, `connect_timeout`, backoff,
-    /// `auth_retry_interval`, `max_event_bytes`), set by the config layer.
+    /// The shared options (`idle_timeout`, `request_timeout`, backoff, …), which
+    /// the config layer reads from the same table.
     #[serde(skip)]
     pub stream: StreamOptions,
 }
@@ -97,16 +94,6 @@ fn default_true() -> bool {
     true
 }
 impl SourceOptions for IonetConfig {
-    const STREAMING: bool = true;
-
-    fn set_stream_options(&mut self, stream: StreamOptions) {
-        self.stream = stream;
-    }
-
-    fn build(&self) -> anyhow::Result<Box<dyn Source>> {
-        Ok(Box::new(IonetSource::new(self.clone())?))
-    }
-
     fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
         if self.api_key.is_none() && self.api_key_file.is_none() {
@@ -161,8 +148,10 @@ pub struct IonetSource {
     api: Api,
 }
 
-impl IonetSource {
-    pub fn new(config: IonetConfig) -> anyhow::Result<Self> {
+impl TryFrom<IonetConfig> for IonetSource {
+    type Error = anyhow::Error;
+
+    fn try_from(config: IonetConfig) -> anyhow::Result<Self> {
         let key = resolve_secret(
             "api_key",
             config.api_key.as_ref(),
