@@ -2,7 +2,7 @@
 //! the running tasks are discovered from Mesos state and new ones are picked up as
 //! they start (tasks that had ended before ferry looked are left alone); a task
 //! file truncated below the saved offset is read again from its start, after a
-//! restart and while followed.
+//! restart and while followed; a login token is renewed before its `exp`.
 
 #[path = "support/dcos_sim.rs"]
 mod dcos_sim;
@@ -126,4 +126,31 @@ async fn a_truncated_task_file_is_read_again_from_its_start() {
     let expected: Vec<String> = before.into_iter().chain(rotated).chain(again).collect();
     assert_eq!(of_task(&harness.events(), task), expected);
     assert!(sim.browse_requests() >= 2, "sandbox listed before resuming");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_token_is_renewed_before_it_expires() {
+    let sim = DcosSim::start(SimConfig {
+        token_ttl: Some(Duration::from_secs(4)),
+        ..SimConfig::default()
+    })
+    .await;
+    sim.add_task("web.1", "agent-S1");
+    sim.task_lines("web.1", "stdout", lines("web.1", 0..5, 10));
+    let harness = Harness::new();
+    let config = source(&sim, "").replace(
+        &format!("token = \"{}\"", sim.config().token),
+        "uid = \"ferry\"\npassword = \"hunter2-dcos\"",
+    );
+    let running = harness.start(&config);
+    harness.wait_for(5, WAIT).await;
+    // Mesos state is read every 100 ms: each read wants a valid token.
+    eventually(WAIT, "a second login", || sim.logins() >= 2).await;
+    running.stop().await;
+    assert_eq!(
+        of_task(&harness.events(), "web.1"),
+        lines("web.1", 0..5, 10)
+    );
+    let refused = sim.state_requests_refused();
+    assert_eq!(refused, 0, "renewed ahead of expiry, never refused");
 }

@@ -321,6 +321,15 @@ impl DcosSim {
             .count()
     }
 
+    /// Requests to `/mesos/master/state` refused (401) so far.
+    pub fn state_requests_refused(&self) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|seen| seen.path == "/mesos/master/state" && seen.status == 401)
+            .count()
+    }
+
     /// Requests to `/mesos/master/state` so far.
     pub fn state_requests(&self) -> usize {
         self.sim
