@@ -5,8 +5,11 @@
 //! [`fill`](Connection::fill) to wait for more — with the same idle-read timeout (a
 //! connection silent that long is a dead one) and the same end: the server closing
 //! the body or sending a websocket close is a normal end, anything else is a
-//! [`ReadError`]. Memory per connection is bounded by `max_event_bytes` per frame
-//! plus one network chunk (or [`WS_BATCH`] websocket messages).
+//! [`ReadError`]. Memory per connection: an HTTP body holds one network chunk plus
+//! one frame of at most `max_event_bytes`; a websocket holds the message being
+//! received (at most four times `max_event_bytes`, see `ws.rs`) plus the frames
+//! taken at once (at most [`WS_BATCH`], and no more once they hold
+//! `max_event_bytes`), each cut at `max_event_bytes`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,7 +25,8 @@ use super::stream::StreamOptions;
 /// (its `data`; `id` and `event` are SSE-only).
 pub type Frame = SseEvent;
 
-/// Most websocket messages taken from the socket per [`Connection::fill`].
+/// Most websocket messages taken from the socket per [`Connection::fill`] (fewer
+/// once they hold `max_event_bytes`).
 pub const WS_BATCH: usize = 64;
 
 /// Why reading a connection stopped before the server ended it.
@@ -190,11 +194,20 @@ async fn read_messages(
     let mut next = tokio::time::timeout(idle, socket.next())
         .await
         .map_err(|_| ReadError::Idle(idle))?;
+    let mut held = 0;
     for _ in 0..WS_BATCH {
         match next {
             None | Some(Ok(Message::Close(_))) => return Ok(false),
             Some(Err(error)) => return Err(ReadError::Network(error.to_string())),
-            Some(Ok(message)) => messages.extend(text_frame(message, max_event_bytes)),
+            Some(Ok(message)) => {
+                if let Some(frame) = text_frame(message, max_event_bytes) {
+                    held += frame.data.len();
+                    messages.push_back(frame);
+                }
+            }
+        }
+        if held >= max_event_bytes {
+            break;
         }
         match socket.next().now_or_never() {
             Some(more) => next = more,
