@@ -142,7 +142,7 @@ async fn retry_after_makes_the_sink_wait() {
 #[tokio::test]
 async fn a_400_on_one_stream_dead_letters_exactly_its_events() {
     let loki = LokiReceiver::start().await;
-    loki.reject_streams("stream", "stderr", "entry too far behind");
+    loki.refuse_label_value("stream", "stderr");
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join("rejected.log");
     let extra = format!(
