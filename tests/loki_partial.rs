@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ferry::event::now_nanos;
 use ferry_process::{Ferry, free_port, metric};
-use loki_receiver::LokiReceiver;
+use loki_receiver::{LokiReceiver, dead_letter_messages};
 
 const ENTRIES: usize = 3000;
 /// The receiver's `max_line_size`.
@@ -101,21 +101,6 @@ dead_letter = {{ type = "file", path = "{dead}" }}
     )
 }
 
-/// The `message` of each event in the dead-letter file (complete lines only).
-fn dead_lettered(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("JSON lines")["message"]
-                .as_str()
-                .expect("a message")
-                .to_string()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_the_entries_loki_refused_are_dead_lettered() {
     let loki = LokiReceiver::start().await;
@@ -177,7 +162,7 @@ async fn exactly_the_entries_loki_refused_are_dead_lettered() {
         ferry.log_text()
     );
     let started = tokio::time::Instant::now();
-    while dead_lettered(&dead).len() < refused.len() {
+    while dead_letter_messages(&dead).len() < refused.len() {
         assert!(
             started.elapsed() < LIMIT,
             "the refused entries reach the dead letter; log:\n{}",
@@ -223,7 +208,7 @@ async fn exactly_the_entries_loki_refused_are_dead_lettered() {
         "the receiver stores exactly the valid entries"
     );
 
-    let dead = dead_lettered(&dead);
+    let dead = dead_letter_messages(&dead);
     let dead_set: HashSet<String> = dead.iter().cloned().collect();
     assert_eq!(
         dead.len(),

@@ -17,7 +17,7 @@ use ferry::sinks::loki::{LokiSink, LokiSinkConfig};
 use ferry::sinks::{Sink, SinkContext};
 use ferry::telemetry::Health;
 use ferry::topology::{BatchSender, batch_channel};
-use loki_receiver::{LokiReceiver, OrderRule};
+use loki_receiver::{LokiReceiver, OrderRule, dead_letter_messages};
 
 /// A minute ago, with nanoseconds: recent enough for Loki's age limits.
 static T0: LazyLock<i64> = LazyLock::new(|| {
@@ -392,20 +392,6 @@ dead_letter = {{ type = "file", path = "{}", encoding = "text" }}"#,
     assert_eq!(dead_lettered, format!("older\n{}\n", "x".repeat(101)));
     let refusals: Vec<u16> = loki.requests().iter().map(|r| r.status).collect();
     assert!(refusals.contains(&400));
-}
-
-/// The `message` of each event in a JSON dead-letter file.
-fn dead_letter_messages(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
 }
 
 #[tokio::test]

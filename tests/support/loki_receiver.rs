@@ -813,3 +813,19 @@ pub fn go_time(nanos: i64) -> String {
     text.push_str(" +0000 UTC");
     text
 }
+
+/// The `message` of each event a file sink wrote as JSON lines (a dead letter), the
+/// last line left out while it is still being written.
+pub fn dead_letter_messages(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("JSON lines")["message"]
+                .as_str()
+                .expect("a message")
+                .to_string()
+        })
+        .collect()
+}
