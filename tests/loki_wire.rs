@@ -3,7 +3,8 @@
 //! here from the formats' specifications, sharing nothing with ferry's encoder), exact
 //! nanosecond timestamps, per-stream sorting, tenant split, basic auth, the
 //! active-stream cap, acknowledgement only after a 2xx, refused entries isolated even
-//! when a gateway hides Loki's messages, and `reject_older_than`.
+//! when a gateway hides Loki's messages (with a 5xx on the way retried, not
+//! dead-lettered), and `reject_older_than`.
 
 #[path = "support/loki_receiver.rs"]
 mod loki_receiver;
@@ -434,6 +435,45 @@ dead_letter = {{ type = "file", path = "{}" }}"#,
     // ⌈log₂ 200⌉ = 8: at most 2·8 + 1 extra requests per refused entry.
     assert!(extra <= too_long.len() * 17, "{extra} extra requests");
     println!("isolation without Loki's messages: {extra} extra requests for 7 of 200");
+}
+
+#[tokio::test]
+async fn a_5xx_on_an_isolation_request_is_retried_not_dead_lettered() {
+    let loki = LokiReceiver::start().await;
+    loki.set_max_line(100);
+    loki.hide_messages();
+    // The push is refused (opaque), its first half is then answered 503 once.
+    loki.plan(1, 503);
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.log");
+    let options = format!(
+        r#"endpoint = "{}"
+labels = {{ app = "{{{{ app }}}}" }}
+retry_initial_backoff = "10ms"
+dead_letter = {{ type = "file", path = "{}" }}"#,
+        loki.endpoint(),
+        dead.display()
+    );
+    let long = "x".repeat(101);
+    let events = (0..50)
+        .map(|n| {
+            let line = if n == 7 {
+                long.clone()
+            } else {
+                format!("line {n}")
+            };
+            event("web", &line, *T0 + n)
+        })
+        .collect();
+    send_all(&options, vec![events]).await;
+    assert_eq!(dead_letter_messages(&dead), [long]);
+    assert_eq!(loki.entries().len(), 49);
+    let statuses: Vec<u16> = loki.requests().iter().map(|r| r.status).collect();
+    assert_eq!(
+        &statuses[..3],
+        [400, 503, 400],
+        "the 503 was retried: {statuses:?}"
+    );
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@
 //! returns), else with the distributor's grouped errors.
 //!
 //! Failures can be injected: scripted answers for the next requests (e.g. 429 with
-//! `Retry-After: 3`), an outage (every request answered 500/503 until cleared), a
+//! `Retry-After: 3`) or for the request arriving n-th, an outage (every request answered 500/503 until cleared), a
 //! stream-level refusal for streams carrying a chosen label value, or a gateway that
 //! hides Loki's messages behind a generic 400 page.
 //!
@@ -114,6 +114,9 @@ struct Inner {
     newest: HashMap<(String, String), i64>,
     requests: Vec<ReceivedRequest>,
     script: VecDeque<Answer>,
+    /// Answers for given requests, by arrival (0 for the first).
+    planned: HashMap<usize, Answer>,
+    arrivals: usize,
     outage: Option<Answer>,
     refused_values: Vec<(String, String)>,
     order: OrderRule,
@@ -159,6 +162,8 @@ impl LokiReceiver {
                 newest: HashMap::new(),
                 requests: Vec::new(),
                 script: VecDeque::new(),
+                planned: HashMap::new(),
+                arrivals: 0,
                 outage: None,
                 refused_values: Vec::new(),
                 order: OrderRule::Window(Duration::from_secs(3600)),
@@ -268,6 +273,16 @@ impl LokiReceiver {
         }
     }
 
+    /// Answers the request arriving `index`-th (0 for the first) with `status`,
+    /// whatever it holds.
+    pub fn plan(&self, index: usize, status: u16) {
+        let answer = Answer {
+            status: StatusCode::from_u16(status).expect("a valid status"),
+            retry_after: None,
+        };
+        self.lock().planned.insert(index, answer);
+    }
+
     /// Answers every request with `status` (500, 503…) until [`end_outage`](Self::end_outage).
     pub fn begin_outage(&self, status: u16) {
         self.lock().outage = Some(Answer {
@@ -352,7 +367,12 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         if inner.store {
             record.body = body.to_vec();
         }
-        inner.script.pop_front().or_else(|| inner.outage.clone())
+        let arrival = inner.arrivals;
+        inner.arrivals += 1;
+        let planned = inner.planned.remove(&arrival);
+        planned
+            .or_else(|| inner.script.pop_front())
+            .or_else(|| inner.outage.clone())
     };
     let response = match injected {
         Some(answer) => {
