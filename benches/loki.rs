@@ -40,7 +40,8 @@ fn line(n: usize) -> String {
 fn batches(total: usize) -> Vec<Vec<Event>> {
     let source: Arc<str> = Arc::from("bench");
     let provider: Arc<str> = Arc::from("demo");
-    let base = 1_763_632_800_000_000_000i64;
+    // A minute ago: within the receiver's (Loki's default) age limits.
+    let base = ferry::event::now_nanos() - 60_000_000_000;
     (0..total)
         .step_by(BATCH)
         .map(|start| {

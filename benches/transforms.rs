@@ -162,9 +162,12 @@ fn benches(c: &mut Criterion) {
             r#"condition = { any = [{ level = ">= warn" }, { field = "service", equals = "billing" }] }"#,
         )],
     );
-    for (name, events) in [
-        ("chain_no_secret", &json),
-        ("chain_one_secret", &json_secret),
+    // The default redact scans the message and every parsed field; `_msg_only`
+    // narrows it to one field, as the chain ran before fields were scanned by default.
+    for (name, events, redact) in [
+        ("chain_no_secret", &json, ""),
+        ("chain_one_secret", &json_secret, ""),
+        ("chain_no_secret_msg_only", &json, r#"fields = ["msg"]"#),
     ] {
         run(
             c,
@@ -173,7 +176,7 @@ fn benches(c: &mut Criterion) {
             &mut [
                 transform("parse", r#"format = "json""#),
                 transform("level", ""),
-                transform("redact", r#"fields = ["msg"]"#),
+                transform("redact", redact),
             ],
         );
     }

@@ -17,6 +17,9 @@ use crate::topology::{self, Outcome};
 /// Runs the pipeline described by the config at `path` until it ends or is stopped.
 pub async fn run(path: &Path) -> Result<Outcome> {
     let config = config::load(path)?;
+    for warning in config.warnings() {
+        tracing::warn!(config = %path.display(), "{warning}");
+    }
     let metrics = telemetry::metrics_handle()?;
     let health = Arc::new(Health::default());
     let store = Arc::new(CheckpointStore::open(&config.data_dir)?);

@@ -60,6 +60,9 @@ fn main() -> ExitCode {
         Command::Run => run(&cli.config),
         Command::Validate => match config::load(&cli.config) {
             Ok(config) => {
+                for warning in config.warnings() {
+                    eprintln!("{}: warning: {warning}", cli.config.display());
+                }
                 println!(
                     "{}: ok ({} sources, {} transforms, {} sinks)",
                     cli.config.display(),

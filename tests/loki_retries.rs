@@ -17,7 +17,7 @@ use ferry::checkpoint::CheckpointStore;
 use ferry::sources::demo::{DemoFormat, demo_line};
 use ferry::telemetry::Health;
 use ferry::topology::Outcome;
-use loki_receiver::LokiReceiver;
+use loki_receiver::{LokiReceiver, dead_letter_messages};
 
 fn scale() -> u32 {
     std::env::var("FERRY_TEST_SCALE")
@@ -142,7 +142,7 @@ async fn retry_after_makes_the_sink_wait() {
 #[tokio::test]
 async fn a_400_on_one_stream_dead_letters_exactly_its_events() {
     let loki = LokiReceiver::start().await;
-    loki.reject_streams("stream", "stderr", "entry too far behind");
+    loki.refuse_label_value("stream", "stderr");
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join("rejected.log");
     let extra = format!(
@@ -157,16 +157,7 @@ async fn a_400_on_one_stream_dead_letters_exactly_its_events() {
         .filter(|n| n % 20 == 0)
         .map(|n| demo_line(n, DemoFormat::Mixed))
         .collect();
-    let dead_lettered: Vec<String> = std::fs::read_to_string(&dead)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let dead_lettered = dead_letter_messages(&dead);
     assert_eq!(
         dead_lettered.len(),
         stderr.len(),

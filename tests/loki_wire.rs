@@ -2,12 +2,14 @@
 //! independent decoder (snappy block format and protobuf fields by number, written
 //! here from the formats' specifications, sharing nothing with ferry's encoder), exact
 //! nanosecond timestamps, per-stream sorting, tenant split, basic auth, the
-//! active-stream cap, and acknowledgement only after a 2xx.
+//! active-stream cap, acknowledgement only after a 2xx, refused entries isolated even
+//! when a gateway hides Loki's messages (with a 5xx on the way retried, not
+//! dead-lettered), and `reject_older_than`.
 
 #[path = "support/loki_receiver.rs"]
 mod loki_receiver;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ferry::checkpoint::{CheckpointStore, CursorUpdate, Delivery, spawn_tracker};
@@ -16,9 +18,12 @@ use ferry::sinks::loki::{LokiSink, LokiSinkConfig};
 use ferry::sinks::{Sink, SinkContext};
 use ferry::telemetry::Health;
 use ferry::topology::{BatchSender, batch_channel};
-use loki_receiver::{LokiReceiver, OrderRule};
+use loki_receiver::{LokiReceiver, OrderRule, dead_letter_messages};
 
-const T0: i64 = 1_763_632_800_123_456_789;
+/// A minute ago, with nanoseconds: recent enough for Loki's age limits.
+static T0: LazyLock<i64> = LazyLock::new(|| {
+    (ferry::event::now_nanos() / 1_000_000_000 - 60) * 1_000_000_000 + 123_456_789
+});
 
 fn event(app: &str, message: &str, timestamp: i64) -> Event {
     let mut event = Event::new("src".into(), "demo".into(), message.into(), timestamp);
@@ -186,7 +191,10 @@ structured_metadata = {{ pod = "{{{{ instance }}}}" }}"#,
     let long = format!("second {}", "abc".repeat(100));
     send_all(
         &options,
-        vec![vec![event("web", &long, T0 + 1), event("web", "first", T0)]],
+        vec![vec![
+            event("web", &long, *T0 + 1),
+            event("web", "first", *T0),
+        ]],
     )
     .await;
     let request = &loki.requests()[0];
@@ -226,7 +234,10 @@ structured_metadata = {{ pod = "{{{{ instance }}}}" }}"#,
     let pod = ("pod".to_string(), "web-1".to_string());
     assert_eq!(
         decoded,
-        vec![(T0, "first".to_string(), pod.clone()), (T0 + 1, long, pod)],
+        vec![
+            (*T0, "first".to_string(), pod.clone()),
+            (*T0 + 1, long, pod)
+        ],
         "exact nanoseconds, sorted within the stream"
     );
 }
@@ -246,9 +257,9 @@ auth = {{ strategy = "basic", user = "12345", password_file = "{}" }}"#,
         password.display()
     );
     let events = vec![
-        event("a", "a1", T0),
-        event("b", "b1", T0 + 5),
-        event("a", "a2", T0 - 5),
+        event("a", "a1", *T0),
+        event("b", "b1", *T0 + 5),
+        event("a", "a2", *T0 - 5),
     ];
     send_all(&options, vec![events]).await;
     let requests = loki.requests();
@@ -269,7 +280,7 @@ auth = {{ strategy = "basic", user = "12345", password_file = "{}" }}"#,
         .filter(|e| e.tenant == "a")
         .map(|e| (e.timestamp, e.line.as_str()))
         .collect();
-    assert_eq!(a, [(T0 - 5, "a2"), (T0, "a1")]);
+    assert_eq!(a, [(*T0 - 5, "a2"), (*T0, "a1")]);
 }
 
 #[tokio::test]
@@ -281,9 +292,9 @@ labels = {{ app = "{{{{ app }}}}", pod = "{{{{ pod }}}}" }}
 max_streams = 3"#,
         loki.endpoint()
     );
-    let mut events = vec![event("web", "no pod", T0)];
+    let mut events = vec![event("web", "no pod", *T0)];
     for pod in 0..10 {
-        let mut e = event("web", &format!("pod {pod}"), T0 + pod);
+        let mut e = event("web", &format!("pod {pod}"), *T0 + pod);
         e.fields.insert("pod".into(), format!("p{pod}").into());
         events.push(e);
     }
@@ -323,7 +334,7 @@ retry_max_backoff = "100ms""#,
         .await;
     input
         .send(Batch {
-            events: vec![event("web", "held", T0)],
+            events: vec![event("web", "held", *T0)],
             delivery,
         })
         .await
@@ -360,9 +371,9 @@ dead_letter = {{ type = "file", path = "{}", encoding = "text" }}"#,
     );
     let (input, task) = start_sink(&options);
     let batches = [
-        vec![event("web", "newest", T0 + 10)],
-        vec![event("web", "older", T0), event("api", "fine", T0)],
-        vec![event("web", &"x".repeat(101), T0 + 20)],
+        vec![event("web", "newest", *T0 + 10)],
+        vec![event("web", "older", *T0), event("api", "fine", *T0)],
+        vec![event("web", &"x".repeat(101), *T0 + 20)],
     ];
     for events in batches {
         input
@@ -382,4 +393,123 @@ dead_letter = {{ type = "file", path = "{}", encoding = "text" }}"#,
     assert_eq!(dead_lettered, format!("older\n{}\n", "x".repeat(101)));
     let refusals: Vec<u16> = loki.requests().iter().map(|r| r.status).collect();
     assert!(refusals.contains(&400));
+}
+
+#[tokio::test]
+async fn refused_entries_are_found_by_splitting_when_a_gateway_hides_lokis_message() {
+    let loki = LokiReceiver::start().await;
+    loki.set_max_line(100);
+    loki.hide_messages();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.log");
+    let options = format!(
+        r#"endpoint = "{}"
+labels = {{ app = "{{{{ app }}}}" }}
+dead_letter = {{ type = "file", path = "{}" }}"#,
+        loki.endpoint(),
+        dead.display()
+    );
+    let entries = 200;
+    let too_long = [3usize, 4, 77, 120, 121, 180, 199];
+    let message = |n: usize| {
+        if too_long.contains(&n) {
+            format!("long {n} {}", "x".repeat(100))
+        } else {
+            format!("line {n}")
+        }
+    };
+    let events = (0..entries)
+        .map(|n| event("web", &message(n), *T0 + n as i64))
+        .collect();
+    send_all(&options, vec![events]).await;
+
+    let stored: Vec<String> = loki.entries().into_iter().map(|e| e.line).collect();
+    let valid: Vec<String> = (0..entries)
+        .filter(|n| !too_long.contains(n))
+        .map(message)
+        .collect();
+    assert_eq!(stored, valid, "the valid entries, each once");
+    let refused: Vec<String> = too_long.iter().map(|&n| message(n)).collect();
+    assert_eq!(dead_letter_messages(&dead), refused);
+    let extra = loki.requests().len() - 1;
+    // ⌈log₂ 200⌉ = 8: at most 2·8 + 1 extra requests per refused entry.
+    assert!(extra <= too_long.len() * 17, "{extra} extra requests");
+    println!("isolation without Loki's messages: {extra} extra requests for 7 of 200");
+}
+
+#[tokio::test]
+async fn a_5xx_on_an_isolation_request_is_retried_not_dead_lettered() {
+    let loki = LokiReceiver::start().await;
+    loki.set_max_line(100);
+    loki.hide_messages();
+    // The push is refused (opaque), its first half is then answered 503 once.
+    loki.plan(1, 503);
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.log");
+    let options = format!(
+        r#"endpoint = "{}"
+labels = {{ app = "{{{{ app }}}}" }}
+retry_initial_backoff = "10ms"
+dead_letter = {{ type = "file", path = "{}" }}"#,
+        loki.endpoint(),
+        dead.display()
+    );
+    let long = "x".repeat(101);
+    let events = (0..50)
+        .map(|n| {
+            let line = if n == 7 {
+                long.clone()
+            } else {
+                format!("line {n}")
+            };
+            event("web", &line, *T0 + n)
+        })
+        .collect();
+    send_all(&options, vec![events]).await;
+    assert_eq!(dead_letter_messages(&dead), [long]);
+    assert_eq!(loki.entries().len(), 49);
+    let statuses: Vec<u16> = loki.requests().iter().map(|r| r.status).collect();
+    assert_eq!(
+        &statuses[..3],
+        [400, 503, 400],
+        "the 503 was retried: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn entries_older_than_reject_older_than_are_dead_lettered_without_being_sent() {
+    let loki = LokiReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.log");
+    let options = format!(
+        r#"endpoint = "{}"
+labels = {{ app = "{{{{ app }}}}" }}
+reject_older_than = "1h"
+dead_letter = {{ type = "file", path = "{}" }}"#,
+        loki.endpoint(),
+        dead.display()
+    );
+    let two_hours = 2 * 3_600_000_000_000;
+    send_all(
+        &options,
+        vec![
+            vec![
+                event("web", "old", *T0 - two_hours),
+                event("web", "new", *T0),
+            ],
+            vec![event("web", "also old", *T0 - two_hours - 1)],
+        ],
+    )
+    .await;
+    let stored: Vec<String> = loki.entries().into_iter().map(|e| e.line).collect();
+    assert_eq!(stored, ["new"]);
+    let mut dead = dead_letter_messages(&dead);
+    dead.sort();
+    assert_eq!(dead, ["also old", "old"]);
+    assert!(
+        loki.requests()
+            .iter()
+            .all(|r| r.entries == 1 && r.status == 204),
+        "nothing old was sent"
+    );
 }

@@ -1,5 +1,7 @@
-//! Any bytes through `redact` with every detector, in mask, hash and partial mode
-//! (the first byte picks one), on the message and a field: no panic, no lost event.
+//! Any bytes through `redact` with every detector, in mask, hash and partial mode and
+//! with a narrowed field scope (the first byte picks one), on the message, on a field
+//! value, on a field key, and on every field of the bytes read as a JSON object: no
+//! panic, no lost event.
 #![no_main]
 
 use std::cell::RefCell;
@@ -8,10 +10,11 @@ use ferry::event::Event;
 use ferry::transforms::{Transform, TransformConfig};
 use libfuzzer_sys::fuzz_target;
 
-const MODES: [&str; 3] = [
-    "fields = [\"f\"]\npatterns = ['(?i)ref-(\\w+)']",
-    "fields = [\"f\"]\nmode = \"hash\"\nkey = \"fuzz\"",
-    "fields = [\"f\"]\nmode = \"partial\"\nkeep_prefix = 2",
+const MODES: [&str; 4] = [
+    "patterns = ['(?i)ref-(\\w+)']",
+    "mode = \"hash\"\nkey = \"fuzz\"",
+    "mode = \"partial\"\nkeep_prefix = 2",
+    "fields = [\"f\", \"*.x\"]\nexclude_fields = [\"f.y\"]\nsensitive_keys = [\"pass_word\", \"é\"]",
 ];
 
 fn build(options: &str) -> Box<dyn Transform> {
@@ -34,9 +37,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let text = String::from_utf8_lossy(rest).into_owned();
     let mut event = Event::new("fuzz".into(), "fuzz".into(), text.clone(), 0);
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(&text) {
+        event.fields = fields;
+    }
     event
         .fields
-        .insert("f".into(), serde_json::Value::String(text));
+        .insert("f".into(), serde_json::Value::String(text.clone()));
+    event.fields.insert(text, serde_json::Value::Bool(true));
     let mut events = vec![event];
     REDACTORS.with_borrow_mut(|redactors| {
         let index = usize::from(selector) % redactors.len();

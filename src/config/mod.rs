@@ -9,6 +9,7 @@
 
 mod error;
 mod interpolate;
+mod lint;
 mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};

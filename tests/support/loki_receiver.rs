@@ -1,16 +1,29 @@
 //! A Loki receiver for tests: an HTTP server on 127.0.0.1 that accepts
 //! `POST /loki/api/v1/push` in both encodings (snappy block + protobuf
 //! `logproto.PushRequest`, decoded with the same generated types as ferry's
-//! `proto/push.proto`; JSON, optionally gzipped), validates like Loki (label names,
-//! at least one label, no duplicate names, line size, per-stream order: entries older
-//! than the stream's newest minus a window are "too far behind", or any older entry is
-//! "out of order" in strict mode), ingests the valid streams and answers 400 naming
-//! the rest, drops exact duplicates (same stream, time and line) as Loki does, and
-//! stores what it accepted for the test to query.
+//! `proto/push.proto`; JSON, optionally gzipped) and judges each push as Loki does,
+//! entry by entry, with Loki's wording (`pkg/validation/validate.go`,
+//! `pkg/distributor`, `pkg/ingester/stream.go`):
+//!
+//! - the distributor refuses streams with bad labels (unparsable, no label, more than
+//!   15 names) and entries older than `reject_old_samples_max_age` (default 1 week),
+//!   further in the future than `creation_grace_period` (10 min) or longer than
+//!   `max_line_size` (256 KiB); its errors are grouped by text as Loki's
+//!   `GroupedErrors` does (`300 errors like: …; 50 errors like: …`);
+//! - an ingester then appends each stream's remaining entries, refusing those older
+//!   than the stream's newest minus a window ("too far behind"; or any older one,
+//!   "out of order", in strict mode) and dropping exact duplicates (same stream, time
+//!   and line); it lists up to `max_returned_stream_errors` (10) refused entries with
+//!   nanosecond timestamps and `total ignored: N out of M for stream: …`.
+//!
+//! The valid entries of a push are stored; if anything was refused the answer is 400
+//! with the ingester's list when it refused something (the last such stream, as Loki
+//! returns), else with the distributor's grouped errors.
 //!
 //! Failures can be injected: scripted answers for the next requests (e.g. 429 with
-//! `Retry-After: 3`), an outage (every request answered 500/503 until cleared), or a
-//! 400 for streams carrying a chosen label value.
+//! `Retry-After: 3`) or for the request arriving n-th, an outage (every request answered 500/503 until cleared), a
+//! stream-level refusal for streams carrying a chosen label value, or a gateway that
+//! hides Loki's messages behind a generic 400 page.
 //!
 //! Use from an integration test (or bench) with
 //! `#[path = "support/loki_receiver.rs"] mod loki_receiver;`, then
@@ -22,6 +35,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +52,18 @@ use prost::Message;
 
 /// Loki's default `max_line_size`.
 pub const DEFAULT_MAX_LINE: usize = 256 * 1024;
+
+/// Loki's default `reject_old_samples_max_age`.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Loki's default `creation_grace_period`.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// Loki's default `max_returned_stream_errors`.
+pub const DEFAULT_MAX_RETURNED_ERRORS: usize = 10;
+
+/// Loki's default `max_label_names_per_series`.
+const MAX_LABEL_NAMES: usize = 15;
 
 /// How the receiver judges an entry older than its stream's newest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +114,17 @@ struct Inner {
     newest: HashMap<(String, String), i64>,
     requests: Vec<ReceivedRequest>,
     script: VecDeque<Answer>,
+    /// Answers for given requests, by arrival (0 for the first).
+    planned: HashMap<usize, Answer>,
+    arrivals: usize,
     outage: Option<Answer>,
-    reject: Vec<(String, String, String)>,
+    refused_values: Vec<(String, String)>,
     order: OrderRule,
     max_line: usize,
+    max_age: Option<Duration>,
+    grace: Duration,
+    max_returned_errors: usize,
+    hide_messages: bool,
     store: bool,
     print: bool,
 }
@@ -129,10 +162,16 @@ impl LokiReceiver {
                 newest: HashMap::new(),
                 requests: Vec::new(),
                 script: VecDeque::new(),
+                planned: HashMap::new(),
+                arrivals: 0,
                 outage: None,
-                reject: Vec::new(),
+                refused_values: Vec::new(),
                 order: OrderRule::Window(Duration::from_secs(3600)),
                 max_line: DEFAULT_MAX_LINE,
+                max_age: Some(DEFAULT_MAX_AGE),
+                grace: DEFAULT_GRACE,
+                max_returned_errors: DEFAULT_MAX_RETURNED_ERRORS,
+                hide_messages: false,
                 store: true,
                 print: false,
             }),
@@ -200,6 +239,27 @@ impl LokiReceiver {
         self.lock().max_line = max_line;
     }
 
+    /// `reject_old_samples_max_age`; `None` is `reject_old_samples: false`.
+    pub fn set_max_age(&self, max_age: Option<Duration>) {
+        self.lock().max_age = max_age;
+    }
+
+    /// `creation_grace_period`.
+    pub fn set_grace(&self, grace: Duration) {
+        self.lock().grace = grace;
+    }
+
+    /// Answers refusals with a gateway's generic 400 page instead of Loki's message
+    /// (as a proxy with `proxy_intercept_errors` does); entries are judged as before.
+    pub fn hide_messages(&self) {
+        self.lock().hide_messages = true;
+    }
+
+    /// `max_returned_stream_errors` (0: list every refused entry).
+    pub fn set_max_returned_errors(&self, max: usize) {
+        self.lock().max_returned_errors = max;
+    }
+
     /// The next `times` requests are answered `status` (with `Retry-After` if given),
     /// before anything else is looked at.
     pub fn script(&self, status: u16, retry_after: Option<&str>, times: usize) {
@@ -211,6 +271,16 @@ impl LokiReceiver {
         for _ in 0..times {
             inner.script.push_back(answer.clone());
         }
+    }
+
+    /// Answers the request arriving `index`-th (0 for the first) with `status`,
+    /// whatever it holds.
+    pub fn plan(&self, index: usize, status: u16) {
+        let answer = Answer {
+            status: StatusCode::from_u16(status).expect("a valid status"),
+            retry_after: None,
+        };
+        self.lock().planned.insert(index, answer);
     }
 
     /// Answers every request with `status` (500, 503…) until [`end_outage`](Self::end_outage).
@@ -225,11 +295,12 @@ impl LokiReceiver {
         self.lock().outage = None;
     }
 
-    /// Refuses (400, with `reason`) every stream whose label `name` is `value`.
-    pub fn reject_streams(&self, name: &str, value: &str, reason: &str) {
+    /// Refuses every stream whose label `name` is `value`, as Loki refuses a stream
+    /// whose label value breaks its limits (`stream '…' has label value too long`).
+    pub fn refuse_label_value(&self, name: &str, value: &str) {
         self.lock()
-            .reject
-            .push((name.to_string(), value.to_string(), reason.to_string()));
+            .refused_values
+            .push((name.to_string(), value.to_string()));
     }
 
     /// Prints every accepted entry to stdout (for running by hand).
@@ -267,6 +338,8 @@ impl LokiReceiver {
 
 /// One stream of a push, decoded.
 struct PushedStream {
+    /// The labels as the client wrote them.
+    pushed: String,
     labels: Result<BTreeMap<String, String>, String>,
     entries: Vec<(i64, String, BTreeMap<String, String>)>,
 }
@@ -294,7 +367,12 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         if inner.store {
             record.body = body.to_vec();
         }
-        inner.script.pop_front().or_else(|| inner.outage.clone())
+        let arrival = inner.arrivals;
+        inner.arrivals += 1;
+        let planned = inner.planned.remove(&arrival);
+        planned
+            .or_else(|| inner.script.pop_front())
+            .or_else(|| inner.outage.clone())
     };
     let response = match injected {
         Some(answer) => {
@@ -315,13 +393,20 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             Ok(streams) => {
                 let tenant = record.tenant.clone().unwrap_or_else(|| "fake".into());
                 let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
-                let errors = ingest(&mut inner, &tenant, streams, &mut record);
-                if errors.is_empty() {
-                    record.status = 204;
-                    StatusCode::NO_CONTENT.into_response()
-                } else {
-                    record.status = 400;
-                    (StatusCode::BAD_REQUEST, errors.join("\n")).into_response()
+                match ingest(&mut inner, &tenant, streams, &mut record) {
+                    None => {
+                        record.status = 204;
+                        StatusCode::NO_CONTENT.into_response()
+                    }
+                    Some(message) => {
+                        record.status = 400;
+                        let body = if inner.hide_messages {
+                            "<html><head><title>400 Bad Request</title></head></html>".into()
+                        } else {
+                            message
+                        };
+                        (StatusCode::BAD_REQUEST, body).into_response()
+                    }
                 }
             }
         },
@@ -352,6 +437,7 @@ fn decode(record: &ReceivedRequest, body: &[u8]) -> Result<Vec<PushedStream>, St
                 .into_iter()
                 .map(|stream| PushedStream {
                     labels: parse_labels(&stream.labels),
+                    pushed: stream.labels,
                     entries: stream
                         .entries
                         .into_iter()
@@ -409,7 +495,8 @@ fn decode_json(raw: &[u8]) -> Result<Vec<PushedStream>, String> {
                 ))
             })
             .collect::<Result<BTreeMap<_, _>, &str>>()?;
-        let labels = check_labels(labels);
+        let pushed = labels_text(&labels);
+        let labels = check_labels(labels, &pushed);
         let mut entries = Vec::new();
         for value in stream["values"]
             .as_array()
@@ -434,14 +521,18 @@ fn decode_json(raw: &[u8]) -> Result<Vec<PushedStream>, String> {
             };
             entries.push((ts, line, metadata));
         }
-        out.push(PushedStream { labels, entries });
+        out.push(PushedStream {
+            pushed,
+            labels,
+            entries,
+        });
     }
     Ok(out)
 }
 
 /// Parses `{name="value", …}` as Loki does, checking names and escapes.
 pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let error = |what: &str| Err(format!("error parsing labels {text:?}: {what}"));
+    let error = |what: &str| Err(format!("Error parsing labels '{text}' with error: {what}"));
     let Some(inner) = text
         .trim()
         .strip_prefix('{')
@@ -495,13 +586,19 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
     for (name, value) in labels {
         if map.insert(name.clone(), value).is_some() {
-            return error(&format!("duplicate label name {name}"));
+            return Err(format!(
+                "stream '{text}' has duplicate label name: '{name}'"
+            ));
         }
     }
-    check_labels(map)
+    check_labels(map, text)
 }
 
-fn check_labels(labels: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String> {
+/// Loki's label checks on a parsed set; `pushed` is the set as the client wrote it.
+fn check_labels(
+    labels: BTreeMap<String, String>,
+    pushed: &str,
+) -> Result<BTreeMap<String, String>, String> {
     if labels.is_empty() {
         return Err("error at least one label pair is required per stream".into());
     }
@@ -510,8 +607,16 @@ fn check_labels(labels: BTreeMap<String, String>) -> Result<BTreeMap<String, Str
         let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(format!("error parsing labels: invalid label name {name:?}"));
+            return Err(format!(
+                "Error parsing labels '{pushed}' with error: invalid label name {name:?}"
+            ));
         }
+    }
+    if labels.len() > MAX_LABEL_NAMES {
+        return Err(format!(
+            "entry for stream '{pushed}' has {} label names; limit {MAX_LABEL_NAMES}",
+            labels.len()
+        ));
     }
     Ok(labels)
 }
@@ -522,78 +627,225 @@ pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
-/// Applies Loki's per-stream rules; returns the errors (empty when all was accepted).
+/// Loki's judgement of one push: the distributor's validation, then an ingester's
+/// appends; the valid entries are stored. Returns the 400 body, or `None` when every
+/// entry was accepted.
 fn ingest(
     inner: &mut Inner,
     tenant: &str,
     streams: Vec<PushedStream>,
     record: &mut ReceivedRequest,
-) -> Vec<String> {
-    let mut errors = Vec::new();
+) -> Option<String> {
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let mut validation: Vec<String> = Vec::new();
+    let mut valid_streams = Vec::new();
     for stream in streams {
         record.entries += stream.entries.len();
         record.sorted &= stream.entries.windows(2).all(|w| w[0].0 <= w[1].0);
+        if stream.entries.is_empty() {
+            continue;
+        }
         let labels = match stream.labels {
             Ok(labels) => labels,
             Err(message) => {
-                errors.push(message);
+                validation.push(message);
                 continue;
             }
         };
-        let text = labels_text(&labels);
-        if let Some((_, _, reason)) = inner
-            .reject
+        if let Some((_, value)) = inner
+            .refused_values
             .iter()
-            .find(|(name, value, _)| labels.get(name) == Some(value))
+            .find(|(name, value)| labels.get(name) == Some(value))
         {
-            errors.push(format!("stream {text}: {reason}"));
+            validation.push(format!(
+                "stream '{}' has label value too long: '{value}'",
+                stream.pushed
+            ));
             continue;
         }
-        let key = (tenant.to_string(), text.clone());
+        let text = labels_text(&labels);
+        let mut valid = Vec::new();
         for (ts, line, metadata) in stream.entries {
-            if line.len() > inner.max_line {
-                errors.push(format!(
+            let oldest = inner.max_age.map(|age| now - age.as_nanos() as i64);
+            if let Some(oldest) = oldest.filter(|oldest| ts < *oldest) {
+                validation.push(format!(
+                    "entry for stream '{text}' has timestamp too old: {}, oldest acceptable timestamp is: {}",
+                    rfc3339(ts),
+                    rfc3339(oldest)
+                ));
+            } else if ts > now + inner.grace.as_nanos() as i64 {
+                validation.push(format!(
+                    "entry for stream '{text}' has timestamp too new: {}",
+                    rfc3339(ts)
+                ));
+            } else if line.len() > inner.max_line {
+                validation.push(format!(
                     "Max entry size '{}' bytes exceeded for stream '{text}' while adding an entry with length '{}' bytes",
                     inner.max_line,
                     line.len()
                 ));
-                continue;
+            } else {
+                valid.push((ts, line, metadata));
             }
-            let newest = inner.newest.get(&key).copied().unwrap_or(i64::MIN);
-            let refused = match inner.order {
-                OrderRule::Strict => (ts < newest).then_some("entry out of order"),
-                OrderRule::Window(window) => (ts < newest.saturating_sub(window.as_nanos() as i64))
-                    .then_some("entry too far behind"),
-            };
-            if let Some(reason) = refused {
-                errors.push(format!(
-                    "entry for stream '{text}' with timestamp {ts} ignored, reason: '{reason}'"
-                ));
-                continue;
-            }
-            inner.newest.insert(key.clone(), newest.max(ts));
-            if inner.store {
-                if !inner
-                    .seen
-                    .insert((tenant.to_string(), text.clone(), ts, line.clone()))
-                {
-                    inner.duplicates += 1;
-                    continue;
-                }
-                if inner.print {
-                    println!("{tenant} {text} {ts} {line} {metadata:?}");
-                }
-                inner.entries.push(ReceivedEntry {
-                    tenant: tenant.to_string(),
-                    stream: text.clone(),
-                    labels: labels.clone(),
-                    timestamp: ts,
-                    line,
-                    metadata,
-                });
-            }
-            inner.accepted += 1;
+        }
+        if !valid.is_empty() {
+            valid_streams.push((text, labels, valid));
         }
     }
-    errors
+    let mut ingester_error = None;
+    for (text, labels, entries) in valid_streams {
+        let received = entries.len();
+        let failed = append(inner, tenant, &text, &labels, entries);
+        if !failed.is_empty() {
+            let listed = match inner.max_returned_errors {
+                0 => failed.len(),
+                max => max.min(failed.len()),
+            };
+            ingester_error = Some(ignored(tenant, &text, received, &failed, listed));
+        }
+    }
+    ingester_error.or_else(|| grouped(&validation))
+}
+
+/// An ingester's answer for a stream it refused entries of (`errorForFailedEntries`):
+/// the first `listed` entries, then the total.
+fn ignored(
+    tenant: &str,
+    text: &str,
+    received: usize,
+    failed: &[(i64, String)],
+    listed: usize,
+) -> String {
+    let mut message = String::new();
+    for (ts, reason) in &failed[..listed] {
+        let _ = writeln!(
+            message,
+            "entry with timestamp {} ignored, reason: '{reason}',",
+            go_time(*ts)
+        );
+    }
+    let _ = write!(
+        message,
+        "user '{tenant}', total ignored: {} out of {received} for stream: {text}",
+        failed.len()
+    );
+    message
+}
+
+/// An ingester appending one stream's entries: refuses those behind the stream's
+/// newest (beyond the window, or at all in strict mode), drops exact duplicates, stores
+/// the rest. Returns the refused entries with Loki's reason.
+fn append(
+    inner: &mut Inner,
+    tenant: &str,
+    text: &str,
+    labels: &BTreeMap<String, String>,
+    entries: Vec<(i64, String, BTreeMap<String, String>)>,
+) -> Vec<(i64, String)> {
+    let key = (tenant.to_string(), text.to_string());
+    let mut failed = Vec::new();
+    for (ts, line, metadata) in entries {
+        let newest = inner.newest.get(&key).copied();
+        let refused = match (inner.order, newest) {
+            (_, None) => None,
+            (OrderRule::Strict, Some(newest)) => {
+                (ts < newest).then(|| "entry out of order".to_string())
+            }
+            (OrderRule::Window(window), Some(newest)) => {
+                let cutoff = newest.saturating_sub(window.as_nanos() as i64);
+                (ts < cutoff).then(|| {
+                    format!(
+                        "entry too far behind, entry timestamp is: {}, oldest acceptable timestamp is: {}",
+                        rfc3339(ts),
+                        rfc3339(cutoff)
+                    )
+                })
+            }
+        };
+        if let Some(reason) = refused {
+            failed.push((ts, reason));
+            continue;
+        }
+        inner
+            .newest
+            .insert(key.clone(), newest.map_or(ts, |newest| newest.max(ts)));
+        if inner.store {
+            if !inner
+                .seen
+                .insert((tenant.to_string(), text.to_string(), ts, line.clone()))
+            {
+                inner.duplicates += 1;
+                continue;
+            }
+            if inner.print {
+                println!("{tenant} {text} {ts} {line} {metadata:?}");
+            }
+            inner.entries.push(ReceivedEntry {
+                tenant: tenant.to_string(),
+                stream: text.to_string(),
+                labels: labels.clone(),
+                timestamp: ts,
+                line,
+                metadata,
+            });
+        }
+        inner.accepted += 1;
+    }
+    failed
+}
+
+/// Loki's `GroupedErrors`: errors of equal text counted together, `N errors like:
+/// TEXT` joined by `; `, a lone error as is.
+fn grouped(errors: &[String]) -> Option<String> {
+    let mut groups: Vec<(&str, usize)> = Vec::new();
+    for error in errors {
+        match groups.iter_mut().find(|(text, _)| *text == error.as_str()) {
+            Some((_, count)) => *count += 1,
+            None => groups.push((error, 1)),
+        }
+    }
+    if let [(text, 1)] = groups.as_slice() {
+        return Some(text.to_string());
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(text, count)| format!("{count} errors like: {text}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Go's `time.RFC3339` of Unix nanoseconds, in UTC: `2020-01-01T00:00:00Z`.
+pub fn rfc3339(nanos: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Go's `time.Time.String()` of Unix nanoseconds, in UTC:
+/// `2024-05-06 15:58:50.123456789 +0000 UTC` (fraction trimmed, absent when zero).
+pub fn go_time(nanos: i64) -> String {
+    let time = chrono::DateTime::from_timestamp_nanos(nanos);
+    let mut text = time.format("%Y-%m-%d %H:%M:%S").to_string();
+    let fraction = nanos.rem_euclid(1_000_000_000);
+    if fraction != 0 {
+        let digits = format!("{fraction:09}");
+        text.push('.');
+        text.push_str(digits.trim_end_matches('0'));
+    }
+    text.push_str(" +0000 UTC");
+    text
+}
+
+/// The `message` of each event a file sink wrote as JSON lines (a dead letter), the
+/// last line left out while it is still being written.
+pub fn dead_letter_messages(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("JSON lines")["message"]
+                .as_str()
+                .expect("a message")
+                .to_string()
+        })
+        .collect()
 }

@@ -74,24 +74,52 @@ impl Payload {
         }
     }
 
-    /// Splits the streams into two payloads of about equal size (for isolating a
-    /// stream Loki refuses). `None` when there is a single stream.
-    pub fn split(mut self) -> Result<(Payload, Payload), Payload> {
-        if self.streams.len() < 2 {
-            return Err(self);
+    /// The entries at `positions` (ascending): entries are numbered across the
+    /// streams in order, the first stream's from 0.
+    pub fn part(&self, positions: &[usize]) -> Part<'_> {
+        let mut streams: Vec<PartStream<'_>> = Vec::new();
+        let mut wanted = positions.iter().copied().peekable();
+        let mut offset = 0;
+        for stream in &self.streams {
+            let end = offset + stream.entries.len();
+            let mut entries = Vec::new();
+            while let Some(position) = wanted.next_if(|&p| p < end) {
+                if let Some(entry) = position
+                    .checked_sub(offset)
+                    .and_then(|i| stream.entries.get(i))
+                {
+                    entries.push((position, entry));
+                }
+            }
+            if !entries.is_empty() {
+                streams.push(PartStream { stream, entries });
+            }
+            offset = end;
         }
-        let back = self.streams.split_off(self.streams.len() / 2);
-        let other = Payload {
-            tenant: self.tenant.clone(),
-            streams: back,
-        };
-        Ok((self, other))
+        Part { streams }
     }
 
     pub fn settle(self, status: BatchStatus) {
         for stream in self.streams {
             stream.settle(status);
         }
+    }
+}
+
+/// Some entries of a payload, sent as one push request.
+pub struct Part<'a> {
+    pub streams: Vec<PartStream<'a>>,
+}
+
+/// The entries of one stream in a [`Part`], with their positions in the payload.
+pub struct PartStream<'a> {
+    pub stream: &'a Stream,
+    pub entries: Vec<(usize, &'a Entry)>,
+}
+
+impl Part<'_> {
+    pub fn event_count(&self) -> usize {
+        self.streams.iter().map(|s| s.entries.len()).sum()
     }
 }
 

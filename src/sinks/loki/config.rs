@@ -68,6 +68,11 @@ pub struct LokiSinkConfig {
     /// Where permanently refused entries go: any sink's options, with its `type`.
     #[serde(default)]
     pub dead_letter: Option<DeadLetter>,
+    /// Entries older than this (by their timestamp, when the push is made) are
+    /// dead-lettered without being sent, as Loki would refuse them: set it to Loki's
+    /// `reject_old_samples_max_age` (168h by default). Unset: everything is sent.
+    #[serde(default, with = "humantime_serde")]
+    pub reject_older_than: Option<Duration>,
 }
 
 fn default_labels() -> BTreeMap<LabelName, Template> {
@@ -299,6 +304,9 @@ impl LokiSinkConfig {
                 return Err(format!("`{what}` must be at least 1"));
             }
         }
+        if self.reject_older_than.is_some_and(|age| age.is_zero()) {
+            return Err("`reject_older_than` must be longer than 0s".into());
+        }
         if self.retry_initial_backoff > self.retry_max_backoff {
             return Err("`retry_initial_backoff` is longer than `retry_max_backoff`".into());
         }
@@ -353,6 +361,7 @@ dead_letter = { type = "file", path = "/tmp/rejected.log" }"#,
         assert_eq!(config.batch_max_bytes, 1 << 20);
         assert_eq!(config.batch_timeout, Duration::from_secs(1));
         assert_eq!(config.max_streams, 10_000);
+        assert_eq!(config.reject_older_than, None);
         assert!(config.labels.contains_key(&LabelName("source".into())));
         assert!(matches!(
             config.dead_letter.as_ref().map(|d| &*d.0),
@@ -400,5 +409,12 @@ auth = { strategy = "basic", user = "u", password = "hunter2" }"#
         assert!(error.contains("unknown sink type"), "{error}");
         let error = sink("endpoint = \"http://l\"\ndead_letter = { type = \"file\" }").unwrap_err();
         assert!(error.contains("path"), "{error}");
+        let error = sink("endpoint = \"http://l\"\nreject_older_than = \"0s\"").unwrap_err();
+        assert!(error.contains("reject_older_than"), "{error}");
+        let config = sink("endpoint = \"http://l\"\nreject_older_than = \"167h\"").unwrap();
+        assert_eq!(
+            config.reject_older_than,
+            Some(Duration::from_secs(167 * 3600))
+        );
     }
 }

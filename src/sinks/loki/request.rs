@@ -1,5 +1,6 @@
-//! Push bodies: a [`Payload`] as snappy-compressed protobuf `logproto.PushRequest`, or
-//! as Loki's JSON (optionally gzipped), with the headers that describe it.
+//! Push bodies: a [`Part`] of a payload as snappy-compressed protobuf
+//! `logproto.PushRequest`, or as Loki's JSON (optionally gzipped), with the headers
+//! that describe it.
 
 use std::io::Write;
 
@@ -7,7 +8,7 @@ use prost::Message;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-use super::batch::{Entry, Payload, Stream};
+use super::batch::{Entry, Part, PartStream};
 use super::config::{Compression, LokiEncoding};
 use super::proto;
 
@@ -47,13 +48,13 @@ impl Default for Encoder {
 impl Encoder {
     pub fn encode(
         &mut self,
-        payload: &Payload,
+        part: &Part<'_>,
         encoding: LokiEncoding,
         compression: Compression,
     ) -> Result<Body, EncodeError> {
         match encoding {
             LokiEncoding::Protobuf => {
-                let request = push_request(payload);
+                let request = push_request(part);
                 self.protobuf.clear();
                 self.protobuf.reserve(request.encoded_len());
                 // Encoding into a Vec that was just given room cannot fail.
@@ -66,7 +67,7 @@ impl Encoder {
                 })
             }
             LokiEncoding::Json => {
-                let json = serde_json::to_vec(&JsonPush(payload))?;
+                let json = serde_json::to_vec(&JsonPush(part))?;
                 let (bytes, content_encoding) = match compression {
                     Compression::None => (json, None),
                     Compression::Gzip => {
@@ -88,15 +89,15 @@ impl Encoder {
     }
 }
 
-/// The protobuf message for `payload`.
-pub fn push_request(payload: &Payload) -> proto::PushRequest {
+/// The protobuf message for `part`.
+pub fn push_request(part: &Part<'_>) -> proto::PushRequest {
     proto::PushRequest {
-        streams: payload
+        streams: part
             .streams
             .iter()
-            .map(|stream| proto::StreamAdapter {
-                labels: stream.labels.clone(),
-                entries: stream.entries.iter().map(entry_adapter).collect(),
+            .map(|part| proto::StreamAdapter {
+                labels: part.stream.labels.clone(),
+                entries: part.entries.iter().map(|(_, e)| entry_adapter(e)).collect(),
                 hash: 0,
             })
             .collect(),
@@ -123,7 +124,7 @@ fn entry_adapter(entry: &Entry) -> proto::EntryAdapter {
 }
 
 /// `{"streams":[{"stream":{…},"values":[["ns","line",{meta}]]}]}`
-struct JsonPush<'a>(&'a Payload);
+struct JsonPush<'a>(&'a Part<'a>);
 
 impl Serialize for JsonPush<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -133,7 +134,7 @@ impl Serialize for JsonPush<'_> {
     }
 }
 
-struct JsonStreams<'a>(&'a [Stream]);
+struct JsonStreams<'a>(&'a [PartStream<'a>]);
 
 impl Serialize for JsonStreams<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -145,12 +146,12 @@ impl Serialize for JsonStreams<'_> {
     }
 }
 
-struct JsonStream<'a>(&'a Stream);
+struct JsonStream<'a>(&'a PartStream<'a>);
 
 impl Serialize for JsonStream<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("stream", &Pairs(&self.0.pairs))?;
+        map.serialize_entry("stream", &Pairs(&self.0.stream.pairs))?;
         map.serialize_entry("values", &JsonValues(&self.0.entries))?;
         map.end()
     }
@@ -168,12 +169,12 @@ impl Serialize for Pairs<'_> {
     }
 }
 
-struct JsonValues<'a>(&'a [Entry]);
+struct JsonValues<'a>(&'a [(usize, &'a Entry)]);
 
 impl Serialize for JsonValues<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for entry in self.0 {
+        for (_, entry) in self.0 {
             seq.serialize_element(&JsonValue(entry))?;
         }
         seq.end()
@@ -201,6 +202,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::BatchStatus;
     use crate::event::Event;
+    use crate::sinks::loki::batch::{Payload, Stream};
 
     fn payload() -> Payload {
         let mut event = Event::new(
@@ -229,7 +231,7 @@ mod tests {
     fn json_bodies_carry_nanosecond_strings_and_metadata() {
         let payload = payload();
         let body = Encoder::default()
-            .encode(&payload, LokiEncoding::Json, Compression::None)
+            .encode(&payload.part(&[0]), LokiEncoding::Json, Compression::None)
             .unwrap();
         let value: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
         assert_eq!(
@@ -245,7 +247,11 @@ mod tests {
     fn protobuf_bodies_are_snappy_blocks_of_push_requests() {
         let payload = payload();
         let body = Encoder::default()
-            .encode(&payload, LokiEncoding::Protobuf, Compression::None)
+            .encode(
+                &payload.part(&[0]),
+                LokiEncoding::Protobuf,
+                Compression::None,
+            )
             .unwrap();
         assert_eq!(body.content_type, "application/x-protobuf");
         let raw = snap::raw::Decoder::new()

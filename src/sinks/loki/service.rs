@@ -1,7 +1,7 @@
 //! The HTTP side: one client per sink, the push itself, and the retry policy. 429,
 //! 408, 5xx and transport errors are retried without end, with exponential backoff
 //! and jitter or the server's `Retry-After`; other 4xx are permanent and handed back
-//! with Loki's reason. All requests of the sink share one [`Gate`]: after a failure,
+//! with Loki's answer (its body, up to [`BODY_MAX`]). All requests of the sink share one [`Gate`]: after a failure,
 //! every request waits out the same pause, and until a push succeeds again only one
 //! request at a time probes the endpoint, so parallel requests don't hammer it.
 
@@ -20,8 +20,12 @@ use crate::telemetry::Health;
 /// Longest pause a `Retry-After` can impose.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 
-/// Most bytes of an error body kept as the reason.
-const REASON_MAX: usize = 1024;
+/// Most bytes of an error body read: Loki's list of refused entries is short (10 per
+/// stream by default); a longer one is cut, which only makes it name fewer entries.
+pub const BODY_MAX: usize = 64 * 1024;
+
+/// Most bytes of an error body quoted in a log line or `/health`.
+const SUMMARY_MAX: usize = 512;
 
 /// How a push ended.
 #[derive(Debug)]
@@ -29,7 +33,8 @@ pub enum PushOutcome {
     /// A 2xx.
     Delivered,
     /// A 4xx other than 408 and 429: the request can never be accepted as it is.
-    Rejected { status: StatusCode, reason: String },
+    /// `body` is Loki's answer (lossy UTF-8, at most [`BODY_MAX`] bytes).
+    Rejected { status: StatusCode, body: String },
 }
 
 /// One failed attempt that will be retried.
@@ -216,7 +221,7 @@ impl LokiService {
             return Ok(PushOutcome::Delivered);
         }
         let pause = retry_after(response.headers(), RETRY_AFTER_CAP);
-        let reason = reason(response.bytes().await.unwrap_or_default().as_ref());
+        let body = read_body(response).await;
         let permanent = status.is_client_error()
             && status != StatusCode::TOO_MANY_REQUESTS
             && status != StatusCode::REQUEST_TIMEOUT;
@@ -226,25 +231,45 @@ impl LokiService {
             _ => "5xx",
         });
         if permanent {
-            Ok(PushOutcome::Rejected { status, reason })
+            Ok(PushOutcome::Rejected { status, body })
         } else {
             Err(Retriable {
-                what: format!("{status}: {reason}"),
+                what: format!("{status}: {}", summary(&body)),
                 retry_after: pause,
             })
         }
     }
 }
 
-/// Loki's error body, trimmed to one printable line.
-fn reason(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(REASON_MAX)]);
-    let text = text.trim();
-    if text.is_empty() {
-        "(empty body)".into()
-    } else {
-        text.replace(['\n', '\r'], " ")
+/// Reads up to [`BODY_MAX`] bytes of an error body (the rest is left unread).
+async fn read_body(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < BODY_MAX {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk[..chunk.len().min(BODY_MAX - body.len())])
+            }
+            Ok(None) | Err(_) => break,
+        }
     }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// An error body as one printable line, cut to [`SUMMARY_MAX`] bytes.
+pub fn summary(body: &str) -> String {
+    let text = body.trim();
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut end = text.len().min(SUMMARY_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut line = text[..end].replace(['\n', '\r'], " ");
+    if end < text.len() {
+        line.push('…');
+    }
+    line
 }
 
 /// The retry state shared by every request to one endpoint.

@@ -1,12 +1,14 @@
 //! The run loop: input batches are routed into per-tenant batches; full or timed-out
-//! ones are encoded and pushed by up to `max_in_flight_requests` tasks. A push refused
-//! with 400 or 413 is split by streams until the refused stream is alone; its entries
-//! then go to the dead-letter sink (each with its input batch's delivery), and the
-//! refusal is logged once, counted by reason, and acknowledged as rejected.
+//! ones are encoded and pushed by up to `max_in_flight_requests` tasks. When Loki
+//! refuses a push (400, 413), the `isolate` state machine, reading Loki's answers with
+//! `refusal`, re-sends parts of it until exactly the refused entries are known. Those
+//! go to the dead-letter sink (each with its input batch's delivery), are counted by
+//! reason and logged in one line per push, and their input batches are acknowledged as
+//! rejected; the rest was stored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -14,18 +16,26 @@ use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::batch::{Batcher, Limits, Payload, Stream};
+use super::batch::{Batcher, Limits, Part, Payload, Stream};
 use super::config::{Compression, LokiEncoding, LokiSinkConfig};
+use super::isolate::{Answer, Isolation};
+use super::refusal::{self, Reason};
 use super::request::Encoder;
 use super::route::Router;
-use super::service::{Endpoint, LokiService, PushOutcome};
+use super::service::{Endpoint, LokiService, PushOutcome, summary};
 use crate::checkpoint::BatchStatus;
-use crate::event::{Batch, Event};
+use crate::event::{Batch, Event, now_nanos};
 use crate::sinks::{Sink, SinkContext};
 use crate::topology::{BatchReceiver, BatchSender, batch_channel};
 
 /// Byte budget of the channel into the dead-letter sink.
 const DEAD_LETTER_BUFFER: usize = 8 << 20;
+
+/// Most requests spent on one push (the first included) while isolating its refused
+/// entries; past it, the entries not settled yet are taken as refused. Loki's own
+/// answers settle a push in a few requests; this guards against a gateway that
+/// refuses everything with a message that names nothing.
+const MAX_ISOLATION_REQUESTS: usize = 1000;
 
 pub struct LokiSink {
     config: LokiSinkConfig,
@@ -62,9 +72,13 @@ struct Shared {
     compression: Compression,
     dead_letter: Option<BatchSender>,
     sink: Arc<str>,
+    reject_older_than: Option<Duration>,
     events: metrics::Counter,
     bytes: metrics::Counter,
     dead_lettered: metrics::Counter,
+    /// `ferry_loki_refused_entries_total`, one per [`Reason`] in `Reason::ALL` order.
+    refused: Vec<metrics::Counter>,
+    isolation_requests: metrics::Counter,
 }
 
 #[async_trait]
@@ -105,9 +119,23 @@ impl Sink for LokiSink {
             compression: config.compression,
             dead_letter,
             sink: Arc::clone(&ctx.id),
+            reject_older_than: config.reject_older_than,
             events: metrics::counter!("ferry_sink_events_total", std::slice::from_ref(&label)),
             bytes: metrics::counter!("ferry_sink_bytes_total", std::slice::from_ref(&label)),
-            dead_lettered: metrics::counter!("ferry_loki_dead_letter_events_total", &[label]),
+            dead_lettered: metrics::counter!(
+                "ferry_loki_dead_letter_events_total",
+                std::slice::from_ref(&label)
+            ),
+            refused: Reason::ALL
+                .iter()
+                .map(|reason| {
+                    metrics::counter!(
+                        "ferry_loki_refused_entries_total",
+                        &[label.clone(), ("reason", reason.as_str().to_string())]
+                    )
+                })
+                .collect(),
+            isolation_requests: metrics::counter!("ferry_loki_isolation_requests_total", &[label]),
         });
         let mut router = Router::new(&config, &ctx.id);
         let mut batcher = Batcher::new(Limits {
@@ -172,177 +200,187 @@ async fn dispatch(
     });
 }
 
-/// Pushes `payload` until every part of it is accepted or dead-lettered.
+/// Pushes `payload`, isolating whatever Loki refuses, then dead-letters exactly the
+/// refused entries and settles every input batch's share.
 async fn deliver(shared: &Shared, payload: Payload) -> anyhow::Result<()> {
+    let (to_send, mut refused) = screen(shared.reject_older_than, &payload);
+    let mut isolation = Isolation::new(to_send);
     let mut encoder = Encoder::default();
-    let mut work = vec![payload];
-    while let Some(payload) = work.pop() {
-        let body = match encoder.encode(&payload, shared.encoding, shared.compression) {
+    let mut pushes = 0usize;
+    let mut said: Option<(Option<StatusCode>, String)> = None;
+    let mut last_reason = Reason::Other;
+    loop {
+        if pushes >= MAX_ISOLATION_REQUESTS && !isolation.is_settled() {
+            tracing::warn!(
+                sink = %shared.sink,
+                "gave up isolating Loki's refusals after {pushes} requests; the entries not settled yet are taken as refused (some of them may be stored in Loki too)"
+            );
+            isolation.give_up(last_reason);
+            break;
+        }
+        let Some(positions) = isolation.next_probe() else {
+            break;
+        };
+        let part = payload.part(positions);
+        let body = match encoder.encode(&part, shared.encoding, shared.compression) {
             Ok(body) => body,
             Err(error) => {
-                reject(shared, payload, None, &error.to_string()).await?;
+                said.get_or_insert((None, error.to_string()));
+                isolation.answer(Answer::RefusedAll {
+                    reason: Reason::Other,
+                });
                 continue;
             }
         };
-        match shared.service.push(&payload.tenant, &body).await {
-            PushOutcome::Delivered => {
-                shared.events.increment(payload.event_count() as u64);
-                shared.bytes.increment(body.bytes.len() as u64);
-                payload.settle(BatchStatus::Delivered);
-            }
-            PushOutcome::Rejected { status, reason } => {
-                let splittable = matches!(
-                    status,
-                    StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE
-                );
-                let payload = if splittable {
-                    match payload.split() {
-                        Ok((first, second)) => {
-                            tracing::debug!(sink = %shared.sink, %status, "Loki refused a push; splitting it by streams to find the refused ones: {reason}");
-                            work.push(second);
-                            work.push(first);
-                            continue;
-                        }
-                        Err(alone) => alone,
-                    }
-                } else {
-                    payload
-                };
-                reject(shared, payload, Some(status), &reason).await?;
-            }
+        pushes += 1;
+        if pushes > 1 {
+            shared.isolation_requests.increment(1);
         }
+        let answer = match shared.service.push(&payload.tenant, &body).await {
+            PushOutcome::Delivered => {
+                shared.bytes.increment(body.bytes.len() as u64);
+                Answer::Accepted
+            }
+            PushOutcome::Rejected { status, body } => {
+                let message = refusal::message(&body);
+                tracing::debug!(
+                    sink = %shared.sink,
+                    %status,
+                    entries = part.event_count(),
+                    "Loki refused a push; isolating the refused entries: {}",
+                    summary(&message)
+                );
+                let answer = judge(status, &message, &part);
+                if let Answer::Refused { reason, .. } = &answer {
+                    last_reason = *reason;
+                }
+                said.get_or_insert((Some(status), summary(&message)));
+                answer
+            }
+        };
+        isolation.answer(answer);
     }
-    Ok(())
+    refused.extend(isolation.into_refused());
+    settle(shared, payload, refused, pushes, said).await
 }
 
-/// Logs, counts and dead-letters entries Loki will never accept, then settles them as
-/// rejected. Fails only if the dead-letter sink has stopped.
-async fn reject(
+/// What a refusal with `status` and `message` says about the entries of `part`.
+fn judge(status: StatusCode, message: &str, part: &Part<'_>) -> Answer<Reason> {
+    match status {
+        StatusCode::BAD_REQUEST => refusal::judge(message, part),
+        StatusCode::PAYLOAD_TOO_LARGE => Answer::TooLarge {
+            reason: Reason::Other,
+        },
+        _ => Answer::RefusedAll {
+            reason: Reason::Other,
+        },
+    }
+}
+
+/// Splits the positions of `payload` into those to send and those refused before
+/// sending because they are older than `reject_older_than`.
+fn screen(max_age: Option<Duration>, payload: &Payload) -> (Vec<usize>, Vec<(usize, Reason)>) {
+    let cutoff = max_age
+        .map(|age| now_nanos().saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX)));
+    let mut send = Vec::with_capacity(payload.event_count());
+    let mut refused = Vec::new();
+    let entries = payload.streams.iter().flat_map(|s| &s.entries);
+    for (position, entry) in entries.enumerate() {
+        if cutoff.is_some_and(|cutoff| entry.event.timestamp < cutoff) {
+            refused.push((position, Reason::TooOld));
+        } else {
+            send.push(position);
+        }
+    }
+    (send, refused)
+}
+
+/// Counts, logs (one line) and dead-letters the `refused` entries of `payload`, and
+/// settles each input batch's share: rejected where it lost an entry, else delivered.
+/// Fails only if the dead-letter sink has stopped.
+async fn settle(
     shared: &Shared,
     payload: Payload,
-    status: Option<StatusCode>,
-    reason: &str,
+    refused: Vec<(usize, Reason)>,
+    pushes: usize,
+    said: Option<(Option<StatusCode>, String)>,
 ) -> anyhow::Result<()> {
-    let events = payload.event_count();
-    let class = reason_class(status, reason);
-    let streams: Vec<&str> = payload.streams.iter().map(|s| s.labels.as_str()).collect();
+    let entries = payload.event_count();
+    shared
+        .events
+        .increment(entries.saturating_sub(refused.len()) as u64);
+    if refused.is_empty() {
+        payload.settle(BatchStatus::Delivered);
+        return Ok(());
+    }
+    let mut mask = vec![false; entries];
+    let mut by_reason = [0usize; Reason::ALL.len()];
+    for &(position, reason) in &refused {
+        if let Some(slot) = mask.get_mut(position) {
+            *slot = true;
+        }
+        by_reason[reason as usize] += 1;
+    }
+    let mut counts = Vec::new();
+    for (reason, count) in Reason::ALL.iter().zip(by_reason) {
+        if count > 0 {
+            shared.refused[*reason as usize].increment(count as u64);
+            counts.push(format!("{}={count}", reason.as_str()));
+        }
+    }
+    let counts = counts.join(" ");
+    let (status, said) = said.unwrap_or((
+        None,
+        "entries older than `reject_older_than`, not sent".into(),
+    ));
     tracing::warn!(
         sink = %shared.sink,
-        status = status.map_or(0, |s| s.as_u16()),
         tenant = %payload.tenant,
-        streams = %streams.join(" "),
-        events,
+        status = status.map_or(0, |s| s.as_u16()),
+        refused = refused.len(),
+        entries,
+        extra_requests = pushes.saturating_sub(1),
         dead_letter = shared.dead_letter.is_some(),
-        "Loki refused entries for good ({class}): {reason}"
+        "Loki refused {} of {entries} entries for good ({counts}): {said}",
+        refused.len(),
     );
-    metrics::counter!("ferry_loki_rejected_events_total", "sink" => shared.sink.to_string(), "reason" => class)
-        .increment(events as u64);
-    let Some(dead_letter) = &shared.dead_letter else {
-        payload.settle(BatchStatus::Rejected);
-        return Ok(());
-    };
+    let mut offset = 0;
     for stream in payload.streams {
-        for (events, delivery) in by_input_batch(stream) {
-            let count = events.len() as u64;
-            dead_letter
-                .send(Batch {
-                    events,
-                    delivery: delivery.clone(),
-                })
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "the dead-letter sink has stopped; refused entries cannot be kept"
-                    )
-                })?;
-            shared.dead_lettered.increment(count);
+        let Stream {
+            entries,
+            deliveries,
+            ..
+        } = stream;
+        let count = entries.len();
+        let mut lost: HashMap<u64, Vec<Event>> = HashMap::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            if mask.get(offset + i).copied().unwrap_or(false) {
+                lost.entry(entry.batch).or_default().push(entry.event);
+            }
+        }
+        offset += count;
+        for (id, delivery) in deliveries {
+            let Some(events) = lost.remove(&id) else {
+                delivery.settle(BatchStatus::Delivered);
+                continue;
+            };
+            if let Some(dead_letter) = &shared.dead_letter {
+                let count = events.len() as u64;
+                dead_letter
+                    .send(Batch {
+                        events,
+                        delivery: delivery.clone(),
+                    })
+                    .await
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "the dead-letter sink has stopped; refused entries cannot be kept"
+                        )
+                    })?;
+                shared.dead_lettered.increment(count);
+            }
             delivery.settle(BatchStatus::Rejected);
         }
     }
     Ok(())
-}
-
-/// A stream's events grouped back by the input batch they came from.
-fn by_input_batch(stream: Stream) -> Vec<(Vec<Event>, crate::checkpoint::Delivery)> {
-    let slots: HashMap<u64, usize> = stream
-        .deliveries
-        .iter()
-        .enumerate()
-        .map(|(slot, (id, _))| (*id, slot))
-        .collect();
-    let mut groups: Vec<Vec<Event>> = vec![Vec::new(); stream.deliveries.len()];
-    for entry in stream.entries {
-        if let Some(&slot) = slots.get(&entry.batch) {
-            groups[slot].push(entry.event);
-        }
-    }
-    groups
-        .into_iter()
-        .zip(stream.deliveries)
-        .map(|(events, (_, delivery))| (events, delivery))
-        .collect()
-}
-
-/// The `reason` label of the rejection counter.
-fn reason_class(status: Option<StatusCode>, reason: &str) -> &'static str {
-    let Some(status) = status else {
-        return "encoding";
-    };
-    match status.as_u16() {
-        400 => {}
-        401 => return "unauthorized",
-        403 => return "forbidden",
-        404 => return "not_found",
-        413 => return "too_large",
-        _ => return "other_4xx",
-    }
-    let reason = reason.to_ascii_lowercase();
-    if reason.contains("out of order") {
-        "out_of_order"
-    } else if reason.contains("too far behind") || reason.contains("too old") {
-        "too_far_behind"
-    } else if reason.contains("line too long") || reason.contains("max entry size") {
-        "line_too_long"
-    } else if reason.contains("too many labels") || reason.contains("label names; limit") {
-        "too_many_labels"
-    } else if reason.contains("label") {
-        "invalid_labels"
-    } else {
-        "other"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rejections_are_classified_by_lokis_reason() {
-        let bad = Some(StatusCode::BAD_REQUEST);
-        assert_eq!(reason_class(bad, "entry out of order"), "out_of_order");
-        assert_eq!(
-            reason_class(
-                bad,
-                "entry with timestamp 2024 ignored, reason: 'entry too far behind, oldest acceptable timestamp is: …'"
-            ),
-            "too_far_behind"
-        );
-        assert_eq!(
-            reason_class(bad, "Max entry size '262144' bytes exceeded for stream"),
-            "line_too_long"
-        );
-        assert_eq!(
-            reason_class(bad, "stream '{a=\"b\"}' has 16 label names; limit 15"),
-            "too_many_labels"
-        );
-        assert_eq!(
-            reason_class(bad, "error parsing labels: invalid label name"),
-            "invalid_labels"
-        );
-        assert_eq!(
-            reason_class(Some(StatusCode::UNAUTHORIZED), ""),
-            "unauthorized"
-        );
-        assert_eq!(reason_class(None, "snappy"), "encoding");
-    }
 }

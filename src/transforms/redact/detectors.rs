@@ -31,7 +31,9 @@ pub enum Detector {
 }
 
 impl Detector {
-    /// Every detector, most specific first: that order settles overlaps.
+    /// Every detector, most specific first: that order settles overlaps. A value
+    /// named by its key (`password=…`) is taken whole before the detectors that
+    /// could match only part of it (a card number, an address).
     pub const ALL: [Detector; 12] = [
         Detector::Jwt,
         Detector::AwsAccessKeyId,
@@ -40,11 +42,11 @@ impl Detector {
         Detector::BearerToken,
         Detector::BasicAuth,
         Detector::Authorization,
+        Detector::GenericSecret,
         Detector::CreditCard,
         Detector::Email,
         Detector::Ipv6,
         Detector::Ipv4,
-        Detector::GenericSecret,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,7 +90,7 @@ impl Detector {
             }
             Detector::Ipv4 => r"(?-u)\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b",
             Detector::GenericSecret => {
-                r#"(?i-u)(?:\b|[_.-])(?:password|passwd|pass|secret|token|api[_-]?key|apikey|private[_-]?key)["']?\s*[:=]\s*["']?([^\s"'&,;]+)"#
+                r#"(?i-u)(?:\b|[_.-])(?:password|passwd|pass|secret|token|api[_-]?key|apikey|private[_-]?key)["']?\s*[:=]\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([^\s"'&,;]+))"#
             }
         }
     }
@@ -185,10 +187,37 @@ fn luhn(digits: &[u8]) -> bool {
     sum % 10 == 0
 }
 
-/// What found a match: a built-in detector or a custom pattern.
+/// The value of a `KEY: value` / `KEY=value` pair in text whose key ends with one of
+/// the sensitive keys (`_`, `-`, `.` optional inside it, any case): a quoted value
+/// whole (JSON escapes included), else up to a separator. Keys that are not ASCII
+/// are left to the field-key check.
+fn sensitive_key_pattern(keys: &[String]) -> Option<String> {
+    let alternatives: Vec<String> = keys
+        .iter()
+        .filter(|k| !k.is_empty() && k.is_ascii())
+        .map(|key| {
+            key.split(['_', '-', '.'])
+                .filter(|part| !part.is_empty())
+                .map(regex::escape)
+                .collect::<Vec<_>>()
+                .join("[_.-]?")
+        })
+        .filter(|k| !k.is_empty())
+        .collect();
+    if alternatives.is_empty() {
+        return None;
+    }
+    Some(format!(
+        r#"(?i-u)(?:{})["']?\s*[:=]\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|(?:(?:bearer|basic|token|digest|negotiate|apikey)\s+)?([^\s"'&,;}}\]]+))"#,
+        alternatives.join("|")
+    ))
+}
+
+/// What found a match: a built-in detector, a sensitive key, or a custom pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     Builtin(Detector),
+    SensitiveKey,
     Custom,
 }
 
@@ -196,6 +225,7 @@ impl Rule {
     pub fn name(self) -> &'static str {
         match self {
             Rule::Builtin(d) => d.name(),
+            Rule::SensitiveKey => super::SENSITIVE_KEY,
             Rule::Custom => "custom",
         }
     }
@@ -204,8 +234,9 @@ impl Rule {
 struct Compiled {
     rule: Rule,
     regex: Regex,
-    /// The capture group to redact: 0 (the whole match) or 1.
-    group: usize,
+    /// Whether to redact the first capture group that took part in the match rather
+    /// than the whole match.
+    groups: bool,
 }
 
 /// One match to redact: `start..end` of the text, found by rule number `rule`.
@@ -223,14 +254,30 @@ pub struct Scanner {
 
 impl Scanner {
     /// Compiles `detectors` (in their priority order, whatever order they are
-    /// given in) and then the custom patterns. A custom pattern with a capture
-    /// group redacts only its first group.
-    pub fn new(detectors: &[Detector], custom: &[Pattern]) -> Result<Scanner, regex::Error> {
-        let mut sources: Vec<(Rule, &str)> = Detector::ALL
-            .iter()
-            .filter(|d| detectors.contains(d))
-            .map(|d| (Rule::Builtin(*d), d.pattern()))
-            .collect();
+    /// given in), the pairs of `sensitive_keys` (after `generic_secret`, before the
+    /// detectors that could take only part of a value), and
+    /// then the custom patterns. A custom pattern with a capture group redacts only
+    /// its first group.
+    pub fn new(
+        detectors: &[Detector],
+        sensitive_keys: &[String],
+        custom: &[Pattern],
+    ) -> Result<Scanner, regex::Error> {
+        let sensitive = sensitive_key_pattern(sensitive_keys);
+        let mut sources: Vec<(Rule, &str)> = Vec::new();
+        for detector in Detector::ALL.iter().filter(|d| detectors.contains(d)) {
+            if *detector == Detector::CreditCard
+                && let Some(pattern) = sensitive.as_deref()
+            {
+                sources.push((Rule::SensitiveKey, pattern));
+            }
+            sources.push((Rule::Builtin(*detector), detector.pattern()));
+        }
+        if let Some(pattern) = sensitive.as_deref()
+            && !sources.iter().any(|(r, _)| *r == Rule::SensitiveKey)
+        {
+            sources.push((Rule::SensitiveKey, pattern));
+        }
         sources.extend(custom.iter().map(|p| (Rule::Custom, p.as_str())));
         let set = RegexSetBuilder::new(sources.iter().map(|(_, p)| *p))
             .size_limit(64 << 20)
@@ -239,11 +286,10 @@ impl Scanner {
             .iter()
             .map(|(rule, pattern)| {
                 let regex = Regex::new(pattern)?;
-                let group = usize::from(regex.captures_len() > 1);
                 Ok(Compiled {
                     rule: *rule,
+                    groups: regex.captures_len() > 1,
                     regex,
-                    group,
                 })
             })
             .collect::<Result<_, regex::Error>>()?;
@@ -267,7 +313,7 @@ impl Scanner {
             let mut consider = |start: usize, end: usize| {
                 let span = match compiled.rule {
                     Rule::Builtin(d) => d.check(hay, start, end),
-                    Rule::Custom => Some((start, end)),
+                    Rule::SensitiveKey | Rule::Custom => Some((start, end)),
                 };
                 if let Some((start, end)) = span
                     && start < end
@@ -282,15 +328,15 @@ impl Scanner {
                     });
                 }
             };
-            if compiled.group == 0 {
-                for m in compiled.regex.find_iter(hay) {
-                    consider(m.start(), m.end());
-                }
-            } else {
+            if compiled.groups {
                 for caps in compiled.regex.captures_iter(hay) {
-                    if let Some(m) = caps.get(compiled.group) {
+                    if let Some(m) = caps.iter().skip(1).flatten().next() {
                         consider(m.start(), m.end());
                     }
+                }
+            } else {
+                for m in compiled.regex.find_iter(hay) {
+                    consider(m.start(), m.end());
                 }
             }
         }
@@ -303,7 +349,7 @@ mod tests {
     use super::*;
 
     fn spans(detector: Detector, text: &str) -> Vec<String> {
-        let scanner = Scanner::new(&[detector], &[]).unwrap();
+        let scanner = Scanner::new(&[detector], &[], &[]).unwrap();
         let mut found = Vec::new();
         scanner.scan(text, &mut found);
         found
@@ -449,7 +495,7 @@ mod tests {
 
     #[test]
     fn specific_detectors_win_overlaps() {
-        let scanner = Scanner::new(&Detector::ALL, &[]).unwrap();
+        let scanner = Scanner::new(&Detector::ALL, &[], &[]).unwrap();
         let text = "https://bob:pw@example.com token=eyJhbGciOi.eyJzdWIi.sig";
         let mut found = Vec::new();
         scanner.scan(text, &mut found);

@@ -1,24 +1,28 @@
 //! The `redact` transform: finds secrets and personal data in the message and in
-//! chosen fields with the built-in detectors and custom patterns, and replaces each
-//! with a mask, a keyed hash (same value, same token, never reversible) or a partial
-//! view. Matches are counted per detector.
+//! every parsed field (keys and string values, at any depth) with the built-in
+//! detectors and custom patterns, and replaces each with a mask, a keyed hash (same
+//! value, same token, never reversible) or a partial view. Values under keys that
+//! carry secrets (`password`, `token`, …) are replaced whole. Matches are counted per
+//! detector.
 
 mod detectors;
+mod scope;
 
 use std::path::PathBuf;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::Sha256;
 
 pub use detectors::Detector;
 use detectors::{Found, Scanner};
+use scope::{DEFAULT_SENSITIVE_KEYS, FieldPath, FieldScope, Reach, SensitiveKeys};
 
 use super::Transform;
 use super::pattern::Pattern;
 use crate::config::{Secret, resolve_secret};
-use crate::event::Event;
+use crate::event::{Event, Origin};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,10 +47,22 @@ pub struct RedactConfig {
     /// Custom regexes; a pattern with a capture group redacts only its first group.
     #[serde(default)]
     pub patterns: Vec<Pattern>,
-    /// Fields (dots walk into objects) redacted besides the message; text inside
-    /// arrays and objects is redacted too. Default: none.
+    /// Narrows the parsed fields scanned to these paths (dots walk into objects, `*`
+    /// is any one key; everything under a path is included). Default: every field.
     #[serde(default)]
-    pub fields: Vec<String>,
+    pub fields: Option<Vec<FieldPath>>,
+    /// Parsed fields (paths as in `fields`) left alone. Default: none.
+    #[serde(default)]
+    pub exclude_fields: Vec<FieldPath>,
+    /// Field keys whose values are redacted whole, whatever they look like; matched
+    /// ignoring case and `_`/`-`/`.`, also as a suffix (`db_password`). Default: a
+    /// list of common secret carriers (`password`, `token`, `cookie`, …).
+    #[serde(default = "default_sensitive_keys")]
+    pub sensitive_keys: Vec<String>,
+    /// Also scan the origin names (app, deployment, component, instance, host,
+    /// file). Default false: they are the provider's names, usually labels.
+    #[serde(default)]
+    pub include_origin: bool,
     /// Default `mask`.
     #[serde(default)]
     pub mode: Mode,
@@ -78,6 +94,16 @@ fn all_detectors() -> Vec<Detector> {
     Detector::ALL.to_vec()
 }
 
+fn default_sensitive_keys() -> Vec<String> {
+    DEFAULT_SENSITIVE_KEYS
+        .iter()
+        .map(|k| k.to_string())
+        .collect()
+}
+
+/// The detector name that values under sensitive keys are reported as.
+const SENSITIVE_KEY: &str = "sensitive_key";
+
 fn default_hash_length() -> usize {
     16
 }
@@ -92,8 +118,10 @@ fn default_mask_char() -> char {
 
 impl RedactConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.detectors.is_empty() && self.patterns.is_empty() {
-            return Err("nothing to detect: give `detectors` or `patterns`".into());
+        if self.detectors.is_empty() && self.patterns.is_empty() && self.sensitive_keys.is_empty() {
+            return Err(
+                "nothing to detect: give `detectors`, `patterns` or `sensitive_keys`".into(),
+            );
         }
         let has_key = self.key.is_some() || self.key_file.is_some();
         match self.mode {
@@ -168,18 +196,22 @@ enum Render {
 
 pub struct Redact {
     scanner: Scanner,
-    fields: Vec<String>,
+    scope: FieldScope,
+    sensitive: SensitiveKeys,
+    include_origin: bool,
     render: Render,
     hash_length: usize,
     /// Per scanner rule: its name and its match counter.
     rules: Vec<(&'static str, metrics::Counter)>,
+    /// Values redacted whole because of their key.
+    sensitive_matches: metrics::Counter,
     found: Vec<Found>,
 }
 
 impl Redact {
     pub fn new(id: &str, config: &RedactConfig) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let scanner = Scanner::new(&config.detectors, &config.patterns)?;
+        let scanner = Scanner::new(&config.detectors, &config.sensitive_keys, &config.patterns)?;
         let rules = scanner
             .rules()
             .map(|rule| {
@@ -228,19 +260,33 @@ impl Redact {
         };
         Ok(Redact {
             scanner,
-            fields: config.fields.clone(),
+            scope: FieldScope::new(config.fields.clone(), config.exclude_fields.clone()),
+            sensitive: SensitiveKeys::new(&config.sensitive_keys),
+            include_origin: config.include_origin,
             render,
             hash_length: config.hash_length,
             rules,
+            sensitive_matches: metrics::counter!(
+                "ferry_redact_matches_total",
+                "transform" => id.to_string(),
+                "detector" => SENSITIVE_KEY
+            ),
             found: Vec::new(),
         })
     }
 
     /// Redacts `text` in place; leaves it untouched (no allocation) when clean.
     fn redact_text(&mut self, text: &mut String) {
+        if let Some(redacted) = self.redacted(text) {
+            *text = redacted;
+        }
+    }
+
+    /// The redacted form of `text`, or `None` when it holds nothing to redact.
+    fn redacted(&mut self, text: &str) -> Option<String> {
         self.scanner.scan(text, &mut self.found);
         if self.found.is_empty() {
-            return;
+            return None;
         }
         let mut out = String::with_capacity(text.len() + 16 * self.found.len());
         let mut last = 0;
@@ -252,7 +298,7 @@ impl Redact {
             last = found.end;
         }
         out.push_str(&text[last..]);
-        *text = out;
+        Some(out)
     }
 
     fn render_one(&self, detector: &str, value: &str, out: &mut String) {
@@ -291,12 +337,98 @@ impl Redact {
         }
     }
 
-    fn redact_value(&mut self, value: &mut Value) {
+    /// Redacts the parsed fields in scope: string values, and keys that hold a
+    /// secret themselves (a map keyed by address or e-mail); values under sensitive
+    /// keys are replaced whole.
+    fn redact_fields(&mut self, fields: &mut Map<String, Value>) {
+        let mut path = Vec::new();
+        self.redact_map(fields, &mut path, Reach::In);
+    }
+
+    /// `path` is tracked only when the scope is narrowed (`fields`, `exclude_fields`).
+    fn redact_map(&mut self, map: &mut Map<String, Value>, path: &mut Vec<String>, reach: Reach) {
+        let track = !self.scope.is_everything();
+        let mut renamed = Vec::new();
+        for (key, value) in map.iter_mut() {
+            let reach = if track {
+                path.push(key.clone());
+                self.scope.reach(path)
+            } else {
+                reach
+            };
+            match reach {
+                Reach::Out => {}
+                Reach::In if self.sensitive.contains(key) => self.redact_whole(value),
+                _ => self.redact_value(value, path, reach),
+            }
+            if reach == Reach::In
+                && let Some(new_key) = self.redacted(key)
+            {
+                renamed.push((key.clone(), new_key));
+            }
+            if track {
+                path.pop();
+            }
+        }
+        for (old, new) in renamed {
+            if let Some(value) = map.remove(&old) {
+                // Masks of different keys are alike: number them rather than lose a value.
+                let mut key = new.clone();
+                let mut n = 2;
+                while map.contains_key(&key) {
+                    key = format!("{new}#{n}");
+                    n += 1;
+                }
+                map.insert(key, value);
+            }
+        }
+    }
+
+    fn redact_value(&mut self, value: &mut Value, path: &mut Vec<String>, reach: Reach) {
         match value {
-            Value::String(text) => self.redact_text(text),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
-            Value::Object(map) => map.values_mut().for_each(|v| self.redact_value(v)),
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Value::String(text) if reach == Reach::In => self.redact_text(text),
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|v| self.redact_value(v, path, reach)),
+            Value::Object(map) => self.redact_map(map, path, reach),
+            Value::String(_) | Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// Replaces a value under a sensitive key (every value inside it, for an object
+    /// or array); empty strings, nulls and booleans say nothing secret and stay.
+    fn redact_whole(&mut self, value: &mut Value) {
+        let text = match value {
+            Value::Array(items) => return items.iter_mut().for_each(|v| self.redact_whole(v)),
+            Value::Object(map) => return map.values_mut().for_each(|v| self.redact_whole(v)),
+            Value::Null | Value::Bool(_) => return,
+            Value::String(s) if s.is_empty() => return,
+            Value::String(s) => std::mem::take(s),
+            Value::Number(n) => n.to_string(),
+        };
+        self.sensitive_matches.increment(1);
+        let mut out = String::new();
+        self.render_one(SENSITIVE_KEY, &text, &mut out);
+        *value = Value::String(out);
+    }
+
+    fn redact_origin(&mut self, origin: &mut Origin) {
+        for name in [
+            &mut origin.app,
+            &mut origin.deployment,
+            &mut origin.component,
+            &mut origin.instance,
+            &mut origin.host,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.redact_text(name);
+        }
+        if let Some(file) = &origin.file
+            && let Some(redacted) = self.redacted(file)
+        {
+            origin.file = Some(redacted.into());
         }
     }
 }
@@ -318,10 +450,11 @@ impl Transform for Redact {
     fn apply(&mut self, events: &mut Vec<Event>) {
         for event in events.iter_mut() {
             self.redact_text(&mut event.message);
-            for i in 0..self.fields.len() {
-                if let Some(value) = event.field_mut(&self.fields[i]) {
-                    self.redact_value(value);
-                }
+            if !event.fields.is_empty() {
+                self.redact_fields(&mut event.fields);
+            }
+            if self.include_origin {
+                self.redact_origin(&mut event.origin);
             }
         }
     }

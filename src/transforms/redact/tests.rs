@@ -192,12 +192,122 @@ fn fields_are_redacted_deeply_and_counted_values_untouched() {
 }
 
 #[test]
+fn every_parsed_field_is_scanned_by_default() {
+    let mut e = Event::new(
+        "s".into(),
+        "demo".into(),
+        r#"{"level":"error","msg":"db down","user":"bob@example.com"}"#.into(),
+        0,
+    );
+    e.fields.insert("level".into(), json!("error"));
+    e.fields.insert("msg".into(), json!("db down"));
+    e.fields.insert("user".into(), json!("bob@example.com"));
+    e.fields.insert(
+        "http".into(),
+        json!({"client": {"ip": "10.1.2.3"}, "hops": ["10.0.0.9", {"card": "4111 1111 1111 1111"}], "status": 503}),
+    );
+    e.fields
+        .insert("DB-Password".into(), json!("correct horse battery"));
+    e.fields.insert("api_key".into(), json!(12345678));
+    e.fields.insert(
+        "session".into(),
+        json!({"cookie": ["a=1", "b=2"], "token": ""}),
+    );
+    e.fields
+        .insert("clients".into(), json!({"10.9.8.7": 3, "10.9.8.6": 4}));
+    let mut events = vec![e];
+    redactor("").apply(&mut events);
+    let e = &events[0];
+    assert_eq!(
+        e.message,
+        r#"{"level":"error","msg":"db down","user":"[REDACTED:email]"}"#
+    );
+    assert_eq!(e.fields["user"], "[REDACTED:email]");
+    assert_eq!(e.fields["msg"], "db down");
+    assert_eq!(
+        e.fields["http"],
+        json!({"client": {"ip": "[REDACTED:ipv4]"}, "hops": ["[REDACTED:ipv4]", {"card": "[REDACTED:credit_card]"}], "status": 503})
+    );
+    assert_eq!(e.fields["DB-Password"], "[REDACTED:sensitive_key]");
+    assert_eq!(e.fields["api_key"], "[REDACTED:sensitive_key]");
+    assert_eq!(
+        e.fields["session"],
+        json!({"cookie": ["[REDACTED:sensitive_key]", "[REDACTED:sensitive_key]"], "token": ""})
+    );
+    assert_eq!(
+        e.fields["clients"],
+        json!({"[REDACTED:ipv4]": 4, "[REDACTED:ipv4]#2": 3})
+    );
+}
+
+#[test]
+fn fields_narrow_exclude_fields_skip_and_origin_is_opt_in() {
+    let event = || {
+        let mut e = Event::new("s".into(), "demo".into(), "m".into(), 0);
+        e.fields.insert("msg".into(), json!("a@b.io"));
+        e.fields.insert("user".into(), json!("c@d.io"));
+        e.fields.insert(
+            "http".into(),
+            json!({"headers": {"x": "e@f.io", "cookie": "s=1"}, "body": "g@h.io"}),
+        );
+        e.fields.insert("password".into(), json!("p"));
+        e.origin.host = Some("10.0.0.1".into());
+        e.origin.file = Some("/logs/ops@corp.io".into());
+        e
+    };
+    let run = |options: &str| {
+        let mut events = vec![event()];
+        redactor(options).apply(&mut events);
+        events.remove(0)
+    };
+    let narrowed = run(r#"fields = ["msg", "http.*"]
+exclude_fields = ["http.body"]"#);
+    assert_eq!(narrowed.fields["msg"], "[REDACTED:email]");
+    assert_eq!(narrowed.fields["user"], "c@d.io");
+    assert_eq!(
+        narrowed.fields["password"], "p",
+        "outside the narrowed scope"
+    );
+    assert_eq!(
+        narrowed.fields["http"],
+        json!({"headers": {"x": "[REDACTED:email]", "cookie": "[REDACTED:sensitive_key]"}, "body": "g@h.io"})
+    );
+    assert_eq!(narrowed.origin.host.as_deref(), Some("10.0.0.1"));
+
+    let excluded = run(r#"exclude_fields = ["user"]
+sensitive_keys = []"#);
+    assert_eq!(excluded.fields["user"], "c@d.io");
+    assert_eq!(excluded.fields["msg"], "[REDACTED:email]");
+    assert_eq!(excluded.fields["password"], "p");
+
+    let origin = run("include_origin = true");
+    assert_eq!(origin.origin.host.as_deref(), Some("[REDACTED:ipv4]"));
+    assert_eq!(
+        origin.origin.file.as_deref(),
+        Some("/logs/[REDACTED:email]")
+    );
+}
+
+#[test]
+fn sensitive_values_follow_the_mode() {
+    let mut e = Event::new("s".into(), "demo".into(), "m".into(), 0);
+    e.fields.insert("token".into(), json!("abcdefgh"));
+    let mut events = vec![e.clone()];
+    redactor("mode = \"partial\"").apply(&mut events);
+    assert_eq!(events[0].fields["token"], "****efgh");
+    let mut events = vec![e];
+    redactor("mode = \"hash\"\nkey = \"k\"").apply(&mut events);
+    let hashed = events[0].fields["token"].as_str().unwrap();
+    assert!(hashed.starts_with("[sensitive_key:") && !hashed.contains("abcdefgh"));
+}
+
+#[test]
 fn inconsistent_options_are_refused() {
     for options in [
-        "detectors = []",
         "mode = \"hash\"",
         "mode = \"hash\"\nkey = \"a\"\nkey_file = \"/k\"",
         "key = \"a\"",
+        "detectors = []\nsensitive_keys = []",
         "mode = \"partial\"\nreplacement = \"x\"",
         "mode = \"hash\"\nkey = \"a\"\nhash_length = 4",
         "replacement = \"{hash}\"",
@@ -210,6 +320,7 @@ fn inconsistent_options_are_refused() {
         "patterns = [\"(\"]",
         "mode = \"shred\"",
         "extra = 1",
+        "fields = [\"a..b\"]",
     ] {
         assert!(
             toml::from_str::<RedactConfig>(options).is_err(),
@@ -328,4 +439,111 @@ proptest! {
             prop_assert!(!out.contains(value), "{value:?} survived in {out:?}");
         }
     }
+
+    #[test]
+    fn no_secret_at_any_depth_survives_in_the_json(
+        tree in json_tree_with_secrets(),
+        hash in any::<bool>(),
+    ) {
+        let (fields, secrets) = tree;
+        let mut event = Event::new("s".into(), "demo".into(), "line".into(), 0);
+        let Value::Object(map) = fields else { unreachable!() };
+        event.fields = map;
+        let options = if hash { "mode = \"hash\"\nkey = \"k\"" } else { "" };
+        let mut events = vec![event];
+        redactor(options).apply(&mut events);
+        let out = events[0].to_json().to_string();
+        for s in &secrets {
+            prop_assert!(!out.contains(s.as_str()), "{s:?} survived in {out}");
+        }
+    }
+}
+
+/// A random JSON object with secrets placed at any depth: inside string values
+/// (between words), as keys, and as innocent-looking values under sensitive keys.
+/// Returns the tree and the secret values that must not survive. Plain words and
+/// keys come from a small vocabulary so that no secret is found in them by chance.
+fn json_tree_with_secrets() -> impl Strategy<Value = (Value, Vec<String>)> {
+    #[derive(Debug, Clone)]
+    enum Leaf {
+        Plain(String),
+        /// The text holding a secret, and the part that must go.
+        Secret(String, String),
+        /// A sensitive key and its innocent-looking value.
+        Sensitive(String, String),
+    }
+    let word = || prop::sample::select(vec!["info", "db", "retry", "ok", "path", "shop"]);
+    let leaf = prop_oneof![
+        prop::collection::vec(word(), 1..4).prop_map(|w| Leaf::Plain(w.join(" "))),
+        (secret(), word())
+            .prop_map(|(s, w)| Leaf::Secret(format!("{w} {s} end"), secret_value(&s).to_string())),
+        (
+            prop::sample::select(vec![
+                "password",
+                "apiKey",
+                "X-Auth-Token",
+                "set-cookie",
+                "client_secret"
+            ]),
+            "[a-z]{3,10}"
+        )
+            .prop_map(|(k, v)| Leaf::Sensitive(k.to_string(), format!("Zq{v}Q"))),
+    ];
+    // A key: a plain name, or a secret (then it must go too).
+    let key = prop_oneof![
+        4 => prop::sample::select(vec!["msg", "user", "ctx", "data", "req"])
+            .prop_map(|k| (k.to_string(), None)),
+        1 => secret().prop_map(|s| (s.clone(), Some(secret_value(&s).to_string()))),
+    ];
+    // Each leaf with its key and how it is wrapped on its way up (array, object).
+    type Node = Vec<(Option<(String, Option<String>)>, Leaf, Vec<u8>)>;
+    let tree =
+        leaf.prop_map(|l| -> Node { vec![(None, l, Vec::new())] })
+            .prop_recursive(4, 48, 6, move |inner| {
+                prop::collection::vec((prop::option::of(key.clone()), inner, 0u8..3), 1..4)
+                    .prop_map(|children| -> Node {
+                        children
+                            .into_iter()
+                            .flat_map(|(k, leaves, nest)| {
+                                leaves.into_iter().map(move |(own, l, mut wraps)| {
+                                    wraps.push(nest);
+                                    (own.or(k.clone()), l, wraps)
+                                })
+                            })
+                            .collect()
+                    })
+            });
+    tree.prop_map(|leaves| {
+        let mut secrets = Vec::new();
+        let mut root = serde_json::Map::new();
+        for (i, (key, leaf, wraps)) in leaves.into_iter().enumerate() {
+            let value = match leaf {
+                Leaf::Plain(text) => json!(text),
+                Leaf::Secret(text, secret) => {
+                    secrets.push(secret);
+                    json!(text)
+                }
+                Leaf::Sensitive(k, v) => {
+                    secrets.push(v.clone());
+                    let mut inner = serde_json::Map::new();
+                    inner.insert(k, json!(v));
+                    Value::Object(inner)
+                }
+            };
+            let name = match key {
+                Some((name, secret)) => {
+                    secrets.extend(secret);
+                    name
+                }
+                None => "k".to_string(),
+            };
+            let value = wraps.into_iter().fold(value, |value, wrap| match wrap {
+                0 => json!([value, 1, null]),
+                1 => json!({ "inner": { "deeper": value } }),
+                _ => value,
+            });
+            root.insert(format!("{name} #{i}"), value);
+        }
+        (Value::Object(root), secrets)
+    })
 }
