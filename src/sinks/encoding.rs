@@ -1,4 +1,5 @@
-//! How sinks that write lines (file, console) turn an event into bytes.
+//! How sinks that write lines (file, console) or records (kafka) turn an event into
+//! bytes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -46,6 +47,12 @@ impl Encoding {
     /// Appends the event and a newline to `out`. A text message's own line breaks are
     /// kept as they are.
     pub fn encode(self, event: &Event, out: &mut Vec<u8>) {
+        self.encode_record(event, out);
+        out.push(b'\n');
+    }
+
+    /// Appends the event alone, for sinks whose records are framed already (Kafka).
+    pub fn encode_record(self, event: &Event, out: &mut Vec<u8>) {
         match self {
             Encoding::Text => out.extend_from_slice(event.message.as_bytes()),
             Encoding::Json => {
@@ -68,7 +75,6 @@ impl Encoding {
                 let _ = serde_json::to_writer(&mut *out, &line);
             }
         }
-        out.push(b'\n');
     }
 }
 

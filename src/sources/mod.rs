@@ -68,6 +68,13 @@ impl SourceOutput {
         }
     }
 
+    /// The cursors committed so far (see [`Acker::committed`]), for a source that must
+    /// also record its positions elsewhere; it closes once the output is dropped and
+    /// the last commit is made.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<Cursors> {
+        self.acker.committed()
+    }
+
     /// Sends `events`; once they and every earlier batch are delivered, `cursor` is
     /// committed. Waits while the in-flight window is full (backpressure).
     pub async fn send(

@@ -20,17 +20,15 @@ use super::request::Encoder;
 use super::route::Router;
 use super::service::{Endpoint, LokiService, PushOutcome};
 use crate::checkpoint::BatchStatus;
-use crate::event::{Batch, Event};
+use crate::event::Event;
+use crate::sinks::dead_letter::{DeadLetterQueue, DeadLetterSink};
 use crate::sinks::{Sink, SinkContext};
-use crate::topology::{BatchReceiver, BatchSender, batch_channel};
-
-/// Byte budget of the channel into the dead-letter sink.
-const DEAD_LETTER_BUFFER: usize = 8 << 20;
+use crate::topology::BatchReceiver;
 
 pub struct LokiSink {
     config: LokiSinkConfig,
     endpoint: Endpoint,
-    dead_letter: Option<Box<dyn Sink>>,
+    dead_letter: Option<DeadLetterSink>,
 }
 
 impl LokiSink {
@@ -39,12 +37,7 @@ impl LokiSink {
         config.validate().map_err(anyhow::Error::msg)?;
         let endpoint = Endpoint::new(config)?;
         let dead_letter = match &config.dead_letter {
-            Some(dead_letter) => Some(
-                dead_letter
-                    .0
-                    .build()
-                    .context("cannot start the dead-letter sink")?,
-            ),
+            Some(dead_letter) => Some(dead_letter.build()?),
             None => None,
         };
         Ok(LokiSink {
@@ -60,7 +53,7 @@ struct Shared {
     service: LokiService,
     encoding: LokiEncoding,
     compression: Compression,
-    dead_letter: Option<BatchSender>,
+    dead_letter: Option<DeadLetterQueue>,
     sink: Arc<str>,
     events: metrics::Counter,
     bytes: metrics::Counter,
@@ -79,20 +72,7 @@ impl Sink for LokiSink {
             endpoint,
             dead_letter,
         } = *self;
-        let (dead_letter, dead_letter_task) = match dead_letter {
-            Some(sink) => {
-                let (sender, receiver) = batch_channel(DEAD_LETTER_BUFFER);
-                let dead_ctx = SinkContext {
-                    id: Arc::from(format!("{}.dead_letter", ctx.id)),
-                    health: Arc::clone(&ctx.health),
-                };
-                (
-                    Some(sender),
-                    Some(tokio::spawn(sink.run(receiver, dead_ctx))),
-                )
-            }
-            None => (None, None),
-        };
+        let dead_letter = dead_letter.map(|sink| sink.start(&ctx));
         let label = ("sink", ctx.id.to_string());
         let shared = Arc::new(Shared {
             service: LokiService::new(
@@ -103,7 +83,7 @@ impl Sink for LokiSink {
             ),
             encoding: config.encoding,
             compression: config.compression,
-            dead_letter,
+            dead_letter: dead_letter.as_ref().map(|d| d.queue()),
             sink: Arc::clone(&ctx.id),
             events: metrics::counter!("ferry_sink_events_total", std::slice::from_ref(&label)),
             bytes: metrics::counter!("ferry_sink_bytes_total", std::slice::from_ref(&label)),
@@ -149,8 +129,8 @@ impl Sink for LokiSink {
             joined.context("a Loki push task crashed")??;
         }
         drop(shared);
-        if let Some(task) = dead_letter_task {
-            task.await.context("the dead-letter sink crashed")??;
+        if let Some(dead_letter) = dead_letter {
+            dead_letter.finish().await?;
         }
         Ok(())
     }
@@ -244,19 +224,8 @@ async fn reject(
     for stream in payload.streams {
         for (events, delivery) in by_input_batch(stream) {
             let count = events.len() as u64;
-            dead_letter
-                .send(Batch {
-                    events,
-                    delivery: delivery.clone(),
-                })
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "the dead-letter sink has stopped; refused entries cannot be kept"
-                    )
-                })?;
+            dead_letter.reject(events, delivery).await?;
             shared.dead_lettered.increment(count);
-            delivery.settle(BatchStatus::Rejected);
         }
     }
     Ok(())
