@@ -5,6 +5,7 @@ pub mod dcos;
 pub mod demo;
 pub mod file;
 pub mod ionet;
+pub mod kafka;
 pub mod merge;
 pub mod stdin;
 
@@ -108,11 +109,12 @@ pub enum SourceConfig {
     Demo(demo::DemoConfig),
     File(file::FileSourceConfig),
     Ionet(ionet::IonetConfig),
+    Kafka(Box<kafka::KafkaSourceConfig>),
     Stdin(stdin::StdinConfig),
 }
 
 impl SourceConfig {
-    pub const TYPES: &[&str] = &["dcos", "demo", "file", "ionet", "stdin"];
+    pub const TYPES: &[&str] = &["dcos", "demo", "file", "ionet", "kafka", "stdin"];
 
     /// The types that follow HTTP streams and take the shared [`StreamOptions`] keys.
     pub const STREAMING: &[&str] = &["dcos", "ionet"];
@@ -122,7 +124,10 @@ impl SourceConfig {
         match self {
             SourceConfig::Dcos(c) => c.stream = stream,
             SourceConfig::Ionet(c) => c.stream = stream,
-            SourceConfig::Demo(_) | SourceConfig::File(_) | SourceConfig::Stdin(_) => {}
+            SourceConfig::Demo(_)
+            | SourceConfig::File(_)
+            | SourceConfig::Kafka(_)
+            | SourceConfig::Stdin(_) => {}
         }
     }
 
@@ -136,6 +141,8 @@ impl SourceConfig {
             "demo" => demo::DemoConfig::deserialize(options).map(SourceConfig::Demo),
             "file" => file::FileSourceConfig::deserialize(options).map(SourceConfig::File),
             "ionet" => ionet::IonetConfig::deserialize(options).map(SourceConfig::Ionet),
+            "kafka" => kafka::KafkaSourceConfig::deserialize(options)
+                .map(|c| SourceConfig::Kafka(Box::new(c))),
             "stdin" => stdin::StdinConfig::deserialize(options).map(SourceConfig::Stdin),
             _ => return None,
         })
@@ -147,6 +154,7 @@ impl SourceConfig {
             SourceConfig::Dcos(c) => c.validate(),
             SourceConfig::File(c) => c.validate(),
             SourceConfig::Ionet(c) => c.validate(),
+            SourceConfig::Kafka(c) => c.validate(),
             SourceConfig::Demo(_) | SourceConfig::Stdin(_) => Ok(()),
         }
     }
@@ -157,6 +165,7 @@ impl SourceConfig {
             SourceConfig::Demo(c) => Box::new(demo::DemoSource::new(c.clone())),
             SourceConfig::File(c) => Box::new(file::FileSource::new(c.clone())?),
             SourceConfig::Ionet(c) => Box::new(ionet::IonetSource::new(c.clone())?),
+            SourceConfig::Kafka(c) => Box::new(kafka::KafkaSource::new((**c).clone())?),
             SourceConfig::Stdin(c) => Box::new(stdin::StdinSource::new(c.clone())),
         })
     }

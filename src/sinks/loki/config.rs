@@ -290,6 +290,7 @@ mod tests {
 
     use super::*;
     use crate::config::parse;
+    use crate::sinks::SinkConfig;
 
     fn sink(options: &str) -> Result<LokiSinkConfig, String> {
         let text = format!(
