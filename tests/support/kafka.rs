@@ -99,6 +99,17 @@ impl Record {
 /// came and then nothing more for a second (so duplicates are seen too); panics after
 /// `limit` (a guard against hangs).
 pub fn consume(broker: &str, topic: &str, expected: usize, limit: Duration) -> Vec<Record> {
+    consume_until(broker, topic, limit, |records| records.len() >= expected)
+}
+
+/// Reads every partition of `topic` from its start until `done` holds for what came
+/// and then nothing more came for a second; panics after `limit`.
+pub fn consume_until(
+    broker: &str,
+    topic: &str,
+    limit: Duration,
+    mut done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .set("group.id", unique("reader"))
@@ -120,7 +131,8 @@ pub fn consume(broker: &str, topic: &str, expected: usize, limit: Duration) -> V
     consumer.assign(&assignment).unwrap();
     let start = Instant::now();
     let mut last_record = Instant::now();
-    let mut records = Vec::with_capacity(expected);
+    let mut records = Vec::new();
+    let mut finished = false;
     loop {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
@@ -152,12 +164,15 @@ pub fn consume(broker: &str, topic: &str, expected: usize, limit: Duration) -> V
             Some(Err(error)) => panic!("test consumer: {error}"),
             None => {}
         }
-        if records.len() >= expected && last_record.elapsed() > Duration::from_secs(1) {
+        if !finished && last_record.elapsed() > Duration::from_millis(200) {
+            finished = done(&records);
+        }
+        if finished && last_record.elapsed() > Duration::from_secs(1) {
             return records;
         }
         assert!(
             start.elapsed() < limit,
-            "timed out reading {topic}: {} of {expected} records",
+            "timed out reading {topic}: {} records so far",
             records.len()
         );
     }
@@ -256,5 +271,68 @@ impl Drop for OwnBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A ferry aggregator's config: a `kafka` source in `group` reading `topic` into a
+/// file sink at `out` (`encoding` text or json), with `source_extra` options.
+pub fn aggregator_config(
+    dir: &std::path::Path,
+    api: u16,
+    broker: &str,
+    group: &str,
+    topic: &str,
+    out: &std::path::Path,
+    encoding: &str,
+    source_extra: &str,
+) -> PathBuf {
+    let config = format!(
+        r#"data_dir = "{data}"
+[api]
+address = "127.0.0.1:{api}"
+
+[sources.bus]
+type = "kafka"
+bootstrap_servers = "{broker}"
+group_id = "{group}"
+topics = ["{topic}"]
+session_timeout = "6s"
+commit_interval = "1s"
+max_in_flight_batches = 8
+batch_max_events = 500
+{source_extra}
+
+[sinks.out]
+type = "file"
+inputs = ["bus"]
+path = "{out}"
+encoding = "{encoding}"
+"#,
+        data = dir.join("data").display(),
+        out = out.display(),
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("ferry.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// The complete lines of a file a sink may be writing.
+pub fn complete_lines(path: &std::path::Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    String::from_utf8(bytes[..end].to_vec())
+        .expect("UTF-8 output")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `check` every 300 ms until it holds; panics with `what` after `limit`.
+pub fn wait_slowly(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
