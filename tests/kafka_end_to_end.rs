@@ -15,7 +15,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_process::{Ferry, free_port, metric, scaled, wait_until};
-use kafka::{aggregator_config, broker, complete_lines, create_topic, unique, wait_slowly};
+use kafka::{
+    Subscription, aggregator_config, broker, complete_lines, create_topic, unique, wait_slowly,
+};
 use serde_json::Value;
 
 const LEVELS: [&str; 3] = ["info", "warn", "error"];
@@ -77,9 +79,11 @@ fn agent_to_kafka_to_two_aggregators_survives_a_sigkilled_agent() {
             Ferry::start(&aggregator_config(
                 &dir.path().join(format!("agg-{n}")),
                 free_port(),
-                &broker,
-                &group,
-                &topic,
+                &Subscription {
+                    broker: &broker,
+                    group: &group,
+                    topic: &topic,
+                },
                 out,
                 "json",
                 "decoding = \"native\"\nmetadata_field = \"\"",

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use ferry_process::{Ferry, free_port, metric, scaled};
 use kafka::{
-    aggregator_config, broker, complete_lines, create_topic, produce, unique, wait_slowly,
+    Subscription, aggregator_config, broker, complete_lines, create_topic, produce, unique,
+    wait_slowly,
 };
 
 /// The in-flight window of the aggregators (`aggregator_config`): what a restart may
@@ -53,9 +54,11 @@ impl Aggregator {
         let config = aggregator_config(
             &dir.join(name),
             free_port(),
-            broker,
-            group,
-            topic,
+            &Subscription {
+                broker,
+                group,
+                topic,
+            },
             &out,
             "text",
             "decoding = \"text\"",
@@ -162,9 +165,11 @@ fn records_decode_with_their_kafka_metadata_and_lag_is_measured() {
     let config = aggregator_config(
         &dir.path().join("agg"),
         api,
-        &broker,
-        &unique("decoders"),
-        &topic,
+        &Subscription {
+            broker: &broker,
+            group: &unique("decoders"),
+            topic: &topic,
+        },
         &out,
         "json",
         "lag_interval = \"1s\"",

@@ -274,18 +274,28 @@ impl Drop for OwnBroker {
     }
 }
 
-/// A ferry aggregator's config: a `kafka` source in `group` reading `topic` into a
-/// file sink at `out` (`encoding` text or json), with `source_extra` options.
+/// Where an aggregator reads from.
+pub struct Subscription<'a> {
+    pub broker: &'a str,
+    pub group: &'a str,
+    pub topic: &'a str,
+}
+
+/// A ferry aggregator's config: a `kafka` source on `subscription` into a file sink
+/// at `out` (`encoding` text or json), with `source_extra` options.
 pub fn aggregator_config(
     dir: &std::path::Path,
     api: u16,
-    broker: &str,
-    group: &str,
-    topic: &str,
+    subscription: &Subscription,
     out: &std::path::Path,
     encoding: &str,
     source_extra: &str,
 ) -> PathBuf {
+    let Subscription {
+        broker,
+        group,
+        topic,
+    } = subscription;
     let config = format!(
         r#"data_dir = "{data}"
 [api]

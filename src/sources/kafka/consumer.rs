@@ -107,7 +107,7 @@ fn store_committed(
     offsets: &Mutex<Offsets>,
     cursors: &Cursors,
 ) -> bool {
-    let list = lock(offsets).to_store(cursors);
+    let list = lock(offsets).newly_committed(cursors);
     if list.count() == 0 {
         return false;
     }

@@ -93,7 +93,7 @@ impl Offsets {
 
     /// The offsets newly committed by the tracker for partitions still assigned in
     /// the same generation; they are marked stored.
-    pub fn to_store(&mut self, committed: &Cursors) -> TopicPartitionList {
+    pub fn newly_committed(&mut self, committed: &Cursors) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
         for (key, value) in committed {
             if self.seen.get(key) == Some(value) {
@@ -162,12 +162,14 @@ mod tests {
         offsets.sent("logs", 0, g0, 10);
         offsets.sent("logs", 1, g1, 5);
         assert!(!offsets.settled(&list(&[("logs", 0)])));
-        let store = offsets.to_store(&committed(&[("logs", 0, 10, g0)]));
+        let store = offsets.newly_committed(&committed(&[("logs", 0, 10, g0)]));
         assert_eq!(store.count(), 1);
         assert!(offsets.settled(&list(&[("logs", 0)])));
         assert!(!offsets.settled(&list(&[("logs", 0), ("logs", 1)])));
         assert_eq!(
-            offsets.to_store(&committed(&[("logs", 0, 10, g0)])).count(),
+            offsets
+                .newly_committed(&committed(&[("logs", 0, 10, g0)]))
+                .count(),
             0,
             "already stored"
         );
@@ -177,7 +179,7 @@ mod tests {
         offsets.assign(&list(&[("logs", 1)]));
         let stale = committed(&[("logs", 0, 10, g0), ("logs", 1, 5, g1)]);
         assert_eq!(
-            offsets.to_store(&stale).count(),
+            offsets.newly_committed(&stale).count(),
             0,
             "a batch from before the partition came back must not move its offset"
         );
