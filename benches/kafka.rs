@@ -13,54 +13,25 @@
 //!     eval "$(scripts/kafka-broker start)"; export FERRY_TEST_KAFKA FERRY_TEST_TANSU
 //!     cargo bench --bench kafka       # FERRY_BENCH_EVENTS sets the count (1,000,000)
 
+#[path = "support/events.rs"]
+mod events;
+#[path = "../tests/support/ferry_process.rs"]
+mod ferry_process;
 #[path = "../tests/support/kafka.rs"]
 mod kafka;
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use events::{BATCH, LINE_BYTES, events, line};
 use ferry::checkpoint::Delivery;
-use ferry::event::{Batch, Event, Level};
+use ferry::event::Batch;
 use ferry::sinks::kafka::{KafkaSink, KafkaSinkConfig};
 use ferry::sinks::{Sink, SinkContext};
 use ferry::telemetry::Health;
 use ferry::topology::batch_channel;
+use ferry_process::Ferry;
 use kafka::{broker, create_topic, produce, unique};
-
-const LINE_BYTES: usize = 250;
-const BATCH: usize = 1000;
-
-fn line(n: usize) -> String {
-    let mut line = format!(
-        "2026-11-20T10:00:00.{:09}Z level=info msg=\"request served\" path=/api/orders/{n} status=200 user=user{} duration={}ms ",
-        n % 1_000_000_000,
-        n % 977,
-        n % 900
-    );
-    while line.len() < LINE_BYTES {
-        line.push(char::from(b'a' + (line.len() % 26) as u8));
-    }
-    line.truncate(LINE_BYTES);
-    line
-}
-
-fn events(start: usize, end: usize) -> Vec<Event> {
-    let source: Arc<str> = Arc::from("bench");
-    let provider: Arc<str> = Arc::from("demo");
-    (start..end)
-        .map(|n| {
-            let mut event = Event::new(
-                Arc::clone(&source),
-                Arc::clone(&provider),
-                line(n),
-                1_763_632_800_000_000_000 + n as i64,
-            );
-            event.level = Some([Level::Info, Level::Warn, Level::Error][n % 3]);
-            event
-        })
-        .collect()
-}
 
 /// Peak resident memory of process `pid` ("self" for this one), in MiB.
 fn peak_rss_mib(pid: &str) -> f64 {
@@ -162,15 +133,8 @@ encoding = "text"
         ),
     )
     .expect("config");
-    let mut ferry = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ferry starts");
-    let pid = ferry.id().to_string();
+    let ferry = Ferry::start(&config);
+    let pid = ferry.pid().to_string();
     let expected = (total * (LINE_BYTES + 1)) as u64;
     let size = || std::fs::metadata(&out).map_or(0, |m| m.len());
     let limit = Instant::now() + Duration::from_secs(600);
@@ -186,11 +150,7 @@ encoding = "text"
     let seconds = first.0.elapsed().as_secs_f64();
     let counted = total - (first.1 / (LINE_BYTES as u64 + 1)) as usize;
     let rss = peak_rss_mib(&pid);
-    // SAFETY: plain kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(ferry.id() as i32, libc::SIGTERM);
-    }
-    ferry.wait().expect("ferry exits");
+    assert!(ferry.terminate().success());
     report(
         "kafka source → file sink (ferry process)",
         counted,

@@ -9,46 +9,21 @@
 //!  "host":"web-1","file":"/var/log/shop.log","fields":{"status":503}}
 //! ```
 //!
-//! `ferry` is the format version; keys that are absent (no level, no origin name,
-//! no fields) are left out, and keys a reader does not know are ignored, so a later
-//! version can add some.
+//! `ferry` is the format version; apart from it and the time, the object is what the
+//! `json` encoding writes (`level` is null when unknown; absent origin names and empty
+//! fields are left out). Keys a reader does not know are ignored, so a later version
+//! can add some.
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::event::{Event, Level, Origin};
+use crate::sinks::encoding::EventObject;
 
 /// The version written in the `ferry` key.
 const VERSION: u32 = 1;
-
-#[derive(Serialize)]
-struct NativeOut<'a> {
-    ferry: u32,
-    timestamp: i64,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    level: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream: Option<&'a str>,
-    source: &'a str,
-    provider: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    app: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deployment: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    component: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instance: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    host: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    file: Option<&'a str>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    fields: &'a Map<String, Value>,
-}
 
 #[derive(Deserialize)]
 struct NativeIn {
@@ -79,24 +54,7 @@ struct NativeIn {
 
 /// Appends the native form of `event` to `out`.
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
-    let native = NativeOut {
-        ferry: VERSION,
-        timestamp: event.timestamp,
-        message: &event.message,
-        level: event.level.map(Level::as_str),
-        stream: event.stream.as_deref(),
-        source: &event.source,
-        provider: &event.provider,
-        app: event.origin.app.as_deref(),
-        deployment: event.origin.deployment.as_deref(),
-        component: event.origin.component.as_deref(),
-        instance: event.origin.instance.as_deref(),
-        host: event.origin.host.as_deref(),
-        file: event.origin.file.as_deref(),
-        fields: &event.fields,
-    };
-    // Serializing strings, integers and JSON values into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, &native);
+    EventObject::new(event, event.timestamp, Some(VERSION)).write(out);
 }
 
 /// Rebuilds the event `encode` wrote; says why when `bytes` is not a native event.

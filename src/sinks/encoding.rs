@@ -18,9 +18,14 @@ pub enum Encoding {
     Text,
 }
 
+/// The event as one JSON object, as the `json` encoding writes it and, with the time
+/// in nanoseconds and a version key, as Kafka's `native` encoding does.
 #[derive(Serialize)]
-struct JsonLine<'a> {
-    timestamp: String,
+pub struct EventObject<'a, T> {
+    /// The `native` format version; absent in the `json` encoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ferry: Option<u32>,
+    timestamp: T,
     message: &'a str,
     level: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,6 +48,33 @@ struct JsonLine<'a> {
     fields: &'a Map<String, Value>,
 }
 
+impl<'a, T: Serialize> EventObject<'a, T> {
+    pub fn new(event: &'a Event, timestamp: T, version: Option<u32>) -> Self {
+        EventObject {
+            ferry: version,
+            timestamp,
+            message: &event.message,
+            level: event.level.map(|l| l.as_str()),
+            stream: event.stream.as_deref(),
+            source: &event.source,
+            provider: &event.provider,
+            app: event.origin.app.as_deref(),
+            deployment: event.origin.deployment.as_deref(),
+            component: event.origin.component.as_deref(),
+            instance: event.origin.instance.as_deref(),
+            host: event.origin.host.as_deref(),
+            file: event.origin.file.as_deref(),
+            fields: &event.fields,
+        }
+    }
+
+    /// Appends the object to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        // Serializing strings, numbers and JSON values into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, self);
+    }
+}
+
 impl Encoding {
     /// Appends the event and a newline to `out`. A text message's own line breaks are
     /// kept as they are.
@@ -56,23 +88,7 @@ impl Encoding {
         match self {
             Encoding::Text => out.extend_from_slice(event.message.as_bytes()),
             Encoding::Json => {
-                let line = JsonLine {
-                    timestamp: format_rfc3339_nanos(event.timestamp),
-                    message: &event.message,
-                    level: event.level.map(|l| l.as_str()),
-                    stream: event.stream.as_deref(),
-                    source: &event.source,
-                    provider: &event.provider,
-                    app: event.origin.app.as_deref(),
-                    deployment: event.origin.deployment.as_deref(),
-                    component: event.origin.component.as_deref(),
-                    instance: event.origin.instance.as_deref(),
-                    host: event.origin.host.as_deref(),
-                    file: event.origin.file.as_deref(),
-                    fields: &event.fields,
-                };
-                // Serializing plain strings and JSON values into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, &line);
+                EventObject::new(event, format_rfc3339_nanos(event.timestamp), None).write(out)
             }
         }
     }

@@ -228,23 +228,8 @@ impl KafkaSinkConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::config::parse;
-    use crate::sinks::SinkConfig;
-
-    fn sink(options: &str) -> Result<KafkaSinkConfig, String> {
-        let text = format!(
-            "[sources.d]\ntype = \"demo\"\n[sinks.k]\ntype = \"kafka\"\ninputs = [\"d\"]\n{options}\n"
-        );
-        let mut config =
-            parse(&text, Path::new("ferry.toml"), |_| None).map_err(|e| e.to_string())?;
-        match config.sinks.remove("k").map(|s| s.config) {
-            Some(SinkConfig::Kafka(kafka)) => Ok(*kafka),
-            other => Err(format!("not a kafka sink: {other:?}")),
-        }
-    }
+    use crate::kafka::test_config::sink;
 
     #[test]
     fn defaults_ack_on_all_replicas_with_idempotence() {

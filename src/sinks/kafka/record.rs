@@ -122,24 +122,14 @@ impl RecordBuilder {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use rdkafka::message::Headers;
 
     use super::*;
-    use crate::config::parse;
     use crate::event::Level;
-    use crate::sinks::SinkConfig;
+    use crate::kafka::test_config::sink;
 
     fn format(options: &str) -> RecordFormat {
-        let text = format!(
-            "[sources.d]\ntype = \"demo\"\n[sinks.k]\ntype = \"kafka\"\ninputs = [\"d\"]\nbootstrap_servers = \"b:9092\"\n{options}\n"
-        );
-        let mut config = parse(&text, Path::new("ferry.toml"), |_| None).unwrap();
-        match config.sinks.remove("k").map(|s| s.config) {
-            Some(SinkConfig::Kafka(kafka)) => RecordFormat::new(&kafka),
-            other => panic!("not a kafka sink: {other:?}"),
-        }
+        RecordFormat::new(&sink(&format!("bootstrap_servers = \"b:9092\"\n{options}")).unwrap())
     }
 
     fn event() -> Event {

@@ -176,23 +176,8 @@ impl KafkaSourceConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::config::parse;
-    use crate::sources::SourceConfig;
-
-    fn source(options: &str) -> Result<KafkaSourceConfig, String> {
-        let text = format!(
-            "[sources.k]\ntype = \"kafka\"\n{options}\n[sinks.out]\ntype = \"console\"\ninputs = [\"k\"]\n"
-        );
-        let mut config =
-            parse(&text, Path::new("ferry.toml"), |_| None).map_err(|e| e.to_string())?;
-        match config.sources.remove("k").map(|s| s.config) {
-            Some(SourceConfig::Kafka(kafka)) => Ok(*kafka),
-            other => Err(format!("not a kafka source: {other:?}")),
-        }
-    }
+    use crate::kafka::test_config::source;
 
     #[test]
     fn defaults_start_at_the_earliest_record_and_never_store_offsets_on_read() {
