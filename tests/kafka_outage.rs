@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry_process::{Ferry, free_port, metric, scaled, wait_until};
+use ferry_process::{Ferry, free_port, http_get, metric, scaled, wait_until};
 use kafka::{OwnBroker, consume_until, create_topic, unique};
 use tcp_proxy::TcpProxy;
 
@@ -117,6 +117,9 @@ fn an_unreachable_broker_holds_the_source_back_and_nothing_unsent_is_acknowledge
         "the source read {read} events with {delivered} delivered: not held back"
     );
     assert!(read < total, "the source was not held back at all");
+    let (status, body) = http_get(api, "/health").expect("/health answers");
+    assert_eq!(status, 503, "/health reports the failing sink: {body}");
+    assert!(body.contains("sink:kafka"), "{body}");
     first.kill();
 
     let api = free_port();

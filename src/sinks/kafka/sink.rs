@@ -119,6 +119,13 @@ struct Shared {
     dead_lettered: metrics::Counter,
 }
 
+impl Shared {
+    /// The component `/health` names while deliveries fail.
+    fn health_key(&self) -> String {
+        format!("sink:{}", self.sink)
+    }
+}
+
 #[async_trait]
 impl Sink for KafkaSink {
     async fn run(
@@ -305,12 +312,12 @@ impl InFlight {
             shared.errors.increment(retry.len() as u64);
             let message = format!("{} records not delivered ({error}); retrying", retry.len());
             tracing::warn!(sink = %shared.sink, "{message}");
-            shared.health.set(&shared.sink, message);
+            shared.health.set(&shared.health_key(), message);
             tokio::time::sleep(delays.next().unwrap_or(shared.retry_max_backoff)).await;
             shared.retried.increment(retry.len() as u64);
             self.produce(&shared, &mut builder, retry).await;
         }
-        shared.health.clear(&shared.sink);
+        shared.health.clear(&shared.health_key());
         drop(permit);
         self.settle(&shared).await
     }
