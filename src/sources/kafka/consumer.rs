@@ -260,6 +260,8 @@ pub struct Reader {
     pub commit_interval: Duration,
     pub runtime: Handle,
     pub shutdown: CancellationToken,
+    /// Where consumer errors (and failed commits) are logged.
+    pub log: ClientLog,
 }
 
 impl Reader {
@@ -276,8 +278,8 @@ impl Reader {
             commit_interval,
             runtime,
             shutdown,
+            log,
         } = self;
-        let log = ClientLog::new("kafka reader".into());
         let mut pending = Pending::default();
         let mut revocations = 0;
         let mut last_commit = Instant::now();

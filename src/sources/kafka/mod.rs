@@ -36,6 +36,7 @@ use self::consumer::{Hooks, Reader};
 use self::decode::Decoder;
 use self::offsets::Offsets;
 use super::{Source, SourceContext};
+use crate::kafka::ClientLog;
 
 pub struct KafkaSource {
     config: KafkaSourceConfig,
@@ -96,6 +97,7 @@ impl Source for KafkaSource {
                 commit_interval: config.commit_interval,
                 runtime,
                 shutdown: ctx.shutdown,
+                log: ClientLog::new(format!("sources.{}", ctx.id)),
             }
             .run()
         })
