@@ -8,7 +8,9 @@
 //!   source, `text` decoding) into a `file` sink; the rate is measured from the first
 //!   line written to the last, so the consumer group join is not counted.
 //!
-//! Each prints events/s, MB/s of event text, and peak RSS. Needs the test broker:
+//! Each prints events/s, MB/s of event text, events per CPU-second (of the sink's
+//! thread; of the whole ferry process for the source, librdkafka's threads included)
+//! and peak RSS. Needs the test broker:
 //!
 //!     eval "$(scripts/kafka-broker start)"; export FERRY_TEST_KAFKA FERRY_TEST_TANSU
 //!     cargo bench --bench kafka       # FERRY_BENCH_EVENTS sets the count (1,000,000)
@@ -43,11 +45,28 @@ fn peak_rss_mib(pid: &str) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn report(what: &str, total: usize, seconds: f64, rss: f64) {
+/// CPU time (user + system) of `/proc/PATH` (`self`, `thread-self`, a pid), in
+/// seconds: the rate per CPU-second is what one core sustains, also on a busy machine.
+fn cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{path}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn report(what: &str, total: usize, seconds: f64, cpu: f64, rss: f64) {
     println!(
-        "{what:<44} {total} events of {LINE_BYTES} B in {seconds:.2} s: {:>9.0} events/s, {:>6.1} MB/s, peak RSS {rss:.0} MiB",
+        "{what:<44} {total} events of {LINE_BYTES} B in {seconds:.2} s: {:>9.0} events/s, {:>6.1} MB/s, {:>9.0} events per CPU-second, peak RSS {rss:.0} MiB",
         total as f64 / seconds,
-        (total * LINE_BYTES) as f64 / seconds / 1e6
+        (total * LINE_BYTES) as f64 / seconds / 1e6,
+        total as f64 / cpu.max(0.01)
     );
 }
 
@@ -58,7 +77,7 @@ fn sink(broker: &str, total: usize, encoding: &str) {
         "bootstrap_servers = \"{broker}\"\ntopic = \"{topic}\"\nencoding = \"{encoding}\"\ncompression = \"lz4\"\n"
     );
     let config: KafkaSinkConfig = toml::from_str(&options).expect("valid options");
-    let (sender, receiver) = batch_channel(64 << 20);
+    let (sender, receiver) = batch_channel(8 << 20);
     let generator = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -77,6 +96,7 @@ fn sink(broker: &str, total: usize, encoding: &str) {
         .enable_all()
         .build()
         .expect("sink runtime");
+    let cpu_before = cpu_seconds("thread-self");
     let elapsed = runtime.block_on(async {
         let sink = Box::new(KafkaSink::new(&config).expect("sink builds"));
         let ctx = SinkContext {
@@ -87,11 +107,13 @@ fn sink(broker: &str, total: usize, encoding: &str) {
         sink.run(receiver, ctx).await.expect("sink ends cleanly");
         started.elapsed()
     });
+    let sink_cpu = cpu_seconds("thread-self") - cpu_before;
     generator.join().expect("generator");
     report(
-        &format!("kafka sink, {encoding}, lz4, one core"),
+        &format!("kafka sink, {encoding}, lz4 (sink thread)"),
         total,
         elapsed.as_secs_f64(),
+        sink_cpu,
         peak_rss_mib("self"),
     );
 }
@@ -142,19 +164,21 @@ encoding = "text"
         assert!(Instant::now() < limit, "no record arrived");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let first = (Instant::now(), size());
+    let first = (Instant::now(), size(), cpu_seconds(&pid));
     while size() < expected {
         assert!(Instant::now() < limit, "not every record arrived");
         std::thread::sleep(Duration::from_millis(5));
     }
     let seconds = first.0.elapsed().as_secs_f64();
     let counted = total - (first.1 / (LINE_BYTES as u64 + 1)) as usize;
+    let cpu = cpu_seconds(&pid) - first.2;
     let rss = peak_rss_mib(&pid);
     assert!(ferry.terminate().success());
     report(
         "kafka source → file sink (ferry process)",
         counted,
         seconds,
+        cpu,
         rss,
     );
 }

@@ -81,7 +81,7 @@ fn default_batch_timeout() -> Duration {
 }
 
 fn default_queue_max_bytes() -> usize {
-    64 << 20
+    32 << 20
 }
 
 fn default_message_timeout() -> Duration {
@@ -89,7 +89,7 @@ fn default_message_timeout() -> Duration {
 }
 
 fn default_max_in_flight_batches() -> usize {
-    64
+    16
 }
 
 fn default_retry_initial_backoff() -> Duration {
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
         assert_eq!(producer.get("compression.type"), Some("none"));
         assert_eq!(producer.get("linger.ms"), Some("5"));
-        assert_eq!(producer.get("queue.buffering.max.kbytes"), Some("65536"));
+        assert_eq!(producer.get("queue.buffering.max.kbytes"), Some("32768"));
     }
 
     #[test]

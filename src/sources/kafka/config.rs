@@ -39,7 +39,8 @@ pub struct KafkaSourceConfig {
     /// Longest a record waits for its batch to fill up.
     #[serde(default = "default_batch_timeout", with = "humantime_serde")]
     pub batch_timeout: Duration,
-    /// Memory budget of records fetched ahead (`queued.max.messages.kbytes`).
+    /// Memory budget of records fetched ahead (`queued.max.messages.kbytes`, and the
+    /// most one fetch response may carry, `fetch.max.bytes`).
     #[serde(default = "default_fetch_buffer_bytes")]
     pub fetch_buffer_bytes: usize,
     /// The event field that holds the record's topic, partition, offset, key and
@@ -115,6 +116,7 @@ const MANAGED: &[(&str, &str)] = &[
     ),
     ("session.timeout.ms", "session_timeout"),
     ("queued.max.messages.kbytes", "fetch_buffer_bytes"),
+    ("fetch.max.bytes", "fetch_buffer_bytes"),
     ("statistics.interval.ms", "lag_interval"),
     ("enable.partition.eof", "(always off)"),
 ];
@@ -142,6 +144,12 @@ impl KafkaSourceConfig {
             (
                 "queued.max.messages.kbytes",
                 (self.fetch_buffer_bytes / 1024).max(1).to_string(),
+            ),
+            // One fetch response stays within the budget too (at least one partition's
+            // worth, `fetch.message.max.bytes`, as librdkafka requires).
+            (
+                "fetch.max.bytes",
+                self.fetch_buffer_bytes.max(1 << 20).to_string(),
             ),
             (
                 "statistics.interval.ms",
