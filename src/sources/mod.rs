@@ -5,6 +5,7 @@ pub mod dcos;
 pub mod demo;
 pub mod file;
 pub mod ionet;
+pub mod kafka;
 pub mod merge;
 pub mod stdin;
 
@@ -68,6 +69,13 @@ impl SourceOutput {
         }
     }
 
+    /// The cursors committed so far (see [`Acker::committed`]), for a source that must
+    /// also record its positions elsewhere; it closes once the output is dropped and
+    /// the last commit is made.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<Cursors> {
+        self.acker.committed()
+    }
+
     /// Sends `events`; once they and every earlier batch are delivered, `cursor` is
     /// committed. Waits while the in-flight window is full (backpressure).
     pub async fn send(
@@ -101,11 +109,12 @@ pub enum SourceConfig {
     Demo(demo::DemoConfig),
     File(file::FileSourceConfig),
     Ionet(ionet::IonetConfig),
+    Kafka(Box<kafka::KafkaSourceConfig>),
     Stdin(stdin::StdinConfig),
 }
 
 impl SourceConfig {
-    pub const TYPES: &[&str] = &["dcos", "demo", "file", "ionet", "stdin"];
+    pub const TYPES: &[&str] = &["dcos", "demo", "file", "ionet", "kafka", "stdin"];
 
     /// The types that follow HTTP streams and take the shared [`StreamOptions`] keys.
     pub const STREAMING: &[&str] = &["dcos", "ionet"];
@@ -115,7 +124,10 @@ impl SourceConfig {
         match self {
             SourceConfig::Dcos(c) => c.stream = stream,
             SourceConfig::Ionet(c) => c.stream = stream,
-            SourceConfig::Demo(_) | SourceConfig::File(_) | SourceConfig::Stdin(_) => {}
+            SourceConfig::Demo(_)
+            | SourceConfig::File(_)
+            | SourceConfig::Kafka(_)
+            | SourceConfig::Stdin(_) => {}
         }
     }
 
@@ -129,6 +141,8 @@ impl SourceConfig {
             "demo" => demo::DemoConfig::deserialize(options).map(SourceConfig::Demo),
             "file" => file::FileSourceConfig::deserialize(options).map(SourceConfig::File),
             "ionet" => ionet::IonetConfig::deserialize(options).map(SourceConfig::Ionet),
+            "kafka" => kafka::KafkaSourceConfig::deserialize(options)
+                .map(|c| SourceConfig::Kafka(Box::new(c))),
             "stdin" => stdin::StdinConfig::deserialize(options).map(SourceConfig::Stdin),
             _ => return None,
         })
@@ -140,6 +154,7 @@ impl SourceConfig {
             SourceConfig::Dcos(c) => c.validate(),
             SourceConfig::File(c) => c.validate(),
             SourceConfig::Ionet(c) => c.validate(),
+            SourceConfig::Kafka(c) => c.validate(),
             SourceConfig::Demo(_) | SourceConfig::Stdin(_) => Ok(()),
         }
     }
@@ -150,6 +165,7 @@ impl SourceConfig {
             SourceConfig::Demo(c) => Box::new(demo::DemoSource::new(c.clone())),
             SourceConfig::File(c) => Box::new(file::FileSource::new(c.clone())?),
             SourceConfig::Ionet(c) => Box::new(ionet::IonetSource::new(c.clone())?),
+            SourceConfig::Kafka(c) => Box::new(kafka::KafkaSource::new((**c).clone())?),
             SourceConfig::Stdin(c) => Box::new(stdin::StdinSource::new(c.clone())),
         })
     }
