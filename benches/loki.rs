@@ -6,59 +6,27 @@
 //!
 //! `cargo bench --bench loki` (set `FERRY_BENCH_EVENTS` to change the event count).
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "../tests/support/loki_receiver.rs"]
 mod loki_receiver;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use events::{BATCH, LINE_BYTES, events};
 use ferry::checkpoint::Delivery;
-use ferry::event::{Batch, Event, Level};
+use ferry::event::{Batch, Event};
 use ferry::sinks::loki::{LokiSink, LokiSinkConfig};
 use ferry::sinks::{Sink, SinkContext};
 use ferry::telemetry::Health;
 use ferry::topology::batch_channel;
 use loki_receiver::LokiReceiver;
 
-const LINE_BYTES: usize = 250;
-const BATCH: usize = 1000;
-
-fn line(n: usize) -> String {
-    let mut line = format!(
-        "2026-11-20T10:00:00.{:09}Z level=info msg=\"request served\" path=/api/orders/{n} status=200 user=user{} duration={}ms ",
-        n % 1_000_000_000,
-        n % 977,
-        n % 900
-    );
-    while line.len() < LINE_BYTES {
-        line.push(char::from(b'a' + (line.len() % 26) as u8));
-    }
-    line.truncate(LINE_BYTES);
-    line
-}
-
 fn batches(total: usize) -> Vec<Vec<Event>> {
-    let source: Arc<str> = Arc::from("bench");
-    let provider: Arc<str> = Arc::from("demo");
-    // A minute ago: within the receiver's (Loki's default) age limits.
-    let base = ferry::event::now_nanos() - 60_000_000_000;
     (0..total)
         .step_by(BATCH)
-        .map(|start| {
-            (start..(start + BATCH).min(total))
-                .map(|n| {
-                    let mut event = Event::new(
-                        Arc::clone(&source),
-                        Arc::clone(&provider),
-                        line(n),
-                        base + n as i64,
-                    );
-                    event.level = Some([Level::Info, Level::Warn, Level::Error][n % 3]);
-                    event.origin.app = Some(["shop", "blog"][n % 2].to_string());
-                    event
-                })
-                .collect()
-        })
+        .map(|start| events(start, (start + BATCH).min(total)))
         .collect()
 }
 

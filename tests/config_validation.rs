@@ -94,17 +94,23 @@ fn run_refuses_a_broken_config_before_starting_anything() {
 }
 
 #[test]
-fn the_example_config_is_valid() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
-    let output = ferry()
-        .arg("validate")
-        .arg("-c")
-        .arg(&example)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+fn the_example_configs_are_valid() {
+    for name in [
+        "config.example.toml",
+        "examples/agent.toml",
+        "examples/aggregator.toml",
+    ] {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+        let output = ferry()
+            .arg("validate")
+            .arg("-c")
+            .arg(&example)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

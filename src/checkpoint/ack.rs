@@ -5,6 +5,12 @@
 //! the highest run of contiguous finalized batches in one durable transaction. The
 //! in-flight slot of a batch is released only after its cursor is committed, so the
 //! window bounds exactly what a crash can replay.
+//!
+//! Every successful commit is also published ([`Acker::committed`]): a source whose
+//! positions live in another system too (Kafka's consumer-group offsets) watches it
+//! and copies what is committed there. The tracker stays the one place that decides
+//! what is finalized; such a source never learns of a batch any other way, so it can
+//! never get ahead of the sinks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,10 +18,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::CheckpointStore;
+use super::{CheckpointStore, Cursors};
 use crate::telemetry::Health;
 
 /// How a sink finished with its copy of a batch. When clones disagree, the worst wins.
@@ -163,6 +169,7 @@ pub struct Acker {
     next_seq: u64,
     window: Arc<Semaphore>,
     report: mpsc::UnboundedSender<Settled>,
+    committed: watch::Receiver<Cursors>,
 }
 
 impl Acker {
@@ -184,6 +191,13 @@ impl Acker {
             settled: false,
         }
     }
+
+    /// Every cursor key committed since the tracker started, with its latest value; it
+    /// changes after each successful commit and closes once the tracker has made its
+    /// last commit (after the `Acker` and every delivery are gone).
+    pub fn committed(&self) -> watch::Receiver<Cursors> {
+        self.committed.clone()
+    }
 }
 
 /// The tracker task; it ends after the source's [`Acker`] and every delivery are gone
@@ -198,15 +212,18 @@ pub fn spawn_tracker(
     health: Arc<Health>,
 ) -> (Acker, TrackerHandle) {
     let (report, settled) = mpsc::unbounded_channel();
+    let (published, committed) = watch::channel(Cursors::new());
     let acker = Acker {
         next_seq: 0,
         window: Arc::new(Semaphore::new(window.max(1))),
         report,
+        committed,
     };
     let tracker = Tracker {
         source,
         store,
         health,
+        published,
         pending: BTreeMap::new(),
         next: 0,
         uncommitted: BTreeMap::new(),
@@ -221,6 +238,7 @@ struct Tracker {
     source: Arc<str>,
     store: Arc<CheckpointStore>,
     health: Arc<Health>,
+    published: watch::Sender<Cursors>,
     pending: BTreeMap<u64, Settled>,
     next: u64,
     uncommitted: BTreeMap<String, Option<Value>>,
@@ -321,7 +339,14 @@ impl Tracker {
             .and_then(|r| r);
         match result {
             Ok(()) => {
-                self.uncommitted.clear();
+                self.published.send_modify(|cursors| {
+                    for (key, value) in std::mem::take(&mut self.uncommitted) {
+                        match value {
+                            Some(value) => cursors.insert(key, value),
+                            None => cursors.remove(&key),
+                        };
+                    }
+                });
                 self.held.clear();
                 if std::mem::take(&mut self.failing) {
                     tracing::info!(source = %self.source, "checkpoint commits succeed again");
@@ -398,6 +423,31 @@ mod tests {
         drop(acker);
         handle.await.unwrap();
         assert_eq!(store.load("s").unwrap()["k"], json!(2));
+    }
+
+    #[tokio::test]
+    async fn commits_are_published_and_the_watch_closes_with_the_tracker() {
+        let (mut acker, handle, _store, _dir) = tracker(8).await;
+        let mut committed = acker.committed();
+        acker
+            .delivery(CursorUpdate::set("a", json!(1)).with("b", Some(json!(2))))
+            .await
+            .settle(BatchStatus::Delivered);
+        committed.changed().await.unwrap();
+        assert_eq!(committed.borrow_and_update()["a"], json!(1));
+        acker
+            .delivery(CursorUpdate::remove("b"))
+            .await
+            .settle(BatchStatus::Delivered);
+        drop(acker);
+        handle.await.unwrap();
+        let last = committed.borrow_and_update().clone();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last["a"], json!(1));
+        assert!(
+            committed.changed().await.is_err(),
+            "closed after the last commit"
+        );
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! How sinks that write lines (file, console) turn an event into bytes.
+//! How sinks that write lines (file, console) or records (kafka) turn an event into
+//! bytes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -17,9 +18,14 @@ pub enum Encoding {
     Text,
 }
 
+/// The event as one JSON object, as the `json` encoding writes it and, with the time
+/// in nanoseconds and a version key, as Kafka's `native` encoding does.
 #[derive(Serialize)]
-struct JsonLine<'a> {
-    timestamp: String,
+pub struct EventObject<'a, T> {
+    /// The `native` format version; absent in the `json` encoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ferry: Option<u32>,
+    timestamp: T,
     message: &'a str,
     level: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,33 +48,49 @@ struct JsonLine<'a> {
     fields: &'a Map<String, Value>,
 }
 
+impl<'a, T: Serialize> EventObject<'a, T> {
+    pub fn new(event: &'a Event, timestamp: T, version: Option<u32>) -> Self {
+        EventObject {
+            ferry: version,
+            timestamp,
+            message: &event.message,
+            level: event.level.map(|l| l.as_str()),
+            stream: event.stream.as_deref(),
+            source: &event.source,
+            provider: &event.provider,
+            app: event.origin.app.as_deref(),
+            deployment: event.origin.deployment.as_deref(),
+            component: event.origin.component.as_deref(),
+            instance: event.origin.instance.as_deref(),
+            host: event.origin.host.as_deref(),
+            file: event.origin.file.as_deref(),
+            fields: &event.fields,
+        }
+    }
+
+    /// Appends the object to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        // Serializing strings, numbers and JSON values into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, self);
+    }
+}
+
 impl Encoding {
     /// Appends the event and a newline to `out`. A text message's own line breaks are
     /// kept as they are.
     pub fn encode(self, event: &Event, out: &mut Vec<u8>) {
+        self.encode_record(event, out);
+        out.push(b'\n');
+    }
+
+    /// Appends the event alone, for sinks whose records are framed already (Kafka).
+    pub fn encode_record(self, event: &Event, out: &mut Vec<u8>) {
         match self {
             Encoding::Text => out.extend_from_slice(event.message.as_bytes()),
             Encoding::Json => {
-                let line = JsonLine {
-                    timestamp: format_rfc3339_nanos(event.timestamp),
-                    message: &event.message,
-                    level: event.level.map(|l| l.as_str()),
-                    stream: event.stream.as_deref(),
-                    source: &event.source,
-                    provider: &event.provider,
-                    app: event.origin.app.as_deref(),
-                    deployment: event.origin.deployment.as_deref(),
-                    component: event.origin.component.as_deref(),
-                    instance: event.origin.instance.as_deref(),
-                    host: event.origin.host.as_deref(),
-                    file: event.origin.file.as_deref(),
-                    fields: &event.fields,
-                };
-                // Serializing plain strings and JSON values into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, &line);
+                EventObject::new(event, format_rfc3339_nanos(event.timestamp), None).write(out)
             }
         }
-        out.push(b'\n');
     }
 }
 

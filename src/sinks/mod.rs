@@ -2,8 +2,10 @@
 //! a config `type` to a sink.
 
 pub mod console;
+pub mod dead_letter;
 pub mod encoding;
 pub mod file;
+pub mod kafka;
 pub mod loki;
 
 use std::sync::Arc;
@@ -32,11 +34,12 @@ pub struct SinkContext {
 pub enum SinkConfig {
     Console(console::ConsoleSinkConfig),
     File(file::FileSinkConfig),
+    Kafka(Box<kafka::KafkaSinkConfig>),
     Loki(Box<loki::LokiSinkConfig>),
 }
 
 impl SinkConfig {
-    pub const TYPES: &[&str] = &["console", "file", "loki"];
+    pub const TYPES: &[&str] = &["console", "file", "kafka", "loki"];
 
     /// Deserializes the options of sink type `type_name`; `None` if no such type.
     pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
@@ -46,6 +49,9 @@ impl SinkConfig {
         Some(match type_name {
             "console" => console::ConsoleSinkConfig::deserialize(options).map(SinkConfig::Console),
             "file" => file::FileSinkConfig::deserialize(options).map(SinkConfig::File),
+            "kafka" => {
+                kafka::KafkaSinkConfig::deserialize(options).map(|c| SinkConfig::Kafka(Box::new(c)))
+            }
             "loki" => {
                 loki::LokiSinkConfig::deserialize(options).map(|c| SinkConfig::Loki(Box::new(c)))
             }
@@ -57,6 +63,7 @@ impl SinkConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             SinkConfig::Console(_) | SinkConfig::File(_) => Ok(()),
+            SinkConfig::Kafka(c) => c.validate(),
             SinkConfig::Loki(c) => c.validate(),
         }
     }
@@ -65,6 +72,7 @@ impl SinkConfig {
         Ok(match self {
             SinkConfig::Console(c) => Box::new(console::ConsoleSink::new(c.clone())),
             SinkConfig::File(c) => Box::new(file::FileSink::new(c.clone())),
+            SinkConfig::Kafka(c) => Box::new(kafka::KafkaSink::new(c)?),
             SinkConfig::Loki(c) => Box::new(loki::LokiSink::new(c)?),
         })
     }

@@ -5,6 +5,7 @@ pub mod dcos;
 pub mod demo;
 pub mod file;
 pub mod ionet;
+pub mod kafka;
 pub mod provider;
 pub mod stdin;
 
@@ -66,6 +67,13 @@ impl SourceOutput {
             events: metrics::counter!("ferry_source_events_total", std::slice::from_ref(&label)),
             bytes: metrics::counter!("ferry_source_bytes_total", &[label]),
         }
+    }
+
+    /// The cursors committed so far (see [`Acker::committed`]), for a source that must
+    /// also record its positions elsewhere; it closes once the output is dropped and
+    /// the last commit is made.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<Cursors> {
+        self.acker.committed()
     }
 
     /// Sends `events`; once they and every earlier batch are delivered, `cursor` is
@@ -168,5 +176,6 @@ source_types! {
     "demo" => Demo(demo::DemoConfig) -> demo::DemoSource,
     "file" => File(file::FileSourceConfig) -> file::FileSource,
     "ionet" => Ionet(ionet::IonetConfig) -> ionet::IonetSource [streaming],
+    "kafka" => Kafka(Box<kafka::KafkaSourceConfig>) -> kafka::KafkaSource,
     "stdin" => Stdin(stdin::StdinConfig) -> stdin::StdinSource,
 }

@@ -3,14 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 use super::labels::is_valid_label_name;
 use crate::config::{Secret, resolve_secret};
-use crate::sinks::SinkConfig;
+use crate::sinks::dead_letter::DeadLetter;
 use crate::template::Template;
 
 /// The path Loki serves pushes on, appended to `endpoint`.
@@ -240,36 +239,6 @@ impl Default for TlsOptions {
     }
 }
 
-/// The sink that receives permanently refused entries: `{ type = "file", path = … }`.
-#[derive(Debug, Clone)]
-pub struct DeadLetter(pub Arc<SinkConfig>);
-
-impl<'de> Deserialize<'de> for DeadLetter {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let mut table = toml::Table::deserialize(deserializer)?;
-        let type_name = match table.remove("type") {
-            Some(toml::Value::String(name)) => name,
-            Some(_) => return Err(D::Error::custom("dead_letter: `type` must be a string")),
-            None => {
-                return Err(D::Error::custom(
-                    "dead_letter: missing `type`, e.g. { type = \"file\", path = \"/var/lib/ferry/loki-rejected.log\" }",
-                ));
-            }
-        };
-        match SinkConfig::deserialize_type(&type_name, table) {
-            None => Err(D::Error::custom(format!(
-                "dead_letter: unknown sink type `{type_name}`, expected one of: {}",
-                SinkConfig::TYPES.join(", ")
-            ))),
-            Some(Err(error)) => Err(D::Error::custom(format!(
-                "dead_letter (type {type_name}): {error}"
-            ))),
-            Some(Ok(config)) => Ok(DeadLetter(Arc::new(config))),
-        }
-    }
-}
-
 impl LokiSinkConfig {
     /// The full push URL.
     pub fn push_url(&self) -> Result<reqwest::Url, String> {
@@ -317,10 +286,7 @@ impl LokiSinkConfig {
             return Err("tls: give both `crt_file` and `key_file`, or neither".into());
         }
         if let Some(dead_letter) = &self.dead_letter {
-            dead_letter
-                .0
-                .validate()
-                .map_err(|e| format!("dead_letter: {e}"))?;
+            dead_letter.validate()?;
         }
         Ok(())
     }
@@ -332,6 +298,7 @@ mod tests {
 
     use super::*;
     use crate::config::parse;
+    use crate::sinks::SinkConfig;
 
     fn sink(options: &str) -> Result<LokiSinkConfig, String> {
         let text = format!(

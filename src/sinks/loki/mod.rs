@@ -28,7 +28,7 @@ mod service;
 mod sink;
 
 pub use config::{
-    Auth, Compression, DeadLetter, LabelName, LokiEncoding, LokiSinkConfig, PUSH_PATH, TlsOptions,
+    Auth, Compression, LabelName, LokiEncoding, LokiSinkConfig, PUSH_PATH, TlsOptions,
 };
 pub use labels::is_valid_label_name;
 pub use sink::LokiSink;

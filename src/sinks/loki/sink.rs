@@ -24,12 +24,10 @@ use super::request::Encoder;
 use super::route::Router;
 use super::service::{Endpoint, LokiService, PushOutcome, summary};
 use crate::checkpoint::BatchStatus;
-use crate::event::{Batch, Event, now_nanos};
+use crate::event::{Event, now_nanos};
+use crate::sinks::dead_letter::{DeadLetterQueue, DeadLetterSink};
 use crate::sinks::{Sink, SinkContext};
-use crate::topology::{BatchReceiver, BatchSender, batch_channel};
-
-/// Byte budget of the channel into the dead-letter sink.
-const DEAD_LETTER_BUFFER: usize = 8 << 20;
+use crate::topology::BatchReceiver;
 
 /// Most requests spent on one push (the first included) while isolating its refused
 /// entries; past it, the entries not settled yet are taken as refused. Loki's own
@@ -40,7 +38,7 @@ const MAX_ISOLATION_REQUESTS: usize = 1000;
 pub struct LokiSink {
     config: LokiSinkConfig,
     endpoint: Endpoint,
-    dead_letter: Option<Box<dyn Sink>>,
+    dead_letter: Option<DeadLetterSink>,
 }
 
 impl LokiSink {
@@ -49,12 +47,7 @@ impl LokiSink {
         config.validate().map_err(anyhow::Error::msg)?;
         let endpoint = Endpoint::new(config)?;
         let dead_letter = match &config.dead_letter {
-            Some(dead_letter) => Some(
-                dead_letter
-                    .0
-                    .build()
-                    .context("cannot start the dead-letter sink")?,
-            ),
+            Some(dead_letter) => Some(dead_letter.build()?),
             None => None,
         };
         Ok(LokiSink {
@@ -70,7 +63,7 @@ struct Shared {
     service: LokiService,
     encoding: LokiEncoding,
     compression: Compression,
-    dead_letter: Option<BatchSender>,
+    dead_letter: Option<DeadLetterQueue>,
     sink: Arc<str>,
     reject_older_than: Option<Duration>,
     events: metrics::Counter,
@@ -93,20 +86,7 @@ impl Sink for LokiSink {
             endpoint,
             dead_letter,
         } = *self;
-        let (dead_letter, dead_letter_task) = match dead_letter {
-            Some(sink) => {
-                let (sender, receiver) = batch_channel(DEAD_LETTER_BUFFER);
-                let dead_ctx = SinkContext {
-                    id: Arc::from(format!("{}.dead_letter", ctx.id)),
-                    health: Arc::clone(&ctx.health),
-                };
-                (
-                    Some(sender),
-                    Some(tokio::spawn(sink.run(receiver, dead_ctx))),
-                )
-            }
-            None => (None, None),
-        };
+        let dead_letter = dead_letter.map(|sink| sink.start(&ctx));
         let label = ("sink", ctx.id.to_string());
         let shared = Arc::new(Shared {
             service: LokiService::new(
@@ -117,7 +97,7 @@ impl Sink for LokiSink {
             ),
             encoding: config.encoding,
             compression: config.compression,
-            dead_letter,
+            dead_letter: dead_letter.as_ref().map(|d| d.queue()),
             sink: Arc::clone(&ctx.id),
             reject_older_than: config.reject_older_than,
             events: metrics::counter!("ferry_sink_events_total", std::slice::from_ref(&label)),
@@ -177,8 +157,8 @@ impl Sink for LokiSink {
             joined.context("a Loki push task crashed")??;
         }
         drop(shared);
-        if let Some(task) = dead_letter_task {
-            task.await.context("the dead-letter sink crashed")??;
+        if let Some(dead_letter) = dead_letter {
+            dead_letter.finish().await?;
         }
         Ok(())
     }
@@ -364,22 +344,14 @@ async fn settle(
                 delivery.settle(BatchStatus::Delivered);
                 continue;
             };
-            if let Some(dead_letter) = &shared.dead_letter {
-                let count = events.len() as u64;
-                dead_letter
-                    .send(Batch {
-                        events,
-                        delivery: delivery.clone(),
-                    })
-                    .await
-                    .map_err(|_| {
-                        anyhow::anyhow!(
-                            "the dead-letter sink has stopped; refused entries cannot be kept"
-                        )
-                    })?;
-                shared.dead_lettered.increment(count);
+            match &shared.dead_letter {
+                Some(dead_letter) => {
+                    let count = events.len() as u64;
+                    dead_letter.reject(events, delivery).await?;
+                    shared.dead_lettered.increment(count);
+                }
+                None => delivery.settle(BatchStatus::Rejected),
             }
-            delivery.settle(BatchStatus::Rejected);
         }
     }
     Ok(())

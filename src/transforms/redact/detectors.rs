@@ -296,6 +296,26 @@ impl Scanner {
         Ok(Scanner { set, rules })
     }
 
+    /// Whether texts may be scanned joined by `\n` for a first yes/no answer: true
+    /// unless custom patterns are set (one could anchor to a text's start or end).
+    /// The built-in patterns have no anchors, and their word boundaries and
+    /// separators hold at a newline as at the edge of a text, so any of them found in
+    /// one text is found in the joined texts.
+    pub fn joinable(&self) -> bool {
+        !self.rules.iter().any(|c| c.rule == Rule::Custom)
+    }
+
+    /// The rules that may match somewhere in `text` (no validation, no spans), as
+    /// indexes for [`Scanner::scan_rules`].
+    pub fn candidates(&self, text: &str, rules: &mut Vec<usize>) {
+        rules.clear();
+        // Finding whether anything matches is much cheaper than finding everything
+        // that does, and most texts hold nothing.
+        if self.set.is_match(text.as_bytes()) {
+            rules.extend(self.set.matches(text.as_bytes()).iter());
+        }
+    }
+
     pub fn rules(&self) -> impl Iterator<Item = Rule> + '_ {
         self.rules.iter().map(|c| c.rule)
     }
@@ -303,12 +323,22 @@ impl Scanner {
     /// Fills `found` with the non-overlapping matches in `text`, in text order.
     pub fn scan(&self, text: &str, found: &mut Vec<Found>) {
         found.clear();
-        let hay = text.as_bytes();
-        let hits = self.set.matches(hay);
-        if !hits.matched_any() {
-            return;
+        let hits = self.set.matches(text.as_bytes());
+        if hits.matched_any() {
+            self.locate(text, hits.iter(), found);
         }
-        for index in hits.iter() {
+    }
+
+    /// [`Scanner::scan`] with only `rules` (from [`Scanner::candidates`] on texts that
+    /// include this one), in priority order: skips the multi-pattern pass.
+    pub fn scan_rules(&self, text: &str, rules: &[usize], found: &mut Vec<Found>) {
+        found.clear();
+        self.locate(text, rules.iter().copied(), found);
+    }
+
+    fn locate(&self, text: &str, rules: impl Iterator<Item = usize>, found: &mut Vec<Found>) {
+        let hay = text.as_bytes();
+        for index in rules {
             let compiled = &self.rules[index];
             let mut consider = |start: usize, end: usize| {
                 let span = match compiled.rule {

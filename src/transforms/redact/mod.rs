@@ -206,7 +206,17 @@ pub struct Redact {
     /// Values redacted whole because of their key.
     sensitive_matches: metrics::Counter,
     found: Vec<Found>,
+    /// Every text of one event in scope, joined by newlines: one scan tells whether
+    /// the event holds anything at all (most hold nothing), and which rules to try
+    /// on its texts one by one when it does.
+    joined: String,
+    /// The rules found in the joined texts of the current event; `None` when they
+    /// could not be joined (each text then gets the multi-pattern pass itself).
+    candidates: Option<Vec<usize>>,
 }
+
+/// A `joined` buffer grown past this by a huge event is given back afterwards.
+const JOINED_KEEP_BYTES: usize = 64 << 10;
 
 impl Redact {
     pub fn new(id: &str, config: &RedactConfig) -> anyhow::Result<Self> {
@@ -272,6 +282,8 @@ impl Redact {
                 "detector" => SENSITIVE_KEY
             ),
             found: Vec::new(),
+            joined: String::new(),
+            candidates: None,
         })
     }
 
@@ -284,7 +296,10 @@ impl Redact {
 
     /// The redacted form of `text`, or `None` when it holds nothing to redact.
     fn redacted(&mut self, text: &str) -> Option<String> {
-        self.scanner.scan(text, &mut self.found);
+        match &self.candidates {
+            Some(rules) => self.scanner.scan_rules(text, rules, &mut self.found),
+            None => self.scanner.scan(text, &mut self.found),
+        }
         if self.found.is_empty() {
             return None;
         }
@@ -334,6 +349,103 @@ impl Redact {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether `event` may hold something to redact: joins every text in scope and
+    /// scans them once, keeping the rules found as the candidates for its texts.
+    /// `true` whenever the scanner cannot answer that way.
+    fn may_hold_secrets(&mut self, event: &Event) -> bool {
+        if !self.scanner.joinable() {
+            return true;
+        }
+        let mut joined = std::mem::take(&mut self.joined);
+        joined.clear();
+        joined.push_str(&event.message);
+        let mut path = Vec::new();
+        let sensitive = self.gather(&event.fields, &mut path, Reach::In, &mut joined);
+        if self.include_origin {
+            let origin = &event.origin;
+            for name in [
+                &origin.app,
+                &origin.deployment,
+                &origin.component,
+                &origin.instance,
+                &origin.host,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                joined.push('\n');
+                joined.push_str(name);
+            }
+            if let Some(file) = &origin.file {
+                joined.push('\n');
+                joined.push_str(file);
+            }
+        }
+        let mut candidates = self.candidates.take().unwrap_or_default();
+        self.scanner.candidates(&joined, &mut candidates);
+        let found = sensitive || !candidates.is_empty();
+        self.candidates = Some(candidates);
+        if joined.capacity() > JOINED_KEEP_BYTES {
+            joined = String::new();
+        }
+        self.joined = joined;
+        found
+    }
+
+    /// Appends the keys and string values in scope to `joined`, newline-separated;
+    /// `true` when a sensitive key in scope holds a value to replace.
+    fn gather(
+        &self,
+        map: &Map<String, Value>,
+        path: &mut Vec<String>,
+        reach: Reach,
+        joined: &mut String,
+    ) -> bool {
+        let track = !self.scope.is_everything();
+        let mut sensitive = false;
+        for (key, value) in map {
+            let reach = if track {
+                path.push(key.clone());
+                self.scope.reach(path)
+            } else {
+                reach
+            };
+            if reach == Reach::In {
+                joined.push('\n');
+                joined.push_str(key);
+                sensitive |= self.sensitive.contains(key) && holds_text(value);
+            }
+            if reach != Reach::Out {
+                sensitive |= self.gather_value(value, path, reach, joined);
+            }
+            if track {
+                path.pop();
+            }
+        }
+        sensitive
+    }
+
+    fn gather_value(
+        &self,
+        value: &Value,
+        path: &mut Vec<String>,
+        reach: Reach,
+        joined: &mut String,
+    ) -> bool {
+        match value {
+            Value::String(text) if reach == Reach::In => {
+                joined.push('\n');
+                joined.push_str(text);
+                false
+            }
+            Value::Array(items) => items
+                .iter()
+                .fold(false, |s, v| self.gather_value(v, path, reach, joined) | s),
+            Value::Object(map) => self.gather(map, path, reach, joined),
+            Value::String(_) | Value::Null | Value::Bool(_) | Value::Number(_) => false,
         }
     }
 
@@ -433,6 +545,17 @@ impl Redact {
     }
 }
 
+/// Whether a value under a sensitive key has something [`Redact::redact_whole`] replaces.
+fn holds_text(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(_) => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Number(_) => true,
+        Value::Array(items) => items.iter().any(holds_text),
+        Value::Object(map) => map.values().any(holds_text),
+    }
+}
+
 fn push_hex(bytes: &[u8], len: usize, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in bytes.iter().enumerate() {
@@ -449,6 +572,9 @@ fn push_hex(bytes: &[u8], len: usize, out: &mut String) {
 impl Transform for Redact {
     fn apply(&mut self, events: &mut Vec<Event>) {
         for event in events.iter_mut() {
+            if !self.may_hold_secrets(event) {
+                continue;
+            }
             self.redact_text(&mut event.message);
             if !event.fields.is_empty() {
                 self.redact_fields(&mut event.fields);

@@ -440,6 +440,23 @@ proptest! {
         }
     }
 
+    /// The one-scan check of a whole event never skips one that per-text scans
+    /// would change (a custom pattern turns the check off).
+    #[test]
+    fn the_joined_scan_changes_nothing(
+        tree in json_tree_with_secrets(),
+        message in prop::collection::vec(prop_oneof![secret(), "[a-z:=.@ ]{0,12}".boxed()], 0..4),
+    ) {
+        let Value::Object(fields) = tree.0 else { unreachable!() };
+        let mut event = Event::new("s".into(), "demo".into(), message.join(" "), 0);
+        event.fields = fields;
+        let mut joined = vec![event.clone()];
+        redactor("").apply(&mut joined);
+        let mut per_text = vec![event];
+        redactor("patterns = ['x^']").apply(&mut per_text);
+        prop_assert_eq!(joined, per_text);
+    }
+
     #[test]
     fn no_secret_at_any_depth_survives_in_the_json(
         tree in json_tree_with_secrets(),
