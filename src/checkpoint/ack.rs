@@ -102,8 +102,15 @@ impl Drop for Shared {
 
 /// The promise attached to a batch. Each clone must be [`settle`](Self::settle)d;
 /// a clone dropped unsettled counts as [`BatchStatus::Errored`].
+///
+/// A delivery may carry the promises of earlier batches along with its own
+/// ([`attach`](Self::attach)): a stateful transform that held events back (multiline)
+/// hands them on with the batch that finally contains those events, so whatever
+/// happens to that batch happens to them: settled together, cloned together for
+/// fan-out, and counted as errored together if dropped unsettled.
 pub struct Delivery {
     shared: Arc<Shared>,
+    riders: Vec<Arc<Shared>>,
     settled: bool,
 }
 
@@ -118,6 +125,7 @@ impl Delivery {
                 permit: None,
                 report: None,
             }),
+            riders: Vec::new(),
             settled: false,
         }
     }
@@ -127,8 +135,23 @@ impl Delivery {
         self.settled = true;
     }
 
+    /// Makes `other` (and whatever rides with it) travel with this delivery: it is
+    /// settled when this one is, with the same status.
+    pub fn attach(&mut self, mut other: Delivery) {
+        other.settled = true;
+        for shared in std::iter::once(&other.shared).chain(&other.riders) {
+            let known = Arc::ptr_eq(shared, &self.shared)
+                || self.riders.last().is_some_and(|r| Arc::ptr_eq(r, shared));
+            if !known {
+                self.riders.push(Arc::clone(shared));
+            }
+        }
+    }
+
     fn record(&self, status: BatchStatus) {
-        self.shared.status.fetch_max(status as u8, Ordering::AcqRel);
+        for shared in std::iter::once(&self.shared).chain(&self.riders) {
+            shared.status.fetch_max(status as u8, Ordering::AcqRel);
+        }
     }
 }
 
@@ -136,6 +159,7 @@ impl Clone for Delivery {
     fn clone(&self) -> Self {
         Delivery {
             shared: Arc::clone(&self.shared),
+            riders: self.riders.clone(),
             settled: false,
         }
     }
@@ -153,6 +177,7 @@ impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
             .field("seq", &self.shared.seq)
+            .field("riders", &self.riders.len())
             .field("settled", &self.settled)
             .finish()
     }
@@ -181,6 +206,7 @@ impl Acker {
                 permit,
                 report: Some(self.report.clone()),
             }),
+            riders: Vec::new(),
             settled: false,
         }
     }
@@ -415,6 +441,35 @@ mod tests {
         drop(acker);
         handle.await.unwrap();
         assert_eq!(store.load("s").unwrap()["k"], json!(0));
+    }
+
+    #[tokio::test]
+    async fn attached_deliveries_are_settled_with_the_one_they_ride_on() {
+        let (mut acker, handle, store, _dir) = tracker(8).await;
+        let held = acker.delivery(CursorUpdate::set("k", json!(0))).await;
+        let mut carrier = acker.delivery(CursorUpdate::set("k", json!(1))).await;
+        // The batch itself went on and was delivered; a transform kept a clone.
+        held.clone().settle(BatchStatus::Delivered);
+        carrier.attach(held);
+        let fanout_copy = carrier.clone();
+        carrier.settle(BatchStatus::Delivered);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            store.load("s").unwrap().is_empty(),
+            "a fan-out copy of the carrier (and so of the rider) is in flight"
+        );
+        fanout_copy.settle(BatchStatus::Delivered);
+        let mut dropped = acker.delivery(CursorUpdate::set("k", json!(2))).await;
+        let rider = acker.delivery(CursorUpdate::set("k", json!(3))).await;
+        dropped.attach(rider);
+        drop(dropped);
+        drop(acker);
+        handle.await.unwrap();
+        assert_eq!(
+            store.load("s").unwrap()["k"],
+            json!(1),
+            "a carrier dropped unsettled holds its riders back too"
+        );
     }
 
     #[tokio::test]
