@@ -135,13 +135,15 @@ impl Delivery {
         self.settled = true;
     }
 
-    /// Makes `other` (and whatever rides with it) travel with this delivery: it is
-    /// settled when this one is, with the same status.
+    /// Makes `other` (and whatever rides with it) travel with this delivery and the
+    /// copies made from it from now on: it is settled when they are, with their
+    /// status. The riders are kept per copy, flat and without repeats (never in the
+    /// shared state, so no two batches can end up waiting for each other).
     pub fn attach(&mut self, mut other: Delivery) {
         other.settled = true;
         for shared in std::iter::once(&other.shared).chain(&other.riders) {
             let known = Arc::ptr_eq(shared, &self.shared)
-                || self.riders.last().is_some_and(|r| Arc::ptr_eq(r, shared));
+                || self.riders.iter().any(|r| Arc::ptr_eq(r, shared));
             if !known {
                 self.riders.push(Arc::clone(shared));
             }

@@ -28,7 +28,7 @@ use crate::event::{Batch, Event};
 
 pub use rules::Preset;
 use rules::{Rules, Verdict};
-use streams::{Pending, StreamRef, Streams};
+use streams::{Finished, Pending, StreamRef, Streams};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +122,26 @@ struct Metrics {
     over_budget: metrics::Counter,
 }
 
+impl Metrics {
+    /// Sends a finished event on its way (with the deliveries it held), counted.
+    fn emit(&self, done: Finished, ready: &mut Ready) {
+        let Finished {
+            mut event,
+            lines,
+            truncated,
+            held,
+        } = done;
+        if lines > 1 {
+            self.merged.increment(1);
+        }
+        if truncated {
+            event.fields.insert("truncated".into(), Value::Bool(true));
+        }
+        ready.events.push(event);
+        ready.held.extend(held);
+    }
+}
+
 pub struct Multiline {
     rules: Rules,
     max_lines: usize,
@@ -169,9 +189,7 @@ impl Ready {
 impl Multiline {
     pub fn new(id: &str, config: &MultilineConfig) -> Multiline {
         let counter = |name: &'static str| metrics::counter!(name, "transform" => id.to_string());
-        let truncated = |limit: &'static str| {
-            metrics::counter!("ferry_multiline_truncated_total", "transform" => id.to_string(), "limit" => limit)
-        };
+        let truncated = |limit: &'static str| metrics::counter!("ferry_multiline_truncated_total", "transform" => id.to_string(), "limit" => limit);
         Multiline {
             rules: Rules::new(
                 config.preset,
@@ -207,100 +225,72 @@ impl Multiline {
         self.streams.bytes()
     }
 
-    fn accept(&mut self, event: Event, now: Instant, ready: &mut Ready) {
+    /// Takes one line of the input batch whose delivery is `delivery`.
+    fn accept(&mut self, event: Event, now: Instant, delivery: &mut Delivery, ready: &mut Ready) {
         let ends = self.rules.ends(&event.message);
         let Some(at) = self.streams.find(&event, self.serial, now) else {
             let mode = self.rules.start_mode(&event.message);
-            let at = self
-                .streams
-                .insert(Pending::new(event, mode), self.serial, now);
+            let pending = Pending::new(event, mode, self.serial);
+            let at = self.streams.insert(pending, self.serial, now);
             self.touched.push(at);
             if ends {
-                let done = self.streams.remove(at);
-                self.emit(done, ready);
+                let done = self.streams.remove(at).finish();
+                self.metrics.emit(done, ready);
             }
             return;
         };
         if self.touched.last() != Some(&at) {
             self.touched.push(at);
         }
-        let (max_lines, max_bytes) = (self.max_lines, self.max_bytes);
-        let rules = &self.rules;
-        let cut = self.streams.update(at, |pending| {
-            match rules.classify(pending.mode, &event.message) {
-                Verdict::Continue(mode) => {
-                    let full = if pending.lines >= max_lines {
-                        Some(Limit::Lines)
-                    } else if pending.event.message.len() + 1 + event.message.len() > max_bytes {
-                        Some(Limit::Bytes)
-                    } else {
-                        None
-                    };
-                    match full {
-                        Some(limit) => {
-                            let mut done =
-                                std::mem::replace(pending, Pending::new(event, mode));
-                            done.truncated = true;
-                            Some((done, Some(limit)))
-                        }
-                        None => {
-                            pending.event.message.push('\n');
-                            pending.event.message.push_str(&event.message);
-                            pending.lines += 1;
-                            pending.mode = mode;
-                            None
-                        }
+        let pending = self.streams.pending_mut(at);
+        let before = pending.bytes();
+        let verdict = self.rules.classify(pending.mode, &event.message);
+        let (mode, limit) = match verdict {
+            Verdict::Continue(mode) => {
+                let limit = if pending.lines >= self.max_lines {
+                    Some(&self.metrics.truncated_lines)
+                } else if pending.event.message.len() + 1 + event.message.len() > self.max_bytes {
+                    Some(&self.metrics.truncated_bytes)
+                } else {
+                    pending.continues(self.serial, delivery);
+                    pending.append(&event.message, mode);
+                    let after = pending.bytes();
+                    self.streams.recount(before, after);
+                    if ends {
+                        let done = self.streams.remove(at).finish();
+                        self.metrics.emit(done, ready);
                     }
-                }
-                Verdict::Start(mode) => {
-                    Some((std::mem::replace(pending, Pending::new(event, mode)), None))
-                }
+                    return;
+                };
+                (mode, limit)
             }
-        });
-        if let Some((done, limit)) = cut {
-            match limit {
-                Some(Limit::Lines) => self.metrics.truncated_lines.increment(1),
-                Some(Limit::Bytes) => self.metrics.truncated_bytes.increment(1),
-                None => {}
-            }
-            self.emit(done, ready);
+            Verdict::Start(mode) => (mode, None),
+        };
+        let mut done = pending.restart(event, mode, self.serial);
+        let after = pending.bytes();
+        self.streams.recount(before, after);
+        if let Some(counter) = limit {
+            counter.increment(1);
+            done.truncated = true;
         }
+        self.metrics.emit(done, ready);
         if ends {
-            let done = self.streams.remove(at);
-            self.emit(done, ready);
+            let done = self.streams.remove(at).finish();
+            self.metrics.emit(done, ready);
         }
     }
 
     /// Emits the oldest pending events while the sub-streams exceed their budget.
     fn enforce_budget(&mut self, ready: &mut Ready) {
-        while self.streams.len() > self.max_streams
-            || self.streams.bytes() > self.max_pending_bytes
+        while self.streams.len() > self.max_streams || self.streams.bytes() > self.max_pending_bytes
         {
             let Some((at, _)) = self.streams.oldest() else {
                 return;
             };
             self.metrics.over_budget.increment(1);
-            let done = self.streams.remove(at);
-            self.emit(done, ready);
+            let done = self.streams.remove(at).finish();
+            self.metrics.emit(done, ready);
         }
-    }
-
-    fn emit(&self, pending: Pending, ready: &mut Ready) {
-        let Pending {
-            mut event,
-            lines,
-            truncated,
-            held,
-            ..
-        } = pending;
-        if lines > 1 {
-            self.metrics.merged.increment(1);
-        }
-        if truncated {
-            event.fields.insert("truncated".into(), Value::Bool(true));
-        }
-        ready.events.push(event);
-        ready.held.extend(held);
     }
 
     /// Emits pending events, oldest first, while `due` says so.
@@ -310,31 +300,30 @@ impl Multiline {
             if !due(stream.last_line_at) {
                 break;
             }
-            let done = self.streams.remove(at);
-            self.emit(done, &mut ready);
+            let done = self.streams.remove(at).finish();
+            self.metrics.emit(done, &mut ready);
         }
         ready.into_batch(None)
     }
 }
 
-enum Limit {
-    Lines,
-    Bytes,
-}
-
 impl StatefulTransform for Multiline {
     fn process(&mut self, batch: Batch, now: Instant) -> Option<Batch> {
         self.serial += 1;
-        let Batch { events, delivery } = batch;
+        let Batch {
+            events,
+            mut delivery,
+        } = batch;
         let mut ready = Ready {
             events: Vec::with_capacity(events.len()),
             held: Vec::new(),
         };
         for event in events {
-            self.accept(event, now, &mut ready);
+            self.accept(event, now, &mut delivery, &mut ready);
             self.enforce_budget(&mut ready);
         }
-        // What is still pending from this batch holds it back.
+        // What is still pending from this batch holds it back (only now, once
+        // `delivery` has every rider this batch took on).
         for at in self.touched.drain(..) {
             if let Some(stream) = self.streams.get_mut(at) {
                 stream.pending.hold(self.serial, &delivery);

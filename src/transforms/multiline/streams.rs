@@ -100,16 +100,28 @@ pub struct Pending {
     pub mode: Mode,
     /// Cut by `max_lines` or `max_bytes`.
     pub truncated: bool,
-    /// One clone of the delivery of each input batch the event has lines from.
+    /// One clone of the delivery of each input batch the event has lines from
+    /// (those of earlier batches may ride on a later one instead: see `continues`).
     pub held: Vec<Delivery>,
     /// The serial of the last input batch in `held`.
     held_through: u64,
+    /// The serial of the input batch of the last line.
+    last_batch: u64,
     /// The event's bytes other than its message's buffer.
     base_bytes: usize,
 }
 
+/// An event whose last line has come, with the deliveries it held.
+pub struct Finished {
+    pub event: Event,
+    pub lines: usize,
+    pub truncated: bool,
+    pub held: Vec<Delivery>,
+}
+
 impl Pending {
-    pub fn new(event: Event, mode: Mode) -> Pending {
+    /// An event beginning with `event`, a line of input batch `batch`.
+    pub fn new(event: Event, mode: Mode, batch: u64) -> Pending {
         let base_bytes = event.size_hint() - event.message.len();
         Pending {
             event,
@@ -118,12 +130,63 @@ impl Pending {
             truncated: false,
             held: Vec::new(),
             held_through: 0,
+            last_batch: batch,
             base_bytes,
         }
     }
 
+    /// The event is about to take a line of input batch `batch`. If that is its first
+    /// line of a later batch than before, the event now spans a boundary between
+    /// batches, where the source's cursor must never stop (a replay from there would
+    /// send the rest of the event as a fragment): the deliveries it holds are handed
+    /// to `delivery`, the later batch's, so they are finalized only with it.
+    pub fn continues(&mut self, batch: u64, delivery: &mut Delivery) {
+        if self.last_batch != batch {
+            self.last_batch = batch;
+            for held in self.held.drain(..) {
+                delivery.attach(held);
+            }
+        }
+    }
+
+    /// Appends a continuation line.
+    pub fn append(&mut self, line: &str, mode: Mode) {
+        self.event.message.reserve(line.len() + 1);
+        self.event.message.push('\n');
+        self.event.message.push_str(line);
+        self.lines += 1;
+        self.mode = mode;
+    }
+
+    /// Puts `event` in the place of this one as the start of a new event; returns
+    /// this one, finished.
+    pub fn restart(&mut self, event: Event, mode: Mode, batch: u64) -> Finished {
+        self.base_bytes = event.size_hint() - event.message.len();
+        self.last_batch = batch;
+        let finished = Finished {
+            event: std::mem::replace(&mut self.event, event),
+            lines: self.lines,
+            truncated: self.truncated,
+            held: std::mem::take(&mut self.held),
+        };
+        self.lines = 1;
+        self.mode = mode;
+        self.truncated = false;
+        self.held_through = 0;
+        finished
+    }
+
+    pub fn finish(self) -> Finished {
+        Finished {
+            event: self.event,
+            lines: self.lines,
+            truncated: self.truncated,
+            held: self.held,
+        }
+    }
+
     /// Bytes held in memory for this event.
-    fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.base_bytes + self.event.message.capacity()
     }
 
@@ -186,13 +249,22 @@ impl Streams {
     /// has no pending event.
     pub fn find(&mut self, event: &Event, batch: u64, now: Instant) -> Option<StreamRef> {
         let slot = match self.last {
-            Some(slot) if self.slots[slot].as_ref().is_some_and(|s| s.key.matches(event)) => slot,
+            Some(slot)
+                if self.slots[slot]
+                    .as_ref()
+                    .is_some_and(|s| s.key.matches(event)) =>
+            {
+                slot
+            }
             _ => {
                 let hash = StreamKey::hash_of(event);
                 let slots = &self.slots;
-                let slot = self.index.get(&hash)?.iter().copied().find(|&i| {
-                    slots[i].as_ref().is_some_and(|s| s.key.matches(event))
-                })?;
+                let slot = self
+                    .index
+                    .get(&hash)?
+                    .iter()
+                    .copied()
+                    .find(|&i| slots[i].as_ref().is_some_and(|s| s.key.matches(event)))?;
                 self.last = Some(slot);
                 slot
             }
@@ -251,15 +323,17 @@ impl Streams {
             .filter(|stream| stream.touch == at.touch)
     }
 
-    /// Changes the pending event of `at` through `change`, keeping the byte count.
-    pub fn update<T>(&mut self, at: StreamRef, change: impl FnOnce(&mut Pending) -> T) -> T {
-        let stream = self.slots[at.slot]
+    /// The pending event of `at`, to change, and the byte count to keep: call
+    /// [`Streams::recount`] with its bytes before and after.
+    pub fn pending_mut(&mut self, at: StreamRef) -> &mut Pending {
+        &mut self.slots[at.slot]
             .as_mut()
-            .expect("a StreamRef from find or insert names a live sub-stream");
-        let before = stream.pending.bytes();
-        let result = change(&mut stream.pending);
-        self.bytes = self.bytes + stream.pending.bytes() - before;
-        result
+            .expect("a StreamRef from find or insert names a live sub-stream")
+            .pending
+    }
+
+    pub fn recount(&mut self, before: usize, after: usize) {
+        self.bytes = self.bytes + after - before;
     }
 
     /// The sub-stream that had a line least recently.

@@ -47,7 +47,13 @@ fn run_all(transform: &mut Multiline, batches: Vec<Vec<Event>>) -> Vec<Event> {
     let now = Instant::now();
     let mut out = Vec::new();
     for events in batches {
-        out.extend(transform.process(batch(events), now).map(|b| b.events).into_iter().flatten());
+        out.extend(
+            transform
+                .process(batch(events), now)
+                .map(|b| b.events)
+                .into_iter()
+                .flatten(),
+        );
     }
     out.extend(transform.flush().map(|b| b.events).into_iter().flatten());
     out
@@ -283,11 +289,19 @@ fn each_trace_is_one_event_per_sub_stream_for_every_preset() {
         for chosen in [*preset, "auto"] {
             let options = format!("preset = \"{chosen}\"");
             let out = run_all(&mut multiline(&options), vec![lines.clone()]);
-            assert_eq!(by_stream(&out), expected, "{preset} traces, preset {chosen}");
+            assert_eq!(
+                by_stream(&out),
+                expected,
+                "{preset} traces, preset {chosen}"
+            );
             // The same lines cut into small batches give the same events.
             let batches = lines.chunks(7).map(<[Event]>::to_vec).collect();
             let out = run_all(&mut multiline(&options), batches);
-            assert_eq!(by_stream(&out), expected, "{preset} in batches of 7, {chosen}");
+            assert_eq!(
+                by_stream(&out),
+                expected,
+                "{preset} in batches of 7, {chosen}"
+            );
         }
     }
 }
@@ -304,10 +318,13 @@ fn merged_events_keep_the_first_line_and_are_tagged_by_level() {
     let mut first = line("c1", "stderr", "Traceback (most recent call last):");
     first.timestamp = 7;
     first.fields.insert("from_first".into(), json!(true));
-    let mut rest: Vec<Event> = ["  File \"/app/x.py\", line 1, in <module>", "ValueError: bad"]
-        .iter()
-        .map(|l| line("c1", "stderr", l))
-        .collect();
+    let mut rest: Vec<Event> = [
+        "  File \"/app/x.py\", line 1, in <module>",
+        "ValueError: bad",
+    ]
+    .iter()
+    .map(|l| line("c1", "stderr", l))
+    .collect();
     rest[0].timestamp = 8;
     let out = run_all(
         &mut multiline(""),
@@ -334,7 +351,10 @@ fn limits_cut_an_event_marked_truncated_and_lose_no_line() {
     let out = run_all(&mut multiline("max_lines = 5"), vec![events()]);
     let sizes: Vec<usize> = out.iter().map(|e| e.message.lines().count()).collect();
     assert_eq!(sizes, [5, 5, 3]);
-    let truncated: Vec<bool> = out.iter().map(|e| e.fields.contains_key("truncated")).collect();
+    let truncated: Vec<bool> = out
+        .iter()
+        .map(|e| e.fields.contains_key("truncated"))
+        .collect();
     assert_eq!(truncated, [true, true, false]);
     let joined: Vec<&str> = out.iter().flat_map(|e| e.message.lines()).collect();
     assert_eq!(joined, lines);
@@ -348,21 +368,39 @@ fn limits_cut_an_event_marked_truncated_and_lose_no_line() {
 
 #[test]
 fn custom_rules_start_continue_end_and_indent() {
-    let text = |events: Vec<Event>| -> Vec<String> { events.into_iter().map(|e| e.message).collect() };
+    let text =
+        |events: Vec<Event>| -> Vec<String> { events.into_iter().map(|e| e.message).collect() };
     let lines = |ls: &[&str]| ls.iter().map(|l| line("c", "out", l)).collect::<Vec<_>>();
     let out = run_all(
         &mut multiline("preset = \"none\"\nstart_pattern = '^\\d{4}-'"),
-        vec![lines(&["2026-11-20 ERROR failed", "java.io.IOException: x", "\tat a.b(C.java:1)", "2026-11-20 INFO ok"])],
+        vec![lines(&[
+            "2026-11-20 ERROR failed",
+            "java.io.IOException: x",
+            "\tat a.b(C.java:1)",
+            "2026-11-20 INFO ok",
+        ])],
     );
     assert_eq!(
         text(out),
-        ["2026-11-20 ERROR failed\njava.io.IOException: x\n\tat a.b(C.java:1)", "2026-11-20 INFO ok"]
+        [
+            "2026-11-20 ERROR failed\njava.io.IOException: x\n\tat a.b(C.java:1)",
+            "2026-11-20 INFO ok"
+        ]
     );
     let out = run_all(
         &mut multiline("preset = \"none\"\ncontinue_pattern = '^\\+'\nend_pattern = ';$'"),
-        vec![lines(&["SELECT *", "+ FROM t", "+ WHERE x;", "+ orphan", "next"])],
+        vec![lines(&[
+            "SELECT *",
+            "+ FROM t",
+            "+ WHERE x;",
+            "+ orphan",
+            "next",
+        ])],
     );
-    assert_eq!(text(out), ["SELECT *\n+ FROM t\n+ WHERE x;", "+ orphan", "next"]);
+    assert_eq!(
+        text(out),
+        ["SELECT *\n+ FROM t\n+ WHERE x;", "+ orphan", "next"]
+    );
     let out = run_all(
         &mut multiline("preset = \"none\"\nindented = true"),
         vec![lines(&["config:", "  a: 1", "\tb: 2", "", "done"])],
@@ -375,7 +413,10 @@ fn bad_options_are_refused() {
     for (options, message) in [
         ("max_lines = 0", "at least 1"),
         ("flush_timeout = \"0s\"", "longer than 0"),
-        ("max_bytes = 2048\nmax_pending_bytes = 1024", "max_pending_bytes"),
+        (
+            "max_bytes = 2048\nmax_pending_bytes = 1024",
+            "max_pending_bytes",
+        ),
         ("preset = \"none\"", "needs start_pattern"),
     ] {
         let value: toml::Value = toml::from_str(options).unwrap();
@@ -408,14 +449,25 @@ fn a_sub_stream_quiet_for_flush_timeout_is_emitted() {
     let later = start + Duration::from_millis(600);
     let second = transform.process(batch(vec![line("a", "out", "\tat a.B.c(B.java:1)")]), later);
     assert!(second.is_none());
-    assert_eq!(transform.deadline(), Some(start + Duration::from_secs(1)), "b is older");
+    assert_eq!(
+        transform.deadline(),
+        Some(start + Duration::from_secs(1)),
+        "b is older"
+    );
     let out = transform.expire(start + Duration::from_secs(1)).unwrap();
     assert_eq!(out.events.len(), 1);
     assert_eq!(out.events[0].message, "single");
     assert_eq!(transform.deadline(), Some(later + Duration::from_secs(1)));
-    assert!(transform.expire(later + Duration::from_millis(999)).is_none());
+    assert!(
+        transform
+            .expire(later + Duration::from_millis(999))
+            .is_none()
+    );
     let out = transform.expire(later + Duration::from_secs(1)).unwrap();
-    assert_eq!(out.events[0].message, "java.lang.Error: x\n\tat a.B.c(B.java:1)");
+    assert_eq!(
+        out.events[0].message,
+        "java.lang.Error: x\n\tat a.B.c(B.java:1)"
+    );
     assert_eq!(transform.deadline(), None);
 }
 
@@ -425,7 +477,11 @@ fn the_oldest_sub_streams_are_emitted_past_the_budget() {
     let now = Instant::now();
     for (n, instance) in ["a", "b", "c"].iter().enumerate() {
         let out = transform.process(batch(vec![line(instance, "out", "x")]), now);
-        assert_eq!(out.is_some(), n == 2, "the third sub-stream pushes the first out");
+        assert_eq!(
+            out.is_some(),
+            n == 2,
+            "the third sub-stream pushes the first out"
+        );
         if let Some(out) = out {
             assert_eq!(out.events[0].origin.instance.as_deref(), Some("a"));
         }
@@ -449,8 +505,12 @@ fn the_oldest_sub_streams_are_emitted_past_the_budget() {
 async fn held_lines_hold_their_batch_checkpoint_until_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CheckpointStore::open(dir.path()).unwrap());
-    let (mut acker, tracker) =
-        spawn_tracker("s".into(), Arc::clone(&store), 8, Arc::new(Health::default()));
+    let (mut acker, tracker) = spawn_tracker(
+        "s".into(),
+        Arc::clone(&store),
+        8,
+        Arc::new(Health::default()),
+    );
     let committed = || store.load("s").unwrap().get("k").cloned();
     let settle_and_wait = |batch: Batch| async move {
         batch.delivery.settle(BatchStatus::Delivered);
@@ -461,7 +521,11 @@ async fn held_lines_hold_their_batch_checkpoint_until_delivered() {
     let lines = |ls: &[&str]| ls.iter().map(|l| line("c", "err", l)).collect();
 
     let b0 = Batch {
-        events: lines(&["ready", "Traceback (most recent call last):", "  File \"x.py\", line 1"]),
+        events: lines(&[
+            "ready",
+            "Traceback (most recent call last):",
+            "  File \"x.py\", line 1",
+        ]),
         delivery: acker.delivery(CursorUpdate::set("k", json!(0))).await,
     };
     let out = transform.process(b0, now).unwrap();
@@ -481,14 +545,41 @@ async fn held_lines_hold_their_batch_checkpoint_until_delivered() {
         delivery: out.delivery.clone(),
     };
     settle_and_wait(out).await;
-    assert_eq!(committed(), None, "a fan-out copy of the traceback is in flight");
+    assert_eq!(
+        committed(),
+        None,
+        "a fan-out copy of the traceback is in flight"
+    );
     settle_and_wait(fanout_copy).await;
-    assert_eq!(committed(), Some(json!(0)), "batch 1 still holds `next`");
+    assert_eq!(
+        committed(),
+        None,
+        "the traceback spans batches 0 and 1: 0 is committed with 1, which still holds `next`"
+    );
 
     let out = transform.flush().unwrap();
     assert_eq!(out.events[0].message, "next");
     settle_and_wait(out).await;
     assert_eq!(committed(), Some(json!(1)));
+
+    // A batch whose last event ends with it is committed on its own.
+    let b = Batch {
+        events: lines(&["one", "two"]),
+        delivery: acker.delivery(CursorUpdate::set("k", json!(10))).await,
+    };
+    settle_and_wait(transform.process(b, now).unwrap()).await;
+    let b = Batch {
+        events: lines(&["three"]),
+        delivery: acker.delivery(CursorUpdate::set("k", json!(11))).await,
+    };
+    settle_and_wait(transform.process(b, now).unwrap()).await;
+    assert_eq!(
+        committed(),
+        Some(json!(10)),
+        "`three` holds only its own batch"
+    );
+    settle_and_wait(transform.flush().unwrap()).await;
+    assert_eq!(committed(), Some(json!(11)));
 
     // A merged event that is never delivered holds every batch it came from.
     let b2 = Batch {
@@ -504,7 +595,7 @@ async fn held_lines_hold_their_batch_checkpoint_until_delivered() {
     drop(transform.flush().unwrap());
     drop(acker);
     tracker.await.unwrap();
-    assert_eq!(committed(), Some(json!(1)));
+    assert_eq!(committed(), Some(json!(11)));
 }
 
 /// A line of the property test: sub-stream, start or continuation, and its number.
@@ -517,8 +608,16 @@ struct Step {
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
-    let step = (0..3usize, any::<bool>(), prop_oneof![4 => Just(0u64), 1 => Just(130), 1 => Just(470), 1 => Just(2300)])
-        .prop_map(|(stream, start, gap_ms)| Step { stream, start, gap_ms });
+    let step = (
+        0..3usize,
+        any::<bool>(),
+        prop_oneof![4 => Just(0u64), 1 => Just(130), 1 => Just(470), 1 => Just(2300)],
+    )
+        .prop_map(|(stream, start, gap_ms)| Step {
+            stream,
+            start,
+            gap_ms,
+        });
     prop::collection::vec(step, 1..120)
 }
 
@@ -532,7 +631,9 @@ fn model(steps: &[Step], timeout_ms: u64, max_lines: usize) -> BTreeMap<usize, V
     for (n, step) in steps.iter().enumerate() {
         now += step.gap_ms;
         let text = step_text(n, step);
-        let quiet = last.get(&step.stream).is_none_or(|at| now - at >= timeout_ms);
+        let quiet = last
+            .get(&step.stream)
+            .is_none_or(|at| now - at >= timeout_ms);
         let list = events.entry(step.stream).or_default();
         let full = list.last().is_some_and(|e| e.len() >= max_lines);
         if step.start || quiet || full {
