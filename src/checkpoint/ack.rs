@@ -80,6 +80,8 @@ struct Settled {
 
 struct Shared {
     seq: u64,
+    /// The source's in-flight window, in batches (0: none).
+    window: usize,
     status: AtomicU8,
     cursor: CursorUpdate,
     permit: Option<OwnedSemaphorePermit>,
@@ -120,6 +122,7 @@ impl Delivery {
         Delivery {
             shared: Arc::new(Shared {
                 seq: 0,
+                window: 0,
                 status: AtomicU8::new(0),
                 cursor: CursorUpdate::default(),
                 permit: None,
@@ -148,6 +151,16 @@ impl Delivery {
                 self.riders.push(Arc::clone(shared));
             }
         }
+    }
+
+    /// The in-flight window of the batch's source, in batches (`None`: no limit).
+    pub fn window(&self) -> Option<usize> {
+        (self.shared.window > 0).then_some(self.shared.window)
+    }
+
+    /// How many earlier batches ride with this one.
+    pub fn riders(&self) -> usize {
+        self.riders.len()
     }
 
     fn record(&self, status: BatchStatus) {
@@ -189,6 +202,7 @@ impl std::fmt::Debug for Delivery {
 pub struct Acker {
     next_seq: u64,
     window: Arc<Semaphore>,
+    window_size: usize,
     report: mpsc::UnboundedSender<Settled>,
 }
 
@@ -203,6 +217,7 @@ impl Acker {
         Delivery {
             shared: Arc::new(Shared {
                 seq,
+                window: self.window_size,
                 status: AtomicU8::new(BatchStatus::Delivered as u8),
                 cursor,
                 permit,
@@ -229,6 +244,7 @@ pub fn spawn_tracker(
     let acker = Acker {
         next_seq: 0,
         window: Arc::new(Semaphore::new(window.max(1))),
+        window_size: window.max(1),
         report,
     };
     let tracker = Tracker {

@@ -137,12 +137,23 @@ impl Pending {
 
     /// The event is about to take a line of input batch `batch`. If that is its first
     /// line of a later batch than before, the event now spans a boundary between
-    /// batches, where the source's cursor must never stop (a replay from there would
+    /// batches, where the source's cursor should not stop (a replay from there would
     /// send the rest of the event as a fragment): the deliveries it holds are handed
     /// to `delivery`, the later batch's, so they are finalized only with it.
+    ///
+    /// Batches chained this way all wait for the last one, and each keeps a slot of
+    /// its source's in-flight window. A chain is never let grow past half the
+    /// window: past it, the source would stall until `flush_timeout` cut the event
+    /// in two. There the event keeps its deliveries instead, and the cursor may stop
+    /// inside it (a crash at that moment replays its tail as an event of its own;
+    /// nothing is lost).
     pub fn continues(&mut self, batch: u64, delivery: &mut Delivery) {
-        if self.last_batch != batch {
-            self.last_batch = batch;
+        if self.last_batch == batch {
+            return;
+        }
+        self.last_batch = batch;
+        let chain = delivery.riders() + self.held.iter().map(|d| 1 + d.riders()).sum::<usize>();
+        if delivery.window().is_none_or(|window| chain <= window / 2) {
             for held in self.held.drain(..) {
                 delivery.attach(held);
             }
