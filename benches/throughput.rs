@@ -1,7 +1,8 @@
 //! End-to-end throughput: the real `ferry` binary moving the standard benchmark input
 //! (the JSON lines of `shared/bench/gen_json_logs.py`, generated here) from a file
-//! source to a file sink, against a `cat` baseline. Prints events/s, MB/s and peak
-//! RSS. Size: `FERRY_BENCH_MB` (default 100).
+//! source to a file sink, against a `cat` baseline, and once more with a `multiline`
+//! transform between them (its cost on input without traces). Prints events/s, MB/s
+//! and peak RSS. Size: `FERRY_BENCH_MB` (default 100).
 //!
 //! Run: `cargo bench --bench throughput`
 
@@ -59,20 +60,43 @@ fn report(name: &str, lines: u64, bytes: u64, elapsed: Duration, rss_kib: Option
     );
 }
 
-fn run_ferry(dir: &Path, input: &Path, lines: u64, bytes: u64, encoding: &str, fsync: &str) {
-    let out = dir.join(format!("out-{encoding}-{fsync}.log"));
-    let data = dir.join(format!("data-{encoding}-{fsync}"));
-    let config = dir.join(format!("ferry-{encoding}-{fsync}.toml"));
+fn run_ferry(
+    dir: &Path,
+    input: &Path,
+    lines: u64,
+    bytes: u64,
+    encoding: &str,
+    fsync: &str,
+    multiline: bool,
+) {
+    let name = format!(
+        "{encoding}-{fsync}-{}",
+        if multiline { "ml" } else { "plain" }
+    );
+    let out = dir.join(format!("out-{name}.log"));
+    let data = dir.join(format!("data-{name}"));
+    let config = dir.join(format!("ferry-{name}.toml"));
+    let (transform, sink_input) = if multiline {
+        (
+            "[transforms.traces]\ntype = \"multiline\"\ninputs = [\"in\"]\n",
+            "traces",
+        )
+    } else {
+        ("", "in")
+    };
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\n[api]\nenabled = false\n[sources.in]\ntype = \"file\"\ninclude = [\"{}\"]\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}\"\nencoding = \"{encoding}\"\nfsync = \"{fsync}\"\n",
+            "data_dir = \"{}\"\n[api]\nenabled = false\n[sources.in]\ntype = \"file\"\ninclude = [\"{}\"]\n{transform}[sinks.out]\ntype = \"file\"\ninputs = [\"{sink_input}\"]\npath = \"{}\"\nencoding = \"{encoding}\"\nfsync = \"{fsync}\"\n",
             data.display(),
             input.display(),
             out.display()
         ),
     )
     .unwrap();
+    // The last line waits `flush_timeout` for a continuation that never comes: the
+    // clock stops when every line before it is out.
+    let lines_out = if multiline { lines - 1 } else { lines };
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["run", "--config"])
@@ -84,7 +108,7 @@ fn run_ferry(dir: &Path, input: &Path, lines: u64, bytes: u64, encoding: &str, f
     let mut peak = 0;
     let (mut seen_bytes, mut seen_lines) = (0u64, 0u64);
     let mut buf = vec![0u8; 1 << 20];
-    while seen_lines < lines {
+    while seen_lines < lines_out {
         peak = peak.max(peak_rss_kib(child.id()));
         if let Ok(file) = std::fs::File::open(&out) {
             loop {
@@ -103,8 +127,9 @@ fn run_ferry(dir: &Path, input: &Path, lines: u64, bytes: u64, encoding: &str, f
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
+    let via = if multiline { "→multiline" } else { "" };
     report(
-        &format!("ferry file→file {encoding}, fsync={fsync}"),
+        &format!("ferry file{via}→file {encoding}, fsync={fsync}"),
         lines,
         bytes,
         elapsed,
@@ -134,7 +159,9 @@ fn main() {
     assert!(status.success());
     report("cat (baseline)", lines, bytes, start.elapsed(), None);
 
-    run_ferry(dir.path(), &input, lines, bytes, "text", "none");
-    run_ferry(dir.path(), &input, lines, bytes, "text", "batch");
-    run_ferry(dir.path(), &input, lines, bytes, "json", "batch");
+    run_ferry(dir.path(), &input, lines, bytes, "text", "none", false);
+    run_ferry(dir.path(), &input, lines, bytes, "text", "batch", false);
+    run_ferry(dir.path(), &input, lines, bytes, "text", "batch", true);
+    run_ferry(dir.path(), &input, lines, bytes, "json", "batch", false);
+    run_ferry(dir.path(), &input, lines, bytes, "json", "batch", true);
 }

@@ -23,7 +23,7 @@ fn build(options: &str) -> Box<dyn Transform> {
         .unwrap()
         .unwrap();
     config.validate().unwrap();
-    config.build("fuzz").unwrap()
+    config.build("fuzz").unwrap().into_pure().unwrap()
 }
 
 thread_local! {

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::sinks::{Sink, SinkContext};
 use crate::sources::{Source, SourceContext, SourceOutput};
 use crate::telemetry::Health;
-use crate::transforms::Transform;
+use crate::transforms::{Stage, StatefulTransform, Transform};
 
 /// How a pipeline run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub fn start(
             .with_context(|| format!("cannot start sources.{id}"))?;
         sources.push((id.clone(), source));
     }
-    let mut transforms: Vec<(String, Box<dyn Transform>)> = Vec::new();
+    let mut transforms: Vec<(String, Stage)> = Vec::new();
     for (id, spec) in &config.transforms {
         let transform = spec
             .config
@@ -117,7 +117,10 @@ pub fn start(
             .context("internal: transform without a channel")?;
         let output = outputs.remove(&id).unwrap_or_default();
         tasks.spawn(async move {
-            let result = run_transform(&id, transform, input, output).await;
+            let result = match transform {
+                Stage::Pure(transform) => run_transform(&id, transform, input, output).await,
+                Stage::Stateful(transform) => run_stateful(transform, input, output).await,
+            };
             (format!("transforms.{id}"), result)
         });
     }
@@ -177,12 +180,50 @@ async fn run_transform(
             batch.delivery.settle(BatchStatus::Delivered);
             continue;
         }
-        output
-            .send(batch)
-            .await
-            .map_err(|Closed| anyhow::anyhow!("downstream components stopped"))?;
+        send(&output, batch).await?;
     }
     Ok(())
+}
+
+/// Runs a stateful transform: each batch as it comes, held events when they are due
+/// and no batch is waiting (so a backlog in front of it never splits what it would
+/// have joined), and everything held once the input has ended.
+pub(crate) async fn run_stateful(
+    mut transform: Box<dyn StatefulTransform>,
+    mut input: BatchReceiver,
+    output: Fanout,
+) -> Result<()> {
+    loop {
+        let deadline = transform.deadline();
+        let due = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ready = tokio::select! {
+            biased;
+            batch = input.recv() => match batch {
+                Some(batch) => transform.process(batch, tokio::time::Instant::now()),
+                None => break,
+            },
+            () = due => transform.expire(tokio::time::Instant::now()),
+        };
+        if let Some(batch) = ready {
+            send(&output, batch).await?;
+        }
+    }
+    if let Some(batch) = transform.flush() {
+        send(&output, batch).await?;
+    }
+    Ok(())
+}
+
+async fn send(output: &Fanout, batch: crate::event::Batch) -> Result<()> {
+    output
+        .send(batch)
+        .await
+        .map_err(|Closed| anyhow::anyhow!("downstream components stopped"))
 }
 
 impl Pipeline {
