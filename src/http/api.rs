@@ -126,13 +126,15 @@ impl Api {
         let (client, request) = request.build_split();
         let request = request.map_err(|e| Ended::Lost(self.scrub(&request_error(e))))?;
         let signed = signed_query_values(request.url());
-        if let Some(budget) = &self.budget {
-            budget.acquire().await;
+        let permit = match &self.budget {
+            Some(budget) => Some(budget.acquire().await),
+            None => None,
+        };
+        let sent = client.execute(request).await;
+        if let (Some(budget), Some(permit)) = (&self.budget, permit) {
+            budget.answered(permit);
         }
-        let response = client
-            .execute(request)
-            .await
-            .map_err(|e| Ended::Lost(self.scrub(&request_error(e))))?;
+        let response = sent.map_err(|e| Ended::Lost(self.scrub(&request_error(e))))?;
         if let Some(budget) = &self.budget {
             budget.observe(response.headers());
         }
