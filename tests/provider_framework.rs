@@ -170,10 +170,11 @@ async fn drain(connection: &mut Connection) -> (Vec<String>, Option<ReadError>) 
 #[tokio::test]
 async fn a_websocket_gives_its_text_messages_until_the_close() {
     let server = start().await;
-    server
-        .sim
-        .update(|live| live.messages = (0..5).map(|n| format!("{{\"data\":\"m{n}\"}}")).collect());
-    server.sim.push_fault(Fault::CloseAfter(5));
+    // More than one read's worth (`WS_BATCH`), all waiting at once.
+    server.sim.update(|live| {
+        live.messages = (0..500).map(|n| format!("{{\"data\":\"m{n}\"}}")).collect()
+    });
+    server.sim.push_fault(Fault::CloseAfter(500));
     let url = format!("ws://{}/live?token=signed-url-token", server.addr);
     let mut connection = ws::connect(
         &anonymous(),
@@ -185,12 +186,10 @@ async fn a_websocket_gives_its_text_messages_until_the_close() {
     .expect("websocket opens");
     let (frames, error) = drain(&mut connection).await;
     assert!(error.is_none(), "a close frame is a normal end: {error:?}");
-    assert_eq!(
-        frames,
-        (0..5)
-            .map(|n| format!("{{\"data\":\"m{n}\"}}"))
-            .collect::<Vec<_>>()
-    );
+    let expected: Vec<String> = (0..500).map(|n| format!("{{\"data\":\"m{n}\"}}")).collect();
+    let missing: Vec<&String> = expected.iter().filter(|m| !frames.contains(m)).collect();
+    assert!(missing.is_empty(), "messages lost: {missing:?}");
+    assert_eq!(frames, expected, "in order");
     let request = &server.sim.requests()[0];
     assert_eq!(request.header("origin"), Some("http://ferry"));
     assert_eq!(

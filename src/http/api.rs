@@ -3,13 +3,17 @@
 //! request waits for the budget, carries the auth header (unless it goes to a
 //! pre-signed URL), and comes back as a success or as an [`Ended`]: a failure
 //! status with the provider's error body summarized, a network error without its
-//! URL, every secret scrubbed. A 401/403 on an exchanged token renews it and tries
-//! once more; a 429 with `Retry-After` pauses the whole budget.
+//! URL, every secret scrubbed — the source's credentials, and the signature a
+//! pre-signed URL carries in its query (a server may echo it in an error body). A
+//! 401/403 on an exchanged token renews it and tries once more; a 429 with
+//! `Retry-After` pauses the whole budget.
 
 use serde::de::DeserializeOwned;
 
 use super::auth::Credentials;
-use super::client::{AuthHeader, FailureKind, HttpFailure, request_error};
+use super::client::{
+    AuthHeader, FailureKind, HttpFailure, request_error, scrub_all, signed_query_values,
+};
 use super::rate::RateBudget;
 use super::stream::{Ended, RETRY_AFTER_CAP};
 
@@ -119,13 +123,18 @@ impl Api {
         if let Some(header) = header {
             request = header.apply(request);
         }
-        if let Some(budget) = &self.budget {
-            budget.acquire().await;
+        let (client, request) = request.build_split();
+        let request = request.map_err(|e| Ended::Lost(self.scrub(&request_error(e))))?;
+        let signed = signed_query_values(request.url());
+        let permit = match &self.budget {
+            Some(budget) => Some(budget.acquire().await),
+            None => None,
+        };
+        let sent = client.execute(request).await;
+        if let (Some(budget), Some(permit)) = (&self.budget, permit) {
+            budget.answered(permit);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Ended::Lost(self.scrub(&request_error(e))))?;
+        let response = sent.map_err(|e| Ended::Lost(self.scrub(&request_error(e))))?;
         if let Some(budget) = &self.budget {
             budget.observe(response.headers());
         }
@@ -134,7 +143,7 @@ impl Api {
             return Ok(response);
         }
         let mut failure = HttpFailure::from_response(response, header, RETRY_AFTER_CAP).await;
-        failure.detail = self.scrub(&failure.detail);
+        failure.detail = scrub_all(&self.scrub(&failure.detail), &signed);
         if let (Some(budget), Some(wait)) = (&self.budget, failure.retry_after)
             && failure.kind == FailureKind::RateLimited
         {

@@ -195,7 +195,7 @@ async fn read_messages(
         .await
         .map_err(|_| ReadError::Idle(idle))?;
     let mut held = 0;
-    for _ in 0..WS_BATCH {
+    for taken in 1..=WS_BATCH {
         match next {
             None | Some(Ok(Message::Close(_))) => return Ok(false),
             Some(Err(error)) => return Err(ReadError::Network(error.to_string())),
@@ -206,7 +206,8 @@ async fn read_messages(
                 }
             }
         }
-        if held >= max_event_bytes {
+        // Full: the next message waits for the next fill (taking it now would drop it).
+        if taken == WS_BATCH || held >= max_event_bytes {
             break;
         }
         match socket.next().now_or_never() {
