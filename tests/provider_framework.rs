@@ -202,6 +202,23 @@ async fn a_websocket_gives_its_text_messages_until_the_close() {
 }
 
 #[tokio::test]
+async fn a_burst_of_more_websocket_messages_than_one_read_takes_loses_none() {
+    let server = start().await;
+    let sent: Vec<String> = (0..1000).map(|n| format!("{{\"data\":\"m{n}\"}}")).collect();
+    server.sim.update(|live| live.messages = sent.clone());
+    server.sim.push_fault(Fault::CloseAfter(sent.len()));
+    let url = format!("ws://{}/live?token=signed-url-token", server.addr);
+    let mut connection = ws::connect(&anonymous(), &url, |r| r, &options())
+        .await
+        .expect("websocket opens");
+    // Let every message arrive before the first read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (frames, error) = drain(&mut connection).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(frames, sent);
+}
+
+#[tokio::test]
 async fn a_dropped_or_silent_websocket_is_an_error() {
     let server = start().await;
     server

@@ -190,11 +190,15 @@ async fn read_messages(
     let mut next = tokio::time::timeout(idle, socket.next())
         .await
         .map_err(|_| ReadError::Idle(idle))?;
-    for _ in 0..WS_BATCH {
+    for taken in 1..=WS_BATCH {
         match next {
             None | Some(Ok(Message::Close(_))) => return Ok(false),
             Some(Err(error)) => return Err(ReadError::Network(error.to_string())),
             Some(Ok(message)) => messages.extend(text_frame(message, max_event_bytes)),
+        }
+        // Take another only if there is room for it: one taken is one kept.
+        if taken == WS_BATCH {
+            break;
         }
         match socket.next().now_or_never() {
             Some(more) => next = more,
