@@ -452,6 +452,10 @@ async fn drive<T, F, S, Fut>(
                 let _ = send(last).await;
                 return;
             }
+            if flow == Flow::End {
+                let _ = send(Out::End).await;
+                return;
+            }
             continue;
         }
         if flow == Flow::End || close_after == Some(0) {
