@@ -204,7 +204,9 @@ async fn a_websocket_gives_its_text_messages_until_the_close() {
 #[tokio::test]
 async fn a_burst_of_more_websocket_messages_than_one_read_takes_loses_none() {
     let server = start().await;
-    let sent: Vec<String> = (0..1000).map(|n| format!("{{\"data\":\"m{n}\"}}")).collect();
+    let sent: Vec<String> = (0..1000)
+        .map(|n| format!("{{\"data\":\"m{n}\"}}"))
+        .collect();
     server.sim.update(|live| live.messages = sent.clone());
     server.sim.push_fault(Fault::CloseAfter(sent.len()));
     let url = format!("ws://{}/live?token=signed-url-token", server.addr);

@@ -748,9 +748,6 @@ impl RateLimit {
             (*t + self.window).saturating_duration_since(now)
         });
         let at = SystemTime::now() + left;
-        at.duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-            .ceil() as u64
+        at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64().ceil() as u64
     }
 }

@@ -127,12 +127,19 @@ struct LogUrls {
 
 impl LogUrls {
     fn live(&self) -> Option<&str> {
-        self.live_url.as_deref().filter(|url| !url.trim().is_empty())
+        self.live_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
     }
 
     fn historic(&self) -> Vec<&str> {
         let mut urls: Vec<&str> = Vec::new();
-        for url in self.historic_urls.iter().chain(&self.historic_logs).flatten() {
+        for url in self
+            .historic_urls
+            .iter()
+            .chain(&self.historic_logs)
+            .flatten()
+        {
             if !url.trim().is_empty() && !urls.contains(&url.as_str()) {
                 urls.push(url);
             }
@@ -562,6 +569,9 @@ mod tests {
         let done = serde_json::to_value(&position).unwrap();
         assert_eq!(unfinished_deployment("d1/RUN/web", &done), None);
         assert_eq!(unfinished_deployment("d1/RUN", &Value::Null), None);
-        assert_eq!(cursor_key("d1", LogType::RunRestarted, Some("web")), "d1/RUN_RESTARTED/web");
+        assert_eq!(
+            cursor_key("d1", LogType::RunRestarted, Some("web")),
+            "d1/RUN_RESTARTED/web"
+        );
     }
 }

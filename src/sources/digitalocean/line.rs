@@ -62,7 +62,10 @@ mod tests {
         assert_eq!(l.message, "GET /health 200");
         assert_eq!(l.timestamp, 1_714_564_800_123_456_789);
         let bare = parse("web 2024-05-01T12:00:01Z").unwrap();
-        assert_eq!((bare.message, bare.timestamp), ("", 1_714_564_801_000_000_000));
+        assert_eq!(
+            (bare.message, bare.timestamp),
+            ("", 1_714_564_801_000_000_000)
+        );
         let offset = parse("web 2024-05-01T14:00:01+02:00  two spaces").unwrap();
         assert_eq!(offset.timestamp, 1_714_564_801_000_000_000);
         assert_eq!(offset.message, " two spaces");

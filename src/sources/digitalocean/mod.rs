@@ -172,7 +172,9 @@ impl SourceOptions for DigitalOceanConfig {
             check_name("components", component)?;
         }
         if self.types.is_empty() {
-            return Err("`types` is empty; use [\"RUN\"], or add BUILD, DEPLOY, RUN_RESTARTED".into());
+            return Err(
+                "`types` is empty; use [\"RUN\"], or add BUILD, DEPLOY, RUN_RESTARTED".into(),
+            );
         }
         if self.tail_lines < -1 {
             return Err("`tail_lines` must be -1 (all) or a number of lines".into());
@@ -251,8 +253,10 @@ impl TryFrom<DigitalOceanConfig> for DigitalOceanSource {
             .ok_or_else(|| anyhow::anyhow!("no access token: set `token` or `token_file`"))?;
         let auth = AuthHeader::new("authorization", "Bearer ", &token)?;
         let client = build_client(config.stream.connect_timeout)?;
-        let api = Api::new(client, Credentials::fixed(auth))
-            .with_budget(RateBudget::new(REQUESTS_PER_MINUTE, Duration::from_secs(60)));
+        let api = Api::new(client, Credentials::fixed(auth)).with_budget(RateBudget::new(
+            REQUESTS_PER_MINUTE,
+            Duration::from_secs(60),
+        ));
         App::new(&config.endpoint, &config.app_id)?;
         Ok(DigitalOceanSource { config, api })
     }
@@ -318,13 +322,31 @@ mod tests {
             ("app_id = \"a\"", "token"),
             ("token = \"t\"", "app_id"),
             ("token = \"t\"\napp_id = \"a\"\ntypes = [\"LIVE\"]", "LIVE"),
-            ("token = \"t\"\napp_id = \"a\"\ntypes = []", "`types` is empty"),
-            ("token = \"t\"\napp_id = \"a\"\ntail_lines = -2", "tail_lines"),
+            (
+                "token = \"t\"\napp_id = \"a\"\ntypes = []",
+                "`types` is empty",
+            ),
+            (
+                "token = \"t\"\napp_id = \"a\"\ntail_lines = -2",
+                "tail_lines",
+            ),
             ("token = \"t\"\napp_id = \"a/b\"", "must not contain"),
-            ("token = \"t\"\napp_id = \"a\"\ncomponents = [\"\"]", "`components` is empty"),
-            ("token = \"t\"\ntoken_file = \"/t\"\napp_id = \"a\"", "not both"),
-            ("token = \"t\"\napp_id = \"a\"\nendpoint = \"ftp://x\"", "http://"),
-            ("token = \"t\"\napp_id = \"a\"\nfollow = true", "unknown field `follow`"),
+            (
+                "token = \"t\"\napp_id = \"a\"\ncomponents = [\"\"]",
+                "`components` is empty",
+            ),
+            (
+                "token = \"t\"\ntoken_file = \"/t\"\napp_id = \"a\"",
+                "not both",
+            ),
+            (
+                "token = \"t\"\napp_id = \"a\"\nendpoint = \"ftp://x\"",
+                "http://",
+            ),
+            (
+                "token = \"t\"\napp_id = \"a\"\nfollow = true",
+                "unknown field `follow`",
+            ),
         ];
         for (body, expected) in cases {
             let error = parse(&format!("type = \"digitalocean\"\n{body}")).unwrap_err();
