@@ -184,6 +184,8 @@ async fn a_websocket_gives_its_text_messages_until_the_close() {
     )
     .await
     .expect("websocket opens");
+    // Let every message arrive before the first read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let (frames, error) = drain(&mut connection).await;
     assert!(error.is_none(), "a close frame is a normal end: {error:?}");
     let expected: Vec<String> = (0..500).map(|n| format!("{{\"data\":\"m{n}\"}}")).collect();

@@ -117,6 +117,30 @@ pub enum Ended {
     Failed(HttpFailure),
 }
 
+impl Ended {
+    /// This end with the signature and token values of `url`'s query (see
+    /// [`super::client::signed_query_values`]), and the query itself, replaced by
+    /// `***` in its text: the server of a signed URL may echo them in its error body.
+    pub fn hiding_query_of(self, url: &str) -> Ended {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return self;
+        };
+        let mut secrets = super::client::signed_query_values(&parsed);
+        secrets.extend(parsed.query().map(str::to_string));
+        // Longest first, so that a value inside the whole query is not hidden in part.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let hide = |text: String| super::client::scrub_all(&text, &secrets);
+        match self {
+            Ended::Closed => Ended::Closed,
+            Ended::Lost(reason) => Ended::Lost(hide(reason)),
+            Ended::Failed(mut failure) => {
+                failure.detail = hide(failure.detail);
+                Ended::Failed(failure)
+            }
+        }
+    }
+}
+
 /// Shared by the streams of one source, so that refused credentials are reported
 /// once per source (not once per stream) until some stream works again.
 #[derive(Debug, Clone, Default)]
@@ -318,6 +342,27 @@ mod tests {
         assert!(later.iter().any(|d| *d > ms(300)), "{later:?}");
         r.healthy();
         assert_eq!(r.delay(&Ended::Closed, Some(ms(300))), ms(300));
+    }
+
+    #[test]
+    fn signed_url_queries_are_hidden_from_errors() {
+        let url = "wss://proxy.example/?token=aa-bb-11-cc-33&X-Amz-Signature=5f2b9c";
+        let Ended::Failed(failure) = failure(403, None) else {
+            unreachable!()
+        };
+        let echoed = Ended::Failed(HttpFailure {
+            detail: "bad token aa-bb-11-cc-33 for ?token=aa-bb-11-cc-33&X-Amz-Signature=5f2b9c"
+                .into(),
+            ..failure
+        });
+        let Ended::Failed(hidden) = echoed.hiding_query_of(url) else {
+            unreachable!()
+        };
+        assert_eq!(hidden.detail, "bad token *** for ?***");
+        let Ended::Lost(lost) = Ended::Lost("sig 5f2b9c".into()).hiding_query_of(url) else {
+            unreachable!()
+        };
+        assert_eq!(lost, "sig ***");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! A server that answers the upgrade with a `text/event-stream` body instead
 //! (Scalingo's fallback without `Upgrade`) gives an SSE connection. `ws://` and
 //! `wss://` URLs are requested as `http://` and `https://`. No credentials are sent
-//! and no URL appears in an error: these URLs carry their own token.
+//! and no URL appears in an error: these URLs carry their own token, which is also
+//! hidden from an error body that echoes it.
 
 use reqwest::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
 use tokio_tungstenite::WebSocketStream;
@@ -43,6 +44,17 @@ pub fn http_url(url: &str) -> Result<url::Url, String> {
 /// `Origin`. A message may hold up to four times `max_event_bytes` (at least
 /// 64 KiB); a longer one ends the connection with an error.
 pub async fn connect(
+    api: &Api,
+    url: &str,
+    extra: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    options: &StreamOptions,
+) -> Result<Connection, Ended> {
+    upgrade(api, url, extra, options)
+        .await
+        .map_err(|ended| ended.hiding_query_of(url))
+}
+
+async fn upgrade(
     api: &Api,
     url: &str,
     extra: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,

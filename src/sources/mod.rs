@@ -3,6 +3,7 @@
 
 pub mod dcos;
 pub mod demo;
+pub mod digitalocean;
 pub mod file;
 pub mod ionet;
 pub mod kafka;
@@ -174,6 +175,7 @@ macro_rules! source_types {
 source_types! {
     "dcos" => Dcos(dcos::DcosConfig) -> dcos::DcosSource [streaming],
     "demo" => Demo(demo::DemoConfig) -> demo::DemoSource,
+    "digitalocean" => DigitalOcean(digitalocean::DigitalOceanConfig) -> digitalocean::DigitalOceanSource [streaming],
     "file" => File(file::FileSourceConfig) -> file::FileSource,
     "ionet" => Ionet(ionet::IonetConfig) -> ionet::IonetSource [streaming],
     "kafka" => Kafka(Box<kafka::KafkaSourceConfig>) -> kafka::KafkaSource,

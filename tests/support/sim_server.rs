@@ -452,6 +452,10 @@ async fn drive<T, F, S, Fut>(
                 let _ = send(last).await;
                 return;
             }
+            if flow == Flow::End {
+                let _ = send(Out::End).await;
+                return;
+            }
             continue;
         }
         if flow == Flow::End || close_after == Some(0) {
@@ -736,12 +740,14 @@ impl RateLimit {
         Ok(self.max - self.times.len())
     }
 
-    /// Unix seconds when the oldest counted request leaves the window.
+    /// Unix seconds when the oldest counted request has left the window (rounded
+    /// up: at that second it is gone).
     pub fn reset(&self) -> u64 {
         let now = Instant::now();
         let left = self.times.front().map_or(Duration::ZERO, |t| {
             (*t + self.window).saturating_duration_since(now)
         });
-        unix_now() + left.as_secs()
+        let at = SystemTime::now() + left;
+        at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64().ceil() as u64
     }
 }

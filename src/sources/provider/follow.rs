@@ -52,6 +52,15 @@ pub trait Follow: Send + 'static {
     fn finish_grace(&self) -> Option<Duration> {
         None
     }
+
+    /// Whether to leave the current connection now and open a new one: the stream
+    /// learned from a frame that it must ask differently (DigitalOcean: the history
+    /// a live socket replays does not reach back to the last line delivered).
+    /// Checked after every frame; the connection then ends as [`Ended::Closed`]
+    /// and [`ended`](Follow::ended) decides what comes next.
+    fn reopen(&self) -> bool {
+        false
+    }
 }
 
 /// What a stream does after a connection ended.
@@ -135,6 +144,9 @@ async fn read(
         while let Some(frame) = connection.next_frame() {
             any = true;
             stream.frame(frame, ctx, out);
+            if stream.reopen() {
+                return Ok(Ended::Closed);
+            }
             if out.is_full() {
                 let cursor = stream.cursor();
                 out.send(cursor).await?;

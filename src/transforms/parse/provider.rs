@@ -7,7 +7,6 @@ use chrono::DateTime;
 use serde_json::{Map, Value};
 
 use super::Parsed;
-use super::timestamp::rfc3339;
 
 /// `2015-02-16 02:02:43.930163178 +0000 UTC [web-1] message`: the time, the
 /// container (`instance`, and its type as `component`: `web` from `web-1`), the text.
@@ -56,37 +55,19 @@ pub fn looks_like_scalingo(line: &str) -> bool {
             .is_some_and(|s| s.starts_with('['))
 }
 
-/// `<component> <RFC3339Nano> <message>`.
+/// `<component> <RFC3339Nano> <message>`: the `digitalocean` source's line format,
+/// parsed by the source's own parser.
 pub fn digitalocean(line: &str) -> Result<Parsed, String> {
-    let (component, rest) = line
-        .split_once(' ')
-        .ok_or("expected `component time message`")?;
-    let (stamp, message) = rest.split_once(' ').unwrap_or((rest, ""));
-    if component.is_empty() {
-        return Err("empty component".into());
-    }
-    let timestamp = rfc3339(stamp).ok_or_else(|| format!("bad time `{stamp}`"))?;
+    let line = crate::sources::digitalocean::line::parse(line)?;
     Ok(Parsed {
-        message: Some(message.to_string()),
-        timestamp: Some(timestamp),
-        component: Some(component.to_string()),
+        message: Some(line.message.to_string()),
+        timestamp: Some(line.timestamp),
+        component: Some(line.component.to_string()),
         ..Parsed::default()
     })
 }
 
-/// True when the second word starts like an RFC 3339 time.
-pub fn looks_like_digitalocean(line: &str) -> bool {
-    let Some((first, rest)) = line.split_once(' ') else {
-        return false;
-    };
-    let b = rest.as_bytes();
-    !first.is_empty()
-        && !first.contains('=')
-        && b.len() >= 20
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[10] == b'T'
-}
+pub use crate::sources::digitalocean::line::looks_like as looks_like_digitalocean;
 
 /// A DC/OS logging API entry: `{"fields": {"MESSAGE": …, "PRIORITY": "6", …},
 /// "realtime_timestamp": µs, …}`. `MESSAGE` becomes the text; the other journald
@@ -171,9 +152,6 @@ mod tests {
         assert_eq!(p.message.as_deref(), Some("GET /health 200"));
         assert_eq!(p.timestamp, Some(1_714_564_800_123_456_789));
         assert!(digitalocean("api yesterday hello").is_err());
-        assert!(digitalocean("lonely").is_err());
-        assert!(looks_like_digitalocean("web 2024-05-01T12:00:00Z x"));
-        assert!(!looks_like_digitalocean("level=info 2024-05-01T12:00:00Z"));
     }
 
     #[test]
