@@ -113,6 +113,21 @@ pub enum Ended {
     Failed(HttpFailure),
 }
 
+impl Ended {
+    /// `self` with `what` put first (`"login as ferry: …"`) and `scrub` applied:
+    /// for the failures of a token exchange, whose secret the `Api` does not know.
+    pub fn context(self, what: &str, scrub: impl Fn(&str) -> String) -> Ended {
+        match self {
+            Ended::Failed(mut failure) => {
+                failure.detail = scrub(&format!("{what}: {}", failure.detail));
+                Ended::Failed(failure)
+            }
+            Ended::Lost(reason) => Ended::Lost(scrub(&format!("{what}: {reason}"))),
+            Ended::Closed => Ended::Closed,
+        }
+    }
+}
+
 /// Shared by the streams of one source, so that refused credentials are reported
 /// once per source (not once per stream) until some stream works again.
 #[derive(Debug, Clone, Default)]
