@@ -8,7 +8,12 @@
 //! 401/403 on an exchanged token renews it and tries once more; a 429 with
 //! `Retry-After` pauses the whole budget.
 
+use std::io::{BufRead, BufReader, Read};
+
+use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+use tokio_util::sync::CancellationToken;
 
 use super::auth::Credentials;
 use super::client::{
@@ -19,6 +24,8 @@ use super::stream::{Ended, RETRY_AFTER_CAP};
 
 /// Most bytes of a JSON answer read into memory ([`Api::json`]).
 pub const MAX_JSON_BYTES: usize = 32 << 20;
+/// Read buffer of [`Api::decode_blocking`].
+const DECODE_BUFFER: usize = 64 << 10;
 
 /// See the module doc.
 pub struct Api {
@@ -115,6 +122,29 @@ impl Api {
             .map_err(|e| Ended::Lost(format!("unexpected answer from the provider: {e}")))
     }
 
+    /// Hands the body of `response` to `decode` as a blocking reader on a thread
+    /// of the blocking pool, so that a large answer is decoded as it arrives rather
+    /// than held whole: memory is one network chunk, a read buffer, and what
+    /// `decode` keeps. Reads fail (an `io::Error` `decode` sees) once `stop` fires,
+    /// so a long answer does not hold up shutdown. A network error reaches `decode`
+    /// as an `io::Error` without the URL; pass any text made of it through
+    /// [`scrub`](Api::scrub).
+    pub async fn decode_blocking<T: Send + 'static>(
+        &self,
+        response: reqwest::Response,
+        stop: CancellationToken,
+        decode: impl FnOnce(&mut dyn BufRead) -> T + Send + 'static,
+    ) -> Result<T, Ended> {
+        let body = response
+            .bytes_stream()
+            .map_err(|e| std::io::Error::other(request_error(e)));
+        let reader = SyncIoBridge::new(StreamReader::new(body));
+        let mut reader = BufReader::with_capacity(DECODE_BUFFER, Stoppable { reader, stop });
+        tokio::task::spawn_blocking(move || decode(&mut reader))
+            .await
+            .map_err(|e| Ended::Lost(format!("decoding the answer failed: {e}")))
+    }
+
     async fn attempt(
         &self,
         mut request: reqwest::RequestBuilder,
@@ -150,5 +180,20 @@ impl Api {
             budget.pause(wait);
         }
         Err(Ended::Failed(failure))
+    }
+}
+
+/// A blocking reader that fails once `stop` fires.
+struct Stoppable<R> {
+    reader: R,
+    stop: CancellationToken,
+}
+
+impl<R: Read> Read for Stoppable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.is_cancelled() {
+            return Err(std::io::Error::other("the source is stopping"));
+        }
+        self.reader.read(buf)
     }
 }

@@ -108,6 +108,12 @@ impl Connection {
         Self::new(Body::Done, Decoder::new(1), options)
     }
 
+    /// Whether this is a [`Connection::done`]: the whole answer was handled while
+    /// opening (a poll), so the connection succeeding is the stream being healthy.
+    pub fn is_done(&self) -> bool {
+        matches!(self.body, Body::Done)
+    }
+
     /// Changes the idle timeout for the reads to come.
     pub fn set_idle(&mut self, idle: Duration) {
         self.idle = idle;

@@ -129,14 +129,24 @@ impl Ended {
         secrets.extend(parsed.query().map(str::to_string));
         // Longest first, so that a value inside the whole query is not hidden in part.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        let hide = |text: String| super::client::scrub_all(&text, &secrets);
+        self.map_text(|text| super::client::scrub_all(text, &secrets))
+    }
+
+    /// `self` with `what` put first (`"login as ferry: …"`) and `scrub` applied:
+    /// for the failures of a token exchange, whose secret the `Api` does not know.
+    pub fn context(self, what: &str, scrub: impl Fn(&str) -> String) -> Ended {
+        self.map_text(|text| scrub(&format!("{what}: {text}")))
+    }
+
+    /// `self` with its reason or failure detail rewritten by `rewrite`.
+    fn map_text(self, rewrite: impl Fn(&str) -> String) -> Ended {
         match self {
-            Ended::Closed => Ended::Closed,
-            Ended::Lost(reason) => Ended::Lost(hide(reason)),
             Ended::Failed(mut failure) => {
-                failure.detail = hide(failure.detail);
+                failure.detail = rewrite(&failure.detail);
                 Ended::Failed(failure)
             }
+            Ended::Lost(reason) => Ended::Lost(rewrite(&reason)),
+            Ended::Closed => Ended::Closed,
         }
     }
 }

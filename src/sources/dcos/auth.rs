@@ -129,17 +129,7 @@ impl TokenSource for Login {
         let response = api
             .send_anonymous(|client| client.post(&self.url).json(&body).timeout(self.timeout))
             .await
-            .map_err(|ended| match ended {
-                Ended::Failed(mut failure) => {
-                    failure.detail =
-                        self.scrub(&format!("login as {}: {}", self.uid, failure.detail));
-                    Ended::Failed(failure)
-                }
-                Ended::Lost(reason) => {
-                    Ended::Lost(format!("login failed: {}", self.scrub(&reason)))
-                }
-                Ended::Closed => Ended::Closed,
-            })?;
+            .map_err(|ended| ended.context(&format!("login as {}", self.uid), |t| self.scrub(t)))?;
         let parsed: LoginResponse = api.read_json(response).await?;
         let lifetime = jwt_lifetime(&parsed.token);
         let header =

@@ -90,6 +90,10 @@ pub(super) async fn run(ctx: Arc<Context>, mut stream: Box<dyn Follow>, finish: 
         let ended = match opened {
             Ok(mut connection) => {
                 reconnect.connected();
+                if connection.is_done() {
+                    // A poll answered: the stream works, whether or not it had news.
+                    reconnect.healthy();
+                }
                 let read = read(
                     &ctx,
                     &mut *stream,

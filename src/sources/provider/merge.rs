@@ -1,10 +1,11 @@
 //! Fan-in for provider sources, which follow several sub-streams at once (one task
 //! per container stream, task file, journald unit, job). Each task fills an
 //! [`Emitter`] and sends [`Piece`]s: events in stream order plus the cursor its
-//! sub-stream reached after them. The source's own task gathers pieces into batches
-//! within the configured limits and sends each batch tagged with the latest cursor
-//! of every sub-stream it holds, so a cursor is committed only once everything
-//! before it is delivered. The channel is bounded, so a slow pipeline stops the
+//! sub-stream reached after them (or, for a poll whose answer spans many
+//! sub-streams, the cursors of those it holds). The source's own task gathers
+//! pieces into batches within the configured limits and sends each batch tagged
+//! with the latest cursor of every sub-stream it holds, so a cursor is committed
+//! only once everything before it is delivered. The channel is bounded, so a slow pipeline stops the
 //! followers reading, and memory stays flat.
 
 use serde_json::Value;
@@ -19,11 +20,12 @@ use crate::sources::{SendError, SourceContext};
 /// Pieces waiting for the source task, per source.
 const PIECES_IN_FLIGHT: usize = 16;
 
-/// Events of one sub-stream and the cursor (key, value) reached after them.
+/// Events of one sub-stream and the cursor (key, value) reached after them; or
+/// events of several sub-streams and the cursor of each.
 #[derive(Debug)]
 pub(super) struct Piece {
     pub events: Vec<Event>,
-    pub cursor: Option<(String, Value)>,
+    pub cursors: Vec<(String, Value)>,
 }
 
 pub(super) type PieceSender = mpsc::Sender<Piece>;
@@ -77,13 +79,17 @@ impl Emitter {
     }
 
     /// Sends the events pushed so far with `cursor` (key, value), the position the
-    /// sub-stream reached after them. Waits while the pipeline is full; `Err` once
-    /// the source is stopping.
-    pub async fn send(&mut self, cursor: Option<(String, Value)>) -> Result<(), Stopped> {
+    /// sub-stream reached after them — or with several (key, value), one per
+    /// sub-stream whose events the piece holds. Waits while the pipeline is full;
+    /// `Err` once the source is stopping.
+    pub async fn send(
+        &mut self,
+        cursor: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<(), Stopped> {
         self.bytes = 0;
         let piece = Piece {
             events: std::mem::take(&mut self.events),
-            cursor,
+            cursors: cursor.into_iter().collect(),
         };
         tokio::select! {
             () = self.stop.cancelled() => Err(Stopped),
@@ -114,7 +120,7 @@ pub(super) async fn forward(
         let mut add = |piece: Piece, events: &mut Vec<Event>, cursor: &mut CursorUpdate| {
             bytes += piece.events.iter().map(|e| e.message.len()).sum::<usize>();
             events.extend(piece.events);
-            if let Some((key, value)) = piece.cursor {
+            for (key, value) in piece.cursors {
                 *cursor = std::mem::take(cursor).with(key, Some(value));
             }
             bytes
