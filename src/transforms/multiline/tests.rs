@@ -3,11 +3,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::*;
-use crate::checkpoint::{CheckpointStore, CursorUpdate, spawn_tracker};
+use crate::checkpoint::{CheckpointStore, CursorUpdate, Cursors, spawn_tracker};
 use crate::telemetry::Health;
 use crate::transforms::TransformConfig;
 
@@ -499,6 +499,17 @@ fn the_oldest_sub_streams_are_emitted_past_the_budget() {
     assert_eq!(emitted + transform.pending_streams(), 20, "no event lost");
 }
 
+/// Waits until the tracker has committed `value` under the key `k`.
+async fn committed_reaches(published: &mut tokio::sync::watch::Receiver<Cursors>, value: Value) {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        published.wait_for(|cursors| cursors.get("k") == Some(&value)),
+    )
+    .await
+    .expect("the commit is published")
+    .expect("the tracker runs");
+}
+
 /// The delivery contract: a batch whose lines are pending is not finalized, and its
 /// checkpoint is committed only after the event holding them is delivered.
 #[tokio::test]
@@ -512,6 +523,7 @@ async fn held_lines_hold_their_batch_checkpoint_until_delivered() {
         Arc::new(Health::default()),
     );
     let committed = || store.load("s").unwrap().get("k").cloned();
+    let mut published = acker.committed();
     let settle_and_wait = |batch: Batch| async move {
         batch.delivery.settle(BatchStatus::Delivered);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -560,6 +572,7 @@ async fn held_lines_hold_their_batch_checkpoint_until_delivered() {
     let out = transform.flush().unwrap();
     assert_eq!(out.events[0].message, "next");
     settle_and_wait(out).await;
+    committed_reaches(&mut published, json!(1)).await;
     assert_eq!(committed(), Some(json!(1)));
 
     // A batch whose last event ends with it is committed on its own.
@@ -573,12 +586,14 @@ async fn held_lines_hold_their_batch_checkpoint_until_delivered() {
         delivery: acker.delivery(CursorUpdate::set("k", json!(11))).await,
     };
     settle_and_wait(transform.process(b, now).unwrap()).await;
+    committed_reaches(&mut published, json!(10)).await;
     assert_eq!(
         committed(),
         Some(json!(10)),
         "`three` holds only its own batch"
     );
     settle_and_wait(transform.flush().unwrap()).await;
+    committed_reaches(&mut published, json!(11)).await;
     assert_eq!(committed(), Some(json!(11)));
 
     // A merged event that is never delivered holds every batch it came from.
