@@ -6,6 +6,7 @@ pub mod demo;
 pub mod file;
 pub mod ionet;
 pub mod provider;
+pub mod scalingo;
 pub mod stdin;
 
 use std::sync::Arc;
@@ -168,5 +169,6 @@ source_types! {
     "demo" => Demo(demo::DemoConfig) -> demo::DemoSource,
     "file" => File(file::FileSourceConfig) -> file::FileSource,
     "ionet" => Ionet(ionet::IonetConfig) -> ionet::IonetSource [streaming],
+    "scalingo" => Scalingo(scalingo::ScalingoConfig) -> scalingo::ScalingoSource [streaming],
     "stdin" => Stdin(stdin::StdinConfig) -> stdin::StdinSource,
 }
