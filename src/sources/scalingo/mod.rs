@@ -53,11 +53,12 @@ pub fn region_endpoint(region: &str) -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScalingoConfig {
-    /// The API token (`tk-us-…`), usually `"${SCALINGO_API_TOKEN}"`.
-    #[serde(default)]
+    /// The API token (`tk-us-…`), usually `"${SCALINGO_API_TOKEN}"`; `token` is
+    /// accepted too, as the design's example config spells it.
+    #[serde(default, alias = "token")]
     pub api_token: Option<Secret>,
-    /// A file holding only the API token (instead of `api_token`).
-    #[serde(default)]
+    /// A file holding only the API token (instead of `api_token`; or `token_file`).
+    #[serde(default, alias = "token_file")]
     pub api_token_file: Option<PathBuf>,
     /// The region whose API to use (`osc-fr1`, `osc-secnum-fr1`, …). Default
     /// `osc-fr1`, unless `endpoint` is given.
@@ -290,7 +291,7 @@ mod tests {
             ("filter = \" \"", "`filter` is empty"),
             ("resume_lines = 0", "resume_lines"),
             ("rate_limit = 0", "rate_limit"),
-            ("token = \"t\"", "unknown field `token`"),
+            ("api_key = \"t\"", "unknown field `api_key`"),
         ] {
             let error = parse(&format!("{with_token}\n{extra}")).unwrap_err();
             assert!(error.contains(expected), "{extra}: {error}");
@@ -299,5 +300,7 @@ mod tests {
         assert!(blank_app.contains("`app` is empty"), "{blank_app}");
         let both = parse(&format!("{with_token}\napi_token_file = \"/etc/t\"")).unwrap_err();
         assert!(both.contains("not both"), "{both}");
+        let spelled_token = scalingo("type = \"scalingo\"\napp = \"a\"\ntoken = \"t\"");
+        assert!(spelled_token.api_token.is_some());
     }
 }
