@@ -8,6 +8,7 @@ pub mod file;
 pub mod ionet;
 pub mod kafka;
 pub mod provider;
+pub mod scalingo;
 pub mod stdin;
 
 use std::sync::Arc;
@@ -179,5 +180,6 @@ source_types! {
     "file" => File(file::FileSourceConfig) -> file::FileSource,
     "ionet" => Ionet(ionet::IonetConfig) -> ionet::IonetSource [streaming],
     "kafka" => Kafka(Box<kafka::KafkaSourceConfig>) -> kafka::KafkaSource,
+    "scalingo" => Scalingo(scalingo::ScalingoConfig) -> scalingo::ScalingoSource [streaming],
     "stdin" => Stdin(stdin::StdinConfig) -> stdin::StdinSource,
 }
