@@ -1,6 +1,7 @@
 //! Sources: the `Source` trait, what the runtime hands a source (`SourceContext`),
 //! and the registry that maps a config `type` to a source.
 
+pub mod bytenite;
 pub mod dcos;
 pub mod demo;
 pub mod file;
@@ -169,6 +170,7 @@ macro_rules! source_types {
 }
 
 source_types! {
+    "bytenite" => Bytenite(bytenite::ByteniteConfig),
     "dcos" => Dcos(dcos::DcosConfig),
     "demo" => Demo(demo::DemoConfig),
     "file" => File(file::FileSourceConfig),
