@@ -620,10 +620,13 @@ async fn the_simulator_answers_as_documented() {
         let answer = logs(token.clone(), body).await.unwrap();
         assert_eq!(answer.status(), status);
     }
-    let job: Value = client
-        .get(format!("{url}/v1/customer/jobs/job-s"))
-        .header("authorization", &token)
-        .send()
+    let get = |path: &str| {
+        client
+            .get(format!("{url}{path}"))
+            .header("authorization", &token)
+            .send()
+    };
+    let job: Value = get("/v1/customer/jobs/job-s")
         .await
         .unwrap()
         .json()
@@ -632,10 +635,7 @@ async fn the_simulator_answers_as_documented() {
     assert_eq!(job["job"]["state"], "JOB_STATE_RUNNING");
     assert!(job["job"].get("endedAt").is_none());
     sim.end_job("job-s", "JOB_STATE_COMPLETE");
-    let list: Value = client
-        .get(format!("{url}/v1/customer/jobs?pagination.limit=1"))
-        .header("authorization", &token)
-        .send()
+    let list: Value = get("/v1/customer/jobs?pagination.limit=1")
         .await
         .unwrap()
         .json()

@@ -332,7 +332,7 @@ fn status(code: StatusCode, grpc_code: u16, message: &str) -> Response {
 }
 
 /// Checks the token of a request: the 401 to answer if it is not good.
-fn authorize(state: &mut ByteniteState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(state: &mut ByteniteState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let checked = check_token(state, headers);
     if checked.is_err() {
         state.refused += 1;
@@ -340,29 +340,33 @@ fn authorize(state: &mut ByteniteState, headers: &HeaderMap) -> Result<(), Respo
     checked
 }
 
-fn check_token(state: &ByteniteState, headers: &HeaderMap) -> Result<(), Response> {
+fn check_token(state: &ByteniteState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(value) = header_str(headers, "authorization") else {
-        return Err(status(StatusCode::UNAUTHORIZED, 16, "missing access token"));
+        return Err(Box::new(status(
+            StatusCode::UNAUTHORIZED,
+            16,
+            "missing access token",
+        )));
     };
     let token = match value.strip_prefix("Bearer ") {
         Some(token) if state.config.accept_bearer => token,
         Some(_) => {
-            return Err(status(
+            return Err(Box::new(status(
                 StatusCode::UNAUTHORIZED,
                 16,
                 "invalid access token: send the raw token, without Bearer",
-            ));
+            )));
         }
         None => value,
     };
     if state.tokens.valid(token) {
         Ok(())
     } else {
-        Err(status(
+        Err(Box::new(status(
             StatusCode::UNAUTHORIZED,
             16,
             "invalid or expired access token",
-        ))
+        )))
     }
 }
 
@@ -414,7 +418,7 @@ async fn list_jobs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> R
     let mut state = sim.lock();
     state.job_requests += 1;
     if let Err(refused) = authorize(&mut state, &headers) {
-        return refused;
+        return *refused;
     }
     let query = sim_server::query(&uri);
     let param = |name: &str, default: usize| {
@@ -456,7 +460,7 @@ async fn get_job(
     let mut state = sim.lock();
     state.job_requests += 1;
     if let Err(refused) = authorize(&mut state, &headers) {
-        return refused;
+        return *refused;
     }
     match state.jobs.get(&id) {
         Some(job) => sim_server::json(
@@ -487,9 +491,9 @@ struct Filters {
     services: Vec<usize>,
 }
 
-fn filters(request: &Value) -> Result<Filters, Response> {
+fn filters(request: &Value) -> Result<Filters, Box<Response>> {
     let list = |name: &str| request[name].as_array().cloned().unwrap_or_default();
-    let bad = |message: String| Err(status(StatusCode::BAD_REQUEST, 3, &message));
+    let bad = |message: String| Err(Box::new(status(StatusCode::BAD_REQUEST, 3, &message)));
     let job_id = request["jobId"].as_str().unwrap_or_default().to_string();
     if job_id.is_empty() {
         return bad("jobId is required".into());
@@ -618,14 +622,14 @@ async fn logs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri, body: Byt
         .and_then(|()| filters(&request))
         .and_then(|filters| match state.jobs.contains_key(&filters.job_id) {
             true => Ok(filters),
-            false => Err(status(StatusCode::NOT_FOUND, 5, "job not found")),
+            false => Err(Box::new(status(StatusCode::NOT_FOUND, 5, "job not found"))),
         });
     let filters = match checked {
         Ok(filters) => filters,
         Err(refused) => {
             seen.status = refused.status().as_u16();
             state.logs_requests.push(seen);
-            return refused;
+            return *refused;
         }
     };
     let fault = sim.next_fault();
