@@ -1,6 +1,7 @@
 //! Sources: the `Source` trait, what the runtime hands a source (`SourceContext`),
 //! and the registry that maps a config `type` to a source.
 
+pub mod bytenite;
 pub mod dcos;
 pub mod demo;
 pub mod digitalocean;
@@ -174,6 +175,7 @@ macro_rules! source_types {
 }
 
 source_types! {
+    "bytenite" => Bytenite(bytenite::ByteniteConfig) -> bytenite::ByteniteSource [streaming],
     "dcos" => Dcos(dcos::DcosConfig) -> dcos::DcosSource [streaming],
     "demo" => Demo(demo::DemoConfig) -> demo::DemoSource,
     "digitalocean" => DigitalOcean(digitalocean::DigitalOceanConfig) -> digitalocean::DigitalOceanSource [streaming],
