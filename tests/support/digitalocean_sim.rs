@@ -561,8 +561,13 @@ fn bad_request(message: &str) -> Response {
 }
 
 /// The checks every REST route makes: the token, the rate limit, queued and
-/// random faults. `Err` is the answer; `Ok` holds the rate-limit headers to add.
-fn admit(sim: &Shared, state: &mut DoState, headers: &HeaderMap) -> Result<HeaderMap, Response> {
+/// random faults. `Err` is the answer (boxed, as a `Response` is large); `Ok`
+/// holds the rate-limit headers to add.
+fn admit(
+    sim: &Shared,
+    state: &mut DoState,
+    headers: &HeaderMap,
+) -> Result<HeaderMap, Box<Response>> {
     if state.rate.max != state.config.rate_limit || state.rate.window != state.config.rate_window {
         state.rate = RateLimit::new(state.config.rate_limit, state.config.rate_window);
     }
@@ -571,7 +576,8 @@ fn admit(sim: &Shared, state: &mut DoState, headers: &HeaderMap) -> Result<Heade
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "Unable to authenticate you.",
-        ));
+        )
+        .into());
     }
     let checked = state.rate.check();
     let mut limits = HeaderMap::new();
@@ -589,7 +595,7 @@ fn admit(sim: &Shared, state: &mut DoState, headers: &HeaderMap) -> Result<Heade
         answer
             .headers_mut()
             .insert(header::RETRY_AFTER, number(wait));
-        return Err(answer);
+        return Err(answer.into());
     }
     let fault = state.api_faults.pop_front().or_else(|| sim.next_fault());
     if let Some(mut answer) = fault.as_ref().and_then(|f| {
@@ -601,7 +607,7 @@ fn admit(sim: &Shared, state: &mut DoState, headers: &HeaderMap) -> Result<Heade
         })
     }) {
         answer.headers_mut().extend(limits);
-        return Err(answer);
+        return Err(answer.into());
     }
     Ok(limits)
 }
@@ -615,7 +621,7 @@ fn rest(
 ) -> Response {
     let mut state = sim.lock();
     let response = match admit(sim, &mut state, headers) {
-        Err(response) => response,
+        Err(response) => *response,
         Ok(limits) => {
             let mut response = answer(&mut state);
             response.headers_mut().extend(limits);
@@ -892,7 +898,7 @@ async fn event_logs(
 
 /// The URL token's grant, or the 403 a pre-signed URL gets (echoing the token, as
 /// careless servers do, so clients must hide it).
-fn url_grant(state: &DoState, uri: &Uri, deployment: &str) -> Result<Grant, Response> {
+fn url_grant(state: &DoState, uri: &Uri, deployment: &str) -> Result<Grant, Box<Response>> {
     let token = query(uri)
         .into_iter()
         .find(|(k, _)| k == "token")
@@ -904,7 +910,8 @@ fn url_grant(state: &DoState, uri: &Uri, deployment: &str) -> Result<Grant, Resp
             StatusCode::FORBIDDEN,
             "forbidden",
             &format!("invalid or expired token {token}"),
-        )),
+        )
+        .into()),
     }
 }
 
@@ -936,7 +943,7 @@ async fn live(
         Err(response) => {
             drop(state);
             sim.record(&Method::GET, &uri, &headers, 403);
-            return response;
+            return *response;
         }
     };
     let fault = state.stream_faults.pop_front().or_else(|| sim.next_fault());
@@ -1024,7 +1031,7 @@ async fn archive(
     headers: HeaderMap,
 ) -> Response {
     let state = sim.lock();
-    let answer = (|| {
+    let answer: Result<Response, Box<Response>> = (|| {
         let grant = url_grant(&state, &uri, &deployment)?;
         let d = state.deployments.get(&deployment).ok_or_else(not_found)?;
         let n: usize = file
@@ -1032,12 +1039,12 @@ async fn archive(
             .and_then(|n| n.parse().ok())
             .ok_or_else(not_found)?;
         if grant.log_type != log_type {
-            return Err(not_found());
+            return Err(not_found().into());
         }
         if let Some(response) = sim.next_fault().as_ref().and_then(|f| {
             f.answer(|status| error(status, "server_error", "Unexpected server-side error"))
         }) {
-            return Err(response);
+            return Err(response.into());
         }
         let lines: Vec<&Line> = d
             .lines(&log_type)
@@ -1059,7 +1066,7 @@ async fn archive(
             .into_response())
     })();
     drop(state);
-    let response = answer.unwrap_or_else(|response| response);
+    let response = answer.unwrap_or_else(|response| *response);
     sim.record(&Method::GET, &uri, &headers, response.status().as_u16());
     response
 }

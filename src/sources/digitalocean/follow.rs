@@ -22,6 +22,12 @@
 //! history (`tail_lines=-1`). A stream's first request asks for `tail_lines` (for
 //! the deployment followed when the source first starts) or for everything.
 //!
+//! The line prefix names the component, not the instance, so the lines of a
+//! component's instances may come slightly out of time order. Once a connection
+//! has delivered a new line of a component (its replay is over), a line older than
+//! the component's mark is new and delivered; only near a reconnect can such a
+//! line be taken for one already delivered.
+//!
 //! Lines that do not parse are delivered as they are, with
 //! `fields.digitalocean_parse_error = true` and the time they were read; having no
 //! time, they are not deduplicated and may repeat after a reconnect.
@@ -109,6 +115,50 @@ pub(crate) struct Position {
     pub done: bool,
 }
 
+impl Position {
+    /// Whether the line is new for its component's cursor, seen through the
+    /// component's view of the current connection or archive read (see the module
+    /// doc). If it is, it counts as delivered from now on.
+    fn admit(&mut self, views: &mut Views, component: &str, time: i64, raw: &str) -> bool {
+        if !self.components.contains_key(component) {
+            if self.components.len() >= MAX_COMPONENTS {
+                return true;
+            }
+            self.components
+                .insert(component.to_string(), DedupeCursor::default());
+        }
+        let Some(cursor) = self.components.get_mut(component) else {
+            return true;
+        };
+        if !views.contains_key(component) {
+            let view = View {
+                feed: Feed::new(),
+                past: false,
+            };
+            views.insert(component.to_string(), view);
+        }
+        let Some(view) = views.get_mut(component) else {
+            return true;
+        };
+        if view.past && time < cursor.time() {
+            // Out of time order (another instance's line), after the replay: new.
+            return true;
+        }
+        let new = cursor.admit(&mut view.feed, time, raw.as_bytes());
+        view.past |= new;
+        new
+    }
+
+    /// The newest line time delivered, of any component.
+    fn mark(&self) -> Option<i64> {
+        self.components
+            .values()
+            .map(DedupeCursor::time)
+            .max()
+            .filter(|time| *time > 0)
+    }
+}
+
 fn is_false(value: &bool) -> bool {
     !*value
 }
@@ -164,6 +214,17 @@ struct Live {
     check: Option<i64>,
 }
 
+/// Per component, its view through the current connection or archive read.
+type Views = BTreeMap<String, View>;
+
+/// One component as seen through one connection or archive read.
+struct View {
+    feed: Feed,
+    /// A new line came: what follows is past the replay, and a line older than
+    /// the mark (another instance's, out of time order) is new.
+    past: bool,
+}
+
 pub(crate) struct LogStream {
     shared: Arc<Shared>,
     deployment: Arc<Deployment>,
@@ -171,8 +232,7 @@ pub(crate) struct LogStream {
     component: Option<String>,
     key: String,
     position: Position,
-    /// Per component, the feed of the current connection or archive read.
-    feeds: BTreeMap<String, Feed>,
+    feeds: Views,
     opened: Opened,
     /// Lines per second on the last live connection, and when its last frame came.
     rate: Option<(f64, Instant)>,
@@ -216,14 +276,7 @@ impl LogStream {
         if std::mem::take(&mut self.ask_all) {
             return (ALL, None);
         }
-        let mark = self
-            .position
-            .components
-            .values()
-            .map(DedupeCursor::time)
-            .max()
-            .filter(|time| *time > 0);
-        let Some(mark) = mark else {
+        let Some(mark) = self.position.mark() else {
             return (self.deployment.first_tail, None);
         };
         let tail = match self.rate {
@@ -327,7 +380,10 @@ impl LogStream {
                         return;
                     }
                 }
-                if !self.admit(line.component, line.timestamp, text) {
+                if !self
+                    .position
+                    .admit(&mut self.feeds, line.component, line.timestamp, text)
+                {
                     return;
                 }
                 let mut event = ctx.event(line.message.to_string(), line.timestamp);
@@ -352,27 +408,6 @@ impl LogStream {
             event.fields.insert("truncated".into(), Value::Bool(true));
         }
         out.push(event);
-    }
-
-    /// Whether the line is new for its component's cursor (see the module doc).
-    fn admit(&mut self, component: &str, time: i64, raw: &str) -> bool {
-        let cursors = &mut self.position.components;
-        if !cursors.contains_key(component) {
-            if cursors.len() >= MAX_COMPONENTS {
-                return true;
-            }
-            cursors.insert(component.to_string(), DedupeCursor::default());
-        }
-        let Some(cursor) = cursors.get_mut(component) else {
-            return true;
-        };
-        if !self.feeds.contains_key(component) {
-            self.feeds.insert(component.to_string(), Feed::new());
-        }
-        let Some(feed) = self.feeds.get_mut(component) else {
-            return true;
-        };
-        cursor.admit(feed, time, raw.as_bytes())
     }
 }
 
@@ -538,6 +573,79 @@ pub(crate) fn unfinished_deployment<'a>(key: &'a str, value: &Value) -> Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn lines_of_other_instances_out_of_time_order_are_new_after_the_replay() {
+        let mut position = Position::default();
+        let mut views = Views::new();
+        let mut admit = |views: &mut Views, time, raw| position.admit(views, "web", time, raw);
+        assert!(admit(&mut views, 10, "web a"));
+        assert!(admit(&mut views, 9, "web b (instance 2)"));
+        assert!(admit(&mut views, 11, "web c"));
+        // A reconnect replays them all, then one more.
+        let mut views = Views::new();
+        assert!(!admit(&mut views, 10, "web a"));
+        assert!(!admit(&mut views, 9, "web b (instance 2)"));
+        assert!(!admit(&mut views, 11, "web c"));
+        assert!(admit(&mut views, 11, "web d"));
+        assert!(admit(&mut views, 10, "web e (instance 2)"));
+    }
+
+    proptest! {
+        /// Lines of two components, in time order (with runs of equal times and
+        /// identical texts), read through connections that each replay from
+        /// somewhere at or before the first line not yet delivered (the start of
+        /// a run of equal times, as the replay check ensures) and break off
+        /// anywhere: each component's lines come out once each, in order.
+        #[test]
+        fn replays_that_reach_back_deliver_each_line_once(
+            lines in proptest::collection::vec((0i64..3, any::<bool>(), 0u8..3), 1..60),
+            connections in proptest::collection::vec((any::<u16>(), 1usize..30), 0..12),
+        ) {
+            let mut time = 1_000;
+            let sent: Vec<(i64, &str, String)> = lines
+                .iter()
+                .map(|(step, web, text)| {
+                    time += step;
+                    let component = if *web { "web" } else { "api" };
+                    (time, component, format!("{component} m{text}"))
+                })
+                .collect();
+            let mut position = Position::default();
+            let mut delivered: Vec<(&str, String)> = Vec::new();
+            let mut next = 0;
+            let read = |position: &mut Position, delivered: &mut Vec<(&str, String)>, from: usize, upto: usize| {
+                let mut views = Views::new();
+                let mut next = from;
+                for (time, component, raw) in &sent[from..upto] {
+                    if position.admit(&mut views, component, *time, raw) {
+                        delivered.push((component, raw.clone()));
+                    }
+                    next += 1;
+                }
+                next
+            };
+            for (start, length) in connections {
+                let mut from = usize::from(start) % (next + 1);
+                while from > 0 && from < sent.len() && sent[from - 1].0 == sent[from].0 {
+                    from -= 1;
+                }
+                let upto = (from + length).min(sent.len());
+                next = next.max(read(&mut position, &mut delivered, from, upto));
+            }
+            let mut from = next.min(sent.len().saturating_sub(1));
+            while from > 0 && sent[from - 1].0 == sent[from].0 {
+                from -= 1;
+            }
+            read(&mut position, &mut delivered, from, sent.len());
+            for component in ["web", "api"] {
+                let expected: Vec<&String> = sent.iter().filter(|l| l.1 == component).map(|l| &l.2).collect();
+                let got: Vec<&String> = delivered.iter().filter(|l| l.0 == component).map(|l| &l.1).collect();
+                prop_assert_eq!(got, expected, "{}", component);
+            }
+        }
+    }
 
     #[test]
     fn both_names_of_the_archive_list_are_read() {
