@@ -24,7 +24,7 @@ use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
 pub use error::{ConfigError, line_column};
 pub use interpolate::interpolate;
-pub use secret::{Secret, resolve_secret};
+pub use secret::{Secret, require_secret, resolve_secret};
 
 use crate::http::stream::StreamOptions;
 use crate::sinks::SinkConfig;

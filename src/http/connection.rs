@@ -224,6 +224,14 @@ async fn read_messages(
     Ok(true)
 }
 
+/// The lines of log text (a websocket message or a frame may hold several): split
+/// on `\n`, a `\r` before it dropped, empty ones skipped.
+pub fn text_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .filter(|line| !line.is_empty())
+}
+
 /// The text of a websocket message (binary taken as lossy UTF-8), cut at `max`
 /// bytes; control messages give none (tungstenite answers pings itself).
 fn text_frame(message: Message, max: usize) -> Option<Frame> {

@@ -30,7 +30,7 @@ use self::auth::AccessToken;
 pub use self::wire::{LogLevel, Service};
 use super::provider;
 use super::{Source, SourceContext, SourceOptions};
-use crate::config::{Secret, resolve_secret};
+use crate::config::{Secret, require_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{build_client, validate_endpoint};
@@ -200,13 +200,11 @@ impl TryFrom<ByteniteConfig> for ByteniteSource {
     type Error = anyhow::Error;
 
     fn try_from(config: ByteniteConfig) -> anyhow::Result<Self> {
-        let api_key = resolve_secret(
+        let api_key = require_secret(
             "api_key",
             config.api_key.as_ref(),
             config.api_key_file.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?
-        .ok_or_else(|| anyhow::anyhow!("no API key: set `api_key` or `api_key_file`"))?;
+        )?;
         let credentials = Credentials::exchanged(AccessToken {
             url: format!("{}/v1/auth/access_token", api_base(&config.endpoint)),
             api_key,

@@ -38,12 +38,7 @@ pub fn decode(message: &str) -> Decoded<'_> {
     }
 }
 
-/// The non-empty lines of `text`, without their `\n` or `\r\n`.
-pub fn lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split('\n')
-        .map(|line| line.strip_suffix('\r').unwrap_or(line))
-        .filter(|line| !line.is_empty())
-}
+pub use crate::http::connection::text_lines as lines;
 
 #[cfg(test)]
 mod tests {

@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 use super::provider;
 use super::{Source, SourceContext, SourceOptions};
-use crate::config::{Secret, resolve_secret};
+use crate::config::{Secret, require_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{AuthHeader, build_client, validate_endpoint};
@@ -248,9 +248,7 @@ impl TryFrom<DigitalOceanConfig> for DigitalOceanSource {
     type Error = anyhow::Error;
 
     fn try_from(config: DigitalOceanConfig) -> anyhow::Result<Self> {
-        let token = resolve_secret("token", config.token.as_ref(), config.token_file.as_deref())
-            .map_err(anyhow::Error::msg)?
-            .ok_or_else(|| anyhow::anyhow!("no access token: set `token` or `token_file`"))?;
+        let token = require_secret("token", config.token.as_ref(), config.token_file.as_deref())?;
         let auth = AuthHeader::new("authorization", "Bearer ", &token)?;
         let client = build_client(config.stream.connect_timeout)?;
         let api = Api::new(client, Credentials::fixed(auth)).with_budget(RateBudget::new(

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::provider::{self, Context, Follow};
 use super::{Source, SourceContext, SourceOptions};
-use crate::config::{Secret, resolve_secret};
+use crate::config::{Secret, require_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{AuthHeader, build_client, validate_endpoint};
@@ -152,13 +152,11 @@ impl TryFrom<IonetConfig> for IonetSource {
     type Error = anyhow::Error;
 
     fn try_from(config: IonetConfig) -> anyhow::Result<Self> {
-        let key = resolve_secret(
+        let key = require_secret(
             "api_key",
             config.api_key.as_ref(),
             config.api_key_file.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?
-        .ok_or_else(|| anyhow::anyhow!("no API key: set `api_key` or `api_key_file`"))?;
+        )?;
         let auth = AuthHeader::new("x-api-key", "", &key)?;
         let client = build_client(config.stream.connect_timeout)?;
         Ok(IonetSource {

@@ -47,13 +47,7 @@ pub fn decode<'a>(data: &'a str, sse_event: Option<&str>) -> StreamEvent<'a> {
     }
 }
 
-/// The lines of log text: split on `\n`, a `\r` before it dropped, empty ones
-/// skipped.
-pub fn lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split('\n')
-        .map(|line| line.strip_suffix('\r').unwrap_or(line))
-        .filter(|line| !line.is_empty())
-}
+pub use crate::http::connection::text_lines as lines;
 
 #[cfg(test)]
 mod tests {

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use self::follow::{AppLogs, Settings};
 use super::provider::{self, Follow, Followers};
 use super::{Source, SourceContext, SourceOptions};
-use crate::config::{Secret, resolve_secret};
+use crate::config::{Secret, require_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{build_client, validate_endpoint};
@@ -186,13 +186,11 @@ impl TryFrom<ScalingoConfig> for ScalingoSource {
     type Error = anyhow::Error;
 
     fn try_from(config: ScalingoConfig) -> anyhow::Result<Self> {
-        let token = resolve_secret(
+        let token = require_secret(
             "api_token",
             config.api_token.as_ref(),
             config.api_token_file.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?
-        .ok_or_else(|| anyhow::anyhow!("no API token: set `api_token` or `api_token_file`"))?;
+        )?;
         let exchange =
             auth::Exchange::new(&config.auth_endpoint, token, config.stream.request_timeout);
         let client = build_client(config.stream.connect_timeout)?;
