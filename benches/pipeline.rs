@@ -6,6 +6,8 @@
 //! - `full`: file → parse json → level → redact (every built-in detector) → file (json)
 //! - `parse`: file → parse json → file (json)
 //! - `text`: file → file (text)
+//! - `multiline`: file → multiline (defaults) → file (text): its cost on input
+//!   without traces
 //! - `demo`: demo source at unlimited rate (as many events as the input has lines) →
 //!   console, into /dev/null
 //! - `idle`: demo at 10 events/s → console, resident memory after a few seconds
@@ -65,15 +67,17 @@ enum Scenario {
     Full,
     Parse,
     Text,
+    Multiline,
     Demo,
     Idle,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::Full,
         Scenario::Parse,
         Scenario::Text,
+        Scenario::Multiline,
         Scenario::Demo,
         Scenario::Idle,
     ];
@@ -83,6 +87,7 @@ impl Scenario {
             Scenario::Full => "full",
             Scenario::Parse => "parse",
             Scenario::Text => "text",
+            Scenario::Multiline => "multiline",
             Scenario::Demo => "demo",
             Scenario::Idle => "idle",
         }
@@ -93,6 +98,7 @@ impl Scenario {
             Scenario::Full => "file → parse → level → redact → file json",
             Scenario::Parse => "file → parse json → file json",
             Scenario::Text => "file → file text",
+            Scenario::Multiline => "file → multiline → file text",
             Scenario::Demo => "demo (unlimited) → console > /dev/null",
             Scenario::Idle => "demo at 10 events/s → console (idle)",
         }
@@ -118,6 +124,10 @@ impl Scenario {
             ),
             Scenario::Parse => format!("{file_source}{parse}{}", file_sink("parsed", "json")),
             Scenario::Text => format!("{file_source}{}", file_sink("in", "text")),
+            Scenario::Multiline => format!(
+                "{file_source}[transforms.traces]\ntype = \"multiline\"\ninputs = [\"in\"]\n{}",
+                file_sink("traces", "text")
+            ),
             Scenario::Demo => format!(
                 "[sources.in]\ntype = \"demo\"\ncount = {lines}\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\n"
             ),
@@ -234,7 +244,14 @@ impl Bench {
                 }
             }
             _ => {
-                wait_for_lines(&output, self.lines, &child);
+                // A multiline transform holds the last line `flush_timeout` for a
+                // continuation that never comes: the clock stops when every line
+                // before it is out (the stop flushes it).
+                let awaited = match scenario {
+                    Scenario::Multiline => self.lines - 1,
+                    _ => self.lines,
+                };
+                wait_for_lines(&output, awaited, &child);
                 let wall = start.elapsed();
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -47,6 +47,11 @@ impl ByteBudget {
         }
     }
 
+    /// The bytes a source may have in flight before it waits.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Bytes charged now.
     #[cfg(test)]
     pub fn used(&self) -> usize {

@@ -20,10 +20,11 @@ pub use channel::{BatchReceiver, BatchSender, Closed, Fanout, batch_channel};
 
 use crate::checkpoint::{BatchStatus, CheckpointStore, TrackerHandle, spawn_tracker};
 use crate::config::Config;
+use crate::event::Batch;
 use crate::sinks::{Sink, SinkContext};
 use crate::sources::{Source, SourceContext, SourceOutput};
 use crate::telemetry::Health;
-use crate::transforms::Transform;
+use crate::transforms::{Stage, StatefulTransform, Transform};
 
 /// How a pipeline run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub fn start(
             .with_context(|| format!("cannot start sources.{id}"))?;
         sources.push((id.clone(), source));
     }
-    let mut transforms: Vec<(String, Box<dyn Transform>)> = Vec::new();
+    let mut transforms: Vec<(String, Stage)> = Vec::new();
     for (id, spec) in &config.transforms {
         let transform = spec
             .config
@@ -95,7 +96,16 @@ pub fn start(
             consumers.entry(input.clone()).or_default().push(id.clone());
         }
     }
-    let mut transforms: BTreeMap<String, Box<dyn Transform>> = transforms.into_iter().collect();
+    // A stateful transform is a boundary: it runs in a task of its own (pure transforms
+    // after it may join that task), and nothing is fused into a task before it.
+    let mut pure: BTreeMap<String, Box<dyn Transform>> = BTreeMap::new();
+    let mut stateful: BTreeMap<String, Box<dyn StatefulTransform>> = BTreeMap::new();
+    for (id, stage) in transforms {
+        match stage {
+            Stage::Pure(transform) => pure.insert(id, transform).map(drop),
+            Stage::Stateful(transform) => stateful.insert(id, transform).map(drop),
+        };
+    }
     let mut fused: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let heads = config
         .sources
@@ -104,9 +114,7 @@ pub fn start(
         .cloned()
         .collect::<Vec<_>>();
     for head in heads {
-        let after = chain::fused_after(&head, &consumers, &inputs, |id| {
-            config.transforms.contains_key(id)
-        });
+        let after = chain::fused_after(&head, &consumers, &inputs, |id| pure.contains_key(id));
         fused.insert(head, after);
     }
     let fused_ids: Vec<String> = fused.values().flatten().cloned().collect();
@@ -152,13 +160,17 @@ pub fn start(
         .cloned()
         .collect();
     for id in heads {
-        let (chain, last) = chain_of(&id, true, &mut transforms, &fused)?;
+        let stage = stateful.remove(&id);
+        let (chain, last) = chain_of(&id, stage.is_none(), &mut pure, &fused)?;
         let input = receivers
             .remove(&id)
             .context("internal: transform without a channel")?;
         let output = outputs.remove(&last).unwrap_or_default();
         tasks.spawn(async move {
-            let result = run_transform(chain, input, output).await;
+            let result = match stage {
+                None => run_transform(chain, input, output).await,
+                Some(transform) => run_stateful(transform, chain, input, output).await,
+            };
             (format!("transforms.{id}"), result)
         });
     }
@@ -177,7 +189,7 @@ pub fn start(
             Arc::clone(&health),
         );
         trackers.push(tracker);
-        let (chain, last) = chain_of(&id, false, &mut transforms, &fused)?;
+        let (chain, last) = chain_of(&id, false, &mut pure, &fused)?;
         let output = SourceOutput::new(
             &id,
             acker.with_byte_budget(spec.common.max_in_flight_bytes),
@@ -229,28 +241,75 @@ fn chain_of(
 }
 
 /// Runs a transform task: the transform and the ones fused after it, on each batch.
-/// What they add to a batch (or take from it) is charged to (or given back to) its
-/// source's in-flight budget.
 async fn run_transform(mut chain: Chain, mut input: BatchReceiver, output: Fanout) -> Result<()> {
-    while let Some(mut batch) = input.recv().await {
-        let before = batch.allocated_bytes();
-        chain.apply(&mut batch.events);
-        if batch.events.is_empty() {
-            batch.delivery.settle(BatchStatus::Delivered);
-            continue;
-        }
-        let after = batch.allocated_bytes();
-        if after > before {
-            batch.delivery.charge(after - before);
-        } else {
-            batch.delivery.refund(before - after);
-        }
-        output
-            .send_sized(batch, after)
-            .await
-            .map_err(|Closed| anyhow::anyhow!("downstream components stopped"))?;
+    while let Some(batch) = input.recv().await {
+        forward(&mut chain, batch, &output).await?;
     }
     Ok(())
+}
+
+/// Runs a stateful transform (and the pure transforms fused after it): each batch as
+/// it comes, held events when they are due and no batch is waiting (so a backlog in
+/// front of it never splits what it would have joined), and everything held once the
+/// input has ended.
+///
+/// The bytes of held events stay charged to the batches they came from: the
+/// transform keeps those batches' deliveries (riders of the batch that finally
+/// carries the merged event), so their charges are given back only when that batch
+/// is finalized. A merged event holds no more than its lines did, so the batch that
+/// carries it is not charged again.
+pub(crate) async fn run_stateful(
+    mut transform: Box<dyn StatefulTransform>,
+    mut chain: Chain,
+    mut input: BatchReceiver,
+    output: Fanout,
+) -> Result<()> {
+    loop {
+        let deadline = transform.deadline();
+        let due = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ready = tokio::select! {
+            biased;
+            batch = input.recv() => match batch {
+                Some(batch) => transform.process(batch, tokio::time::Instant::now()),
+                None => break,
+            },
+            () = due => transform.expire(tokio::time::Instant::now()),
+        };
+        if let Some(batch) = ready {
+            forward(&mut chain, batch, &output).await?;
+        }
+    }
+    if let Some(batch) = transform.flush() {
+        forward(&mut chain, batch, &output).await?;
+    }
+    Ok(())
+}
+
+/// Runs `chain` on `batch` and sends it on; finalizes it if no event is left. What
+/// the chain adds to the batch (or takes from it) is charged to (or given back to)
+/// its source's in-flight budget.
+async fn forward(chain: &mut Chain, mut batch: Batch, output: &Fanout) -> Result<()> {
+    let before = batch.allocated_bytes();
+    chain.apply(&mut batch.events);
+    if batch.events.is_empty() {
+        batch.delivery.settle(BatchStatus::Delivered);
+        return Ok(());
+    }
+    let after = batch.allocated_bytes();
+    if after > before {
+        batch.delivery.charge(after - before);
+    } else {
+        batch.delivery.refund(before - after);
+    }
+    output
+        .send_sized(batch, after)
+        .await
+        .map_err(|Closed| anyhow::anyhow!("downstream components stopped"))
 }
 
 impl Pipeline {
