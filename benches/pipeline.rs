@@ -143,8 +143,21 @@ struct Measured {
     peak_rss_kib: u64,
 }
 
-/// Waits for `child` and returns its CPU time and peak RSS (from wait4's rusage).
+/// Waits for `child` and returns its CPU time and peak RSS: the highest `VmHWM` seen
+/// while it runs. (wait4's `ru_maxrss` will not do: a child inherits the high-water
+/// mark of the forked bench process, which holds whole output files when it checks
+/// them.)
 fn reap(child: Child) -> (std::process::ExitStatus, Duration, u64) {
+    let mut peak = 0;
+    loop {
+        // A process that has exited (a zombie) has no VmHWM left.
+        let hwm = rss_kib(child.id(), "VmHWM:");
+        if hwm == 0 {
+            break;
+        }
+        peak = peak.max(hwm);
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -159,7 +172,7 @@ fn reap(child: Child) -> (std::process::ExitStatus, Duration, u64) {
     (
         std::process::ExitStatus::from_raw(status),
         cpu,
-        usage.ru_maxrss as u64,
+        peak,
     )
 }
 
@@ -253,15 +266,16 @@ impl Bench {
                 };
                 wait_for_lines(&output, awaited, &child);
                 let wall = start.elapsed();
+                let peak_before_stop = rss_kib(child.id(), "VmHWM:");
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                let (status, cpu, peak_rss_kib) = reap(child);
+                let (status, cpu, peak_after_stop) = reap(child);
                 assert!(status.success(), "ferry failed: {status}");
                 self.check_output(&output);
                 Measured {
                     wall,
                     cpu,
-                    peak_rss_kib,
+                    peak_rss_kib: peak_before_stop.max(peak_after_stop),
                 }
             }
         };
