@@ -24,7 +24,7 @@ use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
 pub use error::{ConfigError, line_column};
 pub use interpolate::interpolate;
-pub use secret::{Secret, resolve_secret};
+pub use secret::{Secret, require_secret, resolve_secret};
 
 use crate::http::stream::StreamOptions;
 use crate::sinks::SinkConfig;
@@ -208,7 +208,7 @@ pub fn parse(
         let context = format!("sources.{}", component.id);
         let (specific, common) = component.split(SourceCommon::KEYS);
         let common: SourceCommon = reader.deserialize(common, &context)?;
-        let streaming = SourceConfig::STREAMING.contains(&component.type_name.get_ref().as_str());
+        let streaming = SourceConfig::streams(component.type_name.get_ref());
         let (specific, stream) = match streaming {
             true => {
                 let (specific, stream) = split_table(specific, StreamOptions::KEYS);
