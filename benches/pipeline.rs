@@ -169,11 +169,7 @@ fn reap(child: Child) -> (std::process::ExitStatus, Duration, u64) {
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     let cpu = time(usage.ru_utime) + time(usage.ru_stime);
     use std::os::unix::process::ExitStatusExt;
-    (
-        std::process::ExitStatus::from_raw(status),
-        cpu,
-        peak,
-    )
+    (std::process::ExitStatus::from_raw(status), cpu, peak)
 }
 
 fn rss_kib(pid: u32, key: &str) -> u64 {

@@ -52,41 +52,30 @@ pub trait Object {
     fn put(&mut self, key: String, value: Value);
 }
 
-impl Object for Fields {
-    fn entries(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.iter()
-    }
-    fn entries_mut(&mut self) -> impl Iterator<Item = (&String, &mut Value)> {
-        self.iter_mut()
-    }
-    fn has(&self, key: &str) -> bool {
-        self.contains_key(key)
-    }
-    fn take(&mut self, key: &str) -> Option<Value> {
-        self.remove(key)
-    }
-    fn put(&mut self, key: String, value: Value) {
-        self.insert(key, value);
-    }
+/// Both kinds of object have these methods under the names a map gives them.
+macro_rules! object_by_map_methods {
+    ($($kind:ty),*) => {$(
+        impl Object for $kind {
+            fn entries(&self) -> impl Iterator<Item = (&String, &Value)> {
+                self.iter()
+            }
+            fn entries_mut(&mut self) -> impl Iterator<Item = (&String, &mut Value)> {
+                self.iter_mut()
+            }
+            fn has(&self, key: &str) -> bool {
+                self.contains_key(key)
+            }
+            fn take(&mut self, key: &str) -> Option<Value> {
+                self.remove(key)
+            }
+            fn put(&mut self, key: String, value: Value) {
+                self.insert(key, value);
+            }
+        }
+    )*};
 }
 
-impl Object for Map<String, Value> {
-    fn entries(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.iter()
-    }
-    fn entries_mut(&mut self) -> impl Iterator<Item = (&String, &mut Value)> {
-        self.iter_mut()
-    }
-    fn has(&self, key: &str) -> bool {
-        self.contains_key(key)
-    }
-    fn take(&mut self, key: &str) -> Option<Value> {
-        self.remove(key)
-    }
-    fn put(&mut self, key: String, value: Value) {
-        self.insert(key, value);
-    }
-}
+object_by_map_methods!(Fields, Map<String, Value>);
 
 #[cfg(test)]
 mod tests {
