@@ -14,13 +14,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::budget::ByteBudget;
 use super::{CheckpointStore, Cursors};
 use crate::telemetry::Health;
 
@@ -92,10 +93,16 @@ struct Shared {
     cursor: CursorUpdate,
     permit: Option<OwnedSemaphorePermit>,
     report: Option<mpsc::UnboundedSender<Settled>>,
+    /// The source's byte budget and what the batch and its copies are charged.
+    budget: Option<Arc<ByteBudget>>,
+    charged: AtomicUsize,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(*self.charged.get_mut());
+        }
         if let Some(report) = self.report.take() {
             // The tracker is gone only when the whole topology is; nothing to tell then.
             let _ = report.send(Settled {
@@ -133,9 +140,35 @@ impl Delivery {
                 cursor: CursorUpdate::default(),
                 permit: None,
                 report: None,
+                budget: None,
+                charged: AtomicUsize::new(0),
             }),
             riders: Vec::new(),
             settled: false,
+        }
+    }
+
+    /// Counts `bytes` more against the source's in-flight byte budget until the batch
+    /// is finalized: a copy made for fan-out, or what a transform added.
+    pub fn charge(&self, bytes: usize) {
+        if let Some(budget) = &self.shared.budget {
+            self.shared.charged.fetch_add(bytes, Ordering::AcqRel);
+            budget.charge(bytes);
+        }
+    }
+
+    /// Gives back up to `bytes` of what the batch is charged (a transform shrank it).
+    pub fn refund(&self, bytes: usize) {
+        if let Some(budget) = &self.shared.budget {
+            let mut given = 0;
+            let _ =
+                self.shared
+                    .charged
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |charged| {
+                        given = bytes.min(charged);
+                        Some(charged - given)
+                    });
+            budget.release(given);
         }
     }
 
@@ -167,6 +200,19 @@ impl Delivery {
     /// How many earlier batches ride with this one.
     pub fn riders(&self) -> usize {
         self.riders.len()
+    }
+
+    /// The in-flight byte budget of the batch's source (`None`: no limit).
+    pub fn byte_budget(&self) -> Option<usize> {
+        self.shared.budget.as_ref().map(|budget| budget.capacity())
+    }
+
+    /// The bytes charged to the budget for this batch and the batches riding with it.
+    pub fn charged(&self) -> usize {
+        std::iter::once(&self.shared)
+            .chain(&self.riders)
+            .map(|shared| shared.charged.load(Ordering::Acquire))
+            .sum()
     }
 
     fn record(&self, status: BatchStatus) {
@@ -209,16 +255,33 @@ pub struct Acker {
     next_seq: u64,
     window: Arc<Semaphore>,
     window_size: usize,
+    budget: Option<Arc<ByteBudget>>,
     report: mpsc::UnboundedSender<Settled>,
     committed: watch::Receiver<Cursors>,
 }
 
 impl Acker {
+    /// Also bounds what is in flight by the bytes its batches hold (see
+    /// [`Acker::delivery_holding`]).
+    pub fn with_byte_budget(mut self, bytes: usize) -> Self {
+        self.budget = Some(Arc::new(ByteBudget::new(bytes)));
+        self
+    }
+
     /// The delivery for the next batch, which will commit `cursor` once it and every
     /// earlier batch are finalized. Waits while the in-flight window is full: this is
     /// where a slow sink holds the source back.
     pub async fn delivery(&mut self, cursor: CursorUpdate) -> Delivery {
+        self.delivery_holding(cursor, 0).await
+    }
+
+    /// [`Acker::delivery`] for a batch holding `bytes`; also waits for room in the
+    /// byte budget, and charges the batch to it until it is finalized.
+    pub async fn delivery_holding(&mut self, cursor: CursorUpdate, bytes: usize) -> Delivery {
         let permit = Arc::clone(&self.window).acquire_owned().await.ok();
+        if let Some(budget) = &self.budget {
+            budget.admit(bytes).await;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         Delivery {
@@ -229,6 +292,8 @@ impl Acker {
                 cursor,
                 permit,
                 report: Some(self.report.clone()),
+                charged: AtomicUsize::new(if self.budget.is_some() { bytes } else { 0 }),
+                budget: self.budget.clone(),
             }),
             riders: Vec::new(),
             settled: false,
@@ -260,6 +325,7 @@ pub fn spawn_tracker(
         next_seq: 0,
         window: Arc::new(Semaphore::new(window.max(1))),
         window_size: window.max(1),
+        budget: None,
         report,
         committed,
     };

@@ -91,8 +91,11 @@ pub struct SourceSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceCommon {
-    /// Batches sent but not yet committed. Bounds memory and what a crash replays.
+    /// Batches sent but not yet committed. Bounds what a crash replays.
     pub max_in_flight_batches: usize,
+    /// Bytes the batches sent and not yet delivered may hold (what the events really
+    /// hold in memory, after the transforms fused into the source). Bounds memory.
+    pub max_in_flight_bytes: usize,
     /// Most events in one batch.
     pub batch_max_events: usize,
     /// Most message bytes in one batch.
@@ -103,6 +106,7 @@ impl Default for SourceCommon {
     fn default() -> Self {
         SourceCommon {
             max_in_flight_batches: 32,
+            max_in_flight_bytes: 8 << 20,
             batch_max_events: 1000,
             batch_max_bytes: 1 << 20,
         }
@@ -112,6 +116,7 @@ impl Default for SourceCommon {
 impl SourceCommon {
     const KEYS: &[&str] = &[
         "max_in_flight_batches",
+        "max_in_flight_bytes",
         "batch_max_events",
         "batch_max_bytes",
     ];

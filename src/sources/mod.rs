@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Acker, CursorUpdate, Cursors};
 use crate::config::SourceCommon;
-use crate::event::{Batch, Event};
+use crate::event::{Batch, Event, allocated_bytes};
 use crate::http::stream::StreamOptions;
-use crate::topology::Fanout;
+use crate::topology::{Chain, Fanout};
 
 /// A producer of events. It resumes from `ctx.checkpoint`, sends batches tagged with
 /// the cursor they reach, and returns when `ctx.shutdown` fires (or its input ends).
@@ -51,9 +51,11 @@ pub enum SendError {
     Closed,
 }
 
-/// A source's output: waits for an in-flight slot, then fans the batch out.
+/// A source's output: runs the transforms fused after the source, waits for room in
+/// the in-flight window, then fans the batch out.
 pub struct SourceOutput {
     acker: Acker,
+    chain: Chain,
     fanout: Fanout,
     shutdown: CancellationToken,
     events: metrics::Counter,
@@ -61,10 +63,17 @@ pub struct SourceOutput {
 }
 
 impl SourceOutput {
-    pub fn new(id: &str, acker: Acker, fanout: Fanout, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        id: &str,
+        acker: Acker,
+        chain: Chain,
+        fanout: Fanout,
+        shutdown: CancellationToken,
+    ) -> Self {
         let label = ("source", id.to_string());
         SourceOutput {
             acker,
+            chain,
             fanout,
             shutdown,
             events: metrics::counter!("ferry_source_events_total", std::slice::from_ref(&label)),
@@ -83,23 +92,35 @@ impl SourceOutput {
     /// committed. Waits while the in-flight window is full (backpressure).
     pub async fn send(
         &mut self,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         cursor: CursorUpdate,
     ) -> Result<(), SendError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SendError::ShuttingDown);
+        }
+        let (count, message_bytes) = (
+            events.len() as u64,
+            events.iter().map(|e| e.message.len() as u64).sum(),
+        );
+        self.chain.apply(&mut events);
+        let held = if events.is_empty() {
+            0
+        } else {
+            allocated_bytes(&events)
+        };
         let delivery = tokio::select! {
             biased;
             () = self.shutdown.cancelled() => return Err(SendError::ShuttingDown),
-            delivery = self.acker.delivery(cursor) => delivery,
+            delivery = self.acker.delivery_holding(cursor, held) => delivery,
         };
+        self.events.increment(count);
+        self.bytes.increment(message_bytes);
         if events.is_empty() {
             delivery.settle(crate::checkpoint::BatchStatus::Delivered);
             return Ok(());
         }
-        self.events.increment(events.len() as u64);
-        self.bytes
-            .increment(events.iter().map(|e| e.message.len() as u64).sum());
         self.fanout
-            .send(Batch { events, delivery })
+            .send_sized(Batch { events, delivery }, held)
             .await
             .map_err(|_| SendError::Closed)
     }

@@ -122,7 +122,7 @@ pub struct Finished {
 impl Pending {
     /// An event beginning with `event`, a line of input batch `batch`.
     pub fn new(event: Event, mode: Mode, batch: u64) -> Pending {
-        let base_bytes = event.size_hint() - event.message.len();
+        let base_bytes = event.allocated_bytes() - event.message.capacity();
         Pending {
             event,
             lines: 1,
@@ -142,18 +142,24 @@ impl Pending {
     /// to `delivery`, the later batch's, so they are finalized only with it.
     ///
     /// Batches chained this way all wait for the last one, and each keeps a slot of
-    /// its source's in-flight window. A chain is never let grow past half the
-    /// window: past it, the source would stall until `flush_timeout` cut the event
-    /// in two. There the event keeps its deliveries instead, and the cursor may stop
-    /// inside it (a crash at that moment replays its tail as an event of its own;
-    /// nothing is lost).
+    /// its source's in-flight window and its bytes charged to the source's byte
+    /// budget. A chain is never let grow past half the window or half the budget:
+    /// past it, the source would stall until `flush_timeout` cut the event in two.
+    /// There the event keeps its deliveries instead, and the cursor may stop inside
+    /// it (a crash at that moment replays its tail as an event of its own; nothing
+    /// is lost).
     pub fn continues(&mut self, batch: u64, delivery: &mut Delivery) {
         if self.last_batch == batch {
             return;
         }
         self.last_batch = batch;
         let chain = delivery.riders() + self.held.iter().map(|d| 1 + d.riders()).sum::<usize>();
-        if delivery.window().is_none_or(|window| chain <= window / 2) {
+        let charged = delivery.charged() + self.held.iter().map(Delivery::charged).sum::<usize>();
+        if delivery.window().is_none_or(|window| chain <= window / 2)
+            && delivery
+                .byte_budget()
+                .is_none_or(|budget| charged <= budget / 2)
+        {
             for held in self.held.drain(..) {
                 delivery.attach(held);
             }
@@ -172,7 +178,7 @@ impl Pending {
     /// Puts `event` in the place of this one as the start of a new event; returns
     /// this one, finished.
     pub fn restart(&mut self, event: Event, mode: Mode, batch: u64) -> Finished {
-        self.base_bytes = event.size_hint() - event.message.len();
+        self.base_bytes = event.allocated_bytes() - event.message.capacity();
         self.last_batch = batch;
         let finished = Finished {
             event: std::mem::replace(&mut self.event, event),

@@ -75,7 +75,7 @@ pub fn dcos(mut entry: Map<String, Value>) -> Result<Parsed, String> {
         instance: text(&fields, &["CONTAINER_ID"]),
         host: text(&fields, &["_HOSTNAME", "AGENT_ID"]),
         stream,
-        fields,
+        fields: fields.into(),
     })
 }
 
