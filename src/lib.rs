@@ -8,9 +8,11 @@
 pub mod app;
 pub mod checkpoint;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod http;
 pub mod kafka;
+pub mod notify;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

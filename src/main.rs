@@ -1,4 +1,5 @@
-//! The `ferry` command line: `run`, `validate` and `checkpoints`.
+//! The `ferry` command line: `run`, `validate`, `checkpoints`, and `tap` and
+//! `reload` against a running agent.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,31 @@ enum Command {
         #[command(subcommand)]
         action: CheckpointAction,
     },
+    /// Print a live sample of the events leaving a source or transform, or entering
+    /// a sink, of the running agent, as JSON lines. Events are shown as they are at
+    /// that point: only a `redact` transform before it hides secrets.
+    #[command(after_help = "Example:\n  ferry tap parsed --limit 20 --rate 5")]
+    Tap {
+        /// The component's id (`parsed`), or `sources.ID` / `transforms.ID` / `sinks.ID`.
+        component: String,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// At most this many events a second.
+        #[arg(long, default_value_t = ferry::telemetry::DEFAULT_TAP_RATE)]
+        rate: f64,
+        /// The agent's API (default: `[api] address` of the config).
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
+    },
+    /// Make the running agent apply its config file; exit 0 when applied, 78 when
+    /// the config was refused (the agent keeps running the previous one).
+    #[command(after_help = "Example:\n  ferry reload -c /etc/ferry/ferry.toml")]
+    Reload {
+        /// The agent's API (default: `[api] address` of the config).
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +103,24 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Tap {
+            component,
+            limit,
+            rate,
+            address,
+        } => control(async {
+            let address = ferry::control::api_address(&cli.config, address)?;
+            let mut stdout = std::io::stdout().lock();
+            ferry::control::tap(address, &component, limit, rate, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Reload { address } => control(async {
+            let address = ferry::control::api_address(&cli.config, address)?;
+            Ok(match ferry::control::reload(address).await? {
+                ferry::control::ReloadOutcome::Applied => ExitCode::SUCCESS,
+                ferry::control::ReloadOutcome::Rejected => ExitCode::from(EXIT_CONFIG),
+            })
+        }),
         Command::Checkpoints { action } => match checkpoints(&cli.config, action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -112,6 +156,19 @@ fn run(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a command that talks to the running agent.
+fn control(command: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(command));
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error:#}");
+        ExitCode::FAILURE
+    })
 }
 
 fn checkpoints(path: &std::path::Path, action: CheckpointAction) -> anyhow::Result<()> {

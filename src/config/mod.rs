@@ -86,6 +86,8 @@ fn default_shutdown_timeout() -> Duration {
 pub struct SourceSpec {
     pub config: SourceConfig,
     pub common: SourceCommon,
+    /// Every option as given (after `${VAR}`), for a reload to tell whether it changed.
+    pub settings: toml::Table,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +156,9 @@ pub struct SinkSpec {
     pub inputs: Vec<String>,
     pub config: SinkConfig,
     pub common: InputCommon,
+    /// Every option but `inputs` as given (after `${VAR}`), for a reload to tell
+    /// whether it changed.
+    pub settings: toml::Table,
 }
 
 /// Reads and validates the config at `path`.
@@ -236,6 +241,7 @@ pub fn parse(
             SourceSpec {
                 config: source,
                 common,
+                settings: component.settings(),
             },
         );
     }
@@ -278,6 +284,7 @@ pub fn parse(
                 inputs: inputs.into_iter().map(Spanned::into_inner).collect(),
                 config: sink,
                 common,
+                settings: component.settings(),
             },
         );
     }
@@ -318,6 +325,20 @@ impl<'i> Component<'i> {
             .cloned()
             .collect();
         split_entries(self.span.clone(), entries, shared)
+    }
+
+    /// The type and every option but `inputs`, without positions.
+    fn settings(&self) -> toml::Table {
+        let mut settings = toml::Table::new();
+        settings.insert("type".into(), self.type_name.get_ref().clone().into());
+        for (key, value) in &self.entries {
+            if &**key.get_ref() != "inputs"
+                && let Ok(value) = toml::Value::deserialize(ValueDeserializer::from(value.clone()))
+            {
+                settings.insert(key.get_ref().to_string(), value);
+            }
+        }
+        settings
     }
 }
 

@@ -34,7 +34,7 @@ impl Sink for ConsoleSink {
         mut input: BatchReceiver,
         ctx: SinkContext,
     ) -> anyhow::Result<()> {
-        let events_out = metrics::counter!("ferry_sink_events_total", "sink" => ctx.id.to_string());
+        let events_out = ctx.events_out();
         let mut stdout = tokio::io::stdout();
         let mut buffer = Vec::with_capacity(64 * 1024);
         while let Some(batch) = input.recv().await {

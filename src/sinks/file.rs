@@ -82,7 +82,7 @@ impl Sink for FileSink {
         ctx: SinkContext,
     ) -> anyhow::Result<()> {
         let label = ("sink", ctx.id.to_string());
-        let events_out = metrics::counter!("ferry_sink_events_total", std::slice::from_ref(&label));
+        let events_out = ctx.events_out();
         let bytes_out = metrics::counter!("ferry_sink_bytes_total", std::slice::from_ref(&label));
         let errors = metrics::counter!("ferry_sink_errors_total", &[label]);
         let mut writer = Some(Writer {

@@ -29,6 +29,13 @@ pub struct SinkContext {
     pub health: Arc<Health>,
 }
 
+impl SinkContext {
+    /// `ferry_sink_events_total` of this sink: events durably delivered.
+    pub fn events_out(&self) -> metrics::Counter {
+        self.health.throughput.sink_events(&self.id)
+    }
+}
+
 /// The `[sinks.ID]` table, by `type`.
 #[derive(Debug)]
 pub enum SinkConfig {

@@ -13,6 +13,8 @@ pub mod scalingo;
 pub mod stdin;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -22,7 +24,8 @@ use crate::checkpoint::{Acker, CursorUpdate, Cursors};
 use crate::config::SourceCommon;
 use crate::event::{Batch, Event, allocated_bytes};
 use crate::http::stream::StreamOptions;
-use crate::topology::{Chain, Fanout};
+use crate::telemetry::Health;
+use crate::topology::Route;
 
 /// A producer of events. It resumes from `ctx.checkpoint`, sends batches tagged with
 /// the cursor they reach, and returns when `ctx.shutdown` fires (or its input ends).
@@ -52,32 +55,33 @@ pub enum SendError {
 }
 
 /// A source's output: runs the transforms fused after the source, waits for room in
-/// the in-flight window, then fans the batch out.
+/// the in-flight window, then fans the batch out (both through the source's
+/// [`Route`], which a reload may replace).
 pub struct SourceOutput {
     acker: Acker,
-    chain: Chain,
-    fanout: Fanout,
+    route: Arc<Route>,
     shutdown: CancellationToken,
     events: metrics::Counter,
     bytes: metrics::Counter,
+    /// Nanoseconds spent waiting for room downstream (see [`Throughput`](crate::telemetry::Throughput)).
+    waiting: Arc<AtomicU64>,
 }
 
 impl SourceOutput {
     pub fn new(
         id: &str,
         acker: Acker,
-        chain: Chain,
-        fanout: Fanout,
+        route: Arc<Route>,
         shutdown: CancellationToken,
+        health: &Health,
     ) -> Self {
-        let label = ("source", id.to_string());
         SourceOutput {
             acker,
-            chain,
-            fanout,
+            route,
             shutdown,
-            events: metrics::counter!("ferry_source_events_total", std::slice::from_ref(&label)),
-            bytes: metrics::counter!("ferry_source_bytes_total", &[label]),
+            events: health.throughput.source_events(id),
+            bytes: metrics::counter!("ferry_source_bytes_total", "source" => id.to_string()),
+            waiting: health.throughput.source_waiting(id),
         }
     }
 
@@ -102,12 +106,13 @@ impl SourceOutput {
             events.len() as u64,
             events.iter().map(|e| e.message.len() as u64).sum(),
         );
-        self.chain.apply(&mut events);
+        let fanout = self.route.apply(&mut events);
         let held = if events.is_empty() {
             0
         } else {
             allocated_bytes(&events)
         };
+        let waiting_since = Instant::now();
         let delivery = tokio::select! {
             biased;
             () = self.shutdown.cancelled() => return Err(SendError::ShuttingDown),
@@ -115,14 +120,18 @@ impl SourceOutput {
         };
         self.events.increment(count);
         self.bytes.increment(message_bytes);
-        if events.is_empty() {
+        let sent = if events.is_empty() {
             delivery.settle(crate::checkpoint::BatchStatus::Delivered);
-            return Ok(());
-        }
-        self.fanout
-            .send_sized(Batch { events, delivery }, held)
-            .await
-            .map_err(|_| SendError::Closed)
+            Ok(())
+        } else {
+            fanout
+                .send_sized(Batch { events, delivery }, held)
+                .await
+                .map_err(|_| SendError::Closed)
+        };
+        let waited = u64::try_from(waiting_since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.waiting.fetch_add(waited, Ordering::Relaxed);
+        sent
     }
 }
 

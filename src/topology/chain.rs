@@ -6,29 +6,44 @@
 //! it then holds).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::event::Event;
+use crate::telemetry::TapPoint;
 use crate::transforms::Transform;
 
-/// The pure transforms run on each batch of one task, in order.
+/// The pure transforms run on each batch of one task, in order, and the tap points
+/// of what enters the chain (the output of the task's source or stateful transform)
+/// and of each transform's output.
 #[derive(Default)]
 pub struct Chain {
+    head: Option<Arc<TapPoint>>,
     stages: Vec<Stage>,
 }
 
 struct Stage {
     transform: Box<dyn Transform>,
     dropped: metrics::Counter,
+    tap: Option<Arc<TapPoint>>,
 }
 
 impl Chain {
-    pub fn push(&mut self, id: &str, transform: Box<dyn Transform>) {
+    /// A chain whose input is shown to the clients of `tap`.
+    pub fn tapped(tap: Arc<TapPoint>) -> Self {
+        Chain {
+            head: Some(tap),
+            stages: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, id: &str, transform: Box<dyn Transform>, tap: Option<Arc<TapPoint>>) {
         self.stages.push(Stage {
             transform,
             dropped: metrics::counter!(
                 "ferry_transform_dropped_events_total",
                 "transform" => id.to_string()
             ),
+            tap,
         });
     }
 
@@ -38,6 +53,9 @@ impl Chain {
 
     /// Runs every transform on `events`, counting the events each one drops.
     pub fn apply(&mut self, events: &mut Vec<Event>) {
+        if let Some(tap) = &self.head {
+            tap.observe(events);
+        }
         for stage in &mut self.stages {
             if events.is_empty() {
                 return;
@@ -47,6 +65,9 @@ impl Chain {
             stage
                 .dropped
                 .increment(before.saturating_sub(events.len()) as u64);
+            if let Some(tap) = &stage.tap {
+                tap.observe(events);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::event::Batch;
+use crate::telemetry::TapPoint;
 
 /// Sending half; clone it for fan-in (several upstreams into one component).
 #[derive(Clone)]
@@ -16,9 +17,18 @@ pub struct BatchSender {
     capacity: u32,
 }
 
+/// A sender that does not keep the channel open: what a running pipeline keeps of
+/// a sink's input, to connect new upstreams to it on a reload.
+pub struct WeakBatchSender {
+    queue: mpsc::WeakUnboundedSender<(Batch, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+    capacity: u32,
+}
+
 /// Receiving half, owned by one transform or sink.
 pub struct BatchReceiver {
     queue: mpsc::UnboundedReceiver<(Batch, OwnedSemaphorePermit)>,
+    tap: Option<Arc<TapPoint>>,
 }
 
 /// The receiver is gone (its component stopped); the batch was not sent.
@@ -38,7 +48,10 @@ pub fn batch_channel(capacity_bytes: usize) -> (BatchSender, BatchReceiver) {
             budget: Arc::new(Semaphore::new(capacity as usize)),
             capacity,
         },
-        BatchReceiver { queue: rx },
+        BatchReceiver {
+            queue: rx,
+            tap: None,
+        },
     )
 }
 
@@ -61,17 +74,52 @@ impl BatchSender {
             .map_err(|_| Closed)?;
         self.queue.send((batch, permit)).map_err(|_| Closed)
     }
+
+    pub fn downgrade(&self) -> WeakBatchSender {
+        WeakBatchSender {
+            queue: self.queue.downgrade(),
+            budget: Arc::clone(&self.budget),
+            capacity: self.capacity,
+        }
+    }
+}
+
+impl WeakBatchSender {
+    /// A sender, unless every sender is gone (the receiver is ending).
+    pub fn upgrade(&self) -> Option<BatchSender> {
+        Some(BatchSender {
+            queue: self.queue.upgrade()?,
+            budget: Arc::clone(&self.budget),
+            capacity: self.capacity,
+        })
+    }
 }
 
 impl BatchReceiver {
+    /// Shows what this receiver takes to the clients of `tap` (a sink's input).
+    pub fn with_tap(mut self, tap: Arc<TapPoint>) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
     /// The next batch, or `None` once every sender is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<Batch> {
-        self.queue.recv().await.map(|(batch, _permit)| batch)
+        let (batch, _permit) = self.queue.recv().await?;
+        self.observe(&batch);
+        Some(batch)
     }
 
     /// A batch that is already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Batch> {
-        self.queue.try_recv().ok().map(|(batch, _permit)| batch)
+        let (batch, _permit) = self.queue.try_recv().ok()?;
+        self.observe(&batch);
+        Some(batch)
+    }
+
+    fn observe(&self, batch: &Batch) {
+        if let Some(tap) = &self.tap {
+            tap.observe(&batch.events);
+        }
     }
 }
 

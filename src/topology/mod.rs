@@ -5,10 +5,11 @@
 
 mod chain;
 mod channel;
+mod route;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -16,14 +17,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use chain::Chain;
-pub use channel::{BatchReceiver, BatchSender, Closed, Fanout, batch_channel};
+pub use channel::{BatchReceiver, BatchSender, Closed, Fanout, WeakBatchSender, batch_channel};
+pub use route::Route;
 
 use crate::checkpoint::{BatchStatus, CheckpointStore, TrackerHandle, spawn_tracker};
 use crate::config::Config;
 use crate::event::Batch;
 use crate::sinks::{Sink, SinkContext};
 use crate::sources::{Source, SourceContext, SourceOutput};
-use crate::telemetry::Health;
+use crate::telemetry::{Health, Taps};
 use crate::transforms::{Stage, StatefulTransform, Transform};
 
 /// How a pipeline run ended.
@@ -38,10 +40,40 @@ pub enum Outcome {
     Failed,
 }
 
+/// The running pipeline: its component tasks (including those a reload left to
+/// drain), and what a reload needs to tell what changed.
 pub struct Pipeline {
+    store: Arc<CheckpointStore>,
+    health: Arc<Health>,
     stop_sources: CancellationToken,
     tasks: JoinSet<(String, Result<()>)>,
-    trackers: Vec<TrackerHandle>,
+    sources: BTreeMap<String, RunningSource>,
+    sinks: BTreeMap<String, RunningSink>,
+    /// Trackers of sources a reload stopped, still committing.
+    retired: Vec<TrackerHandle>,
+    failed: bool,
+}
+
+struct RunningSource {
+    settings: toml::Table,
+    stop: CancellationToken,
+    /// Gone once the source has finished.
+    route: Weak<Route>,
+    tracker: TrackerHandle,
+}
+
+struct RunningSink {
+    settings: toml::Table,
+    input: WeakBatchSender,
+}
+
+/// What a reload did, by component.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub kept: Vec<String>,
+    pub started: Vec<String>,
+    pub restarted: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// Builds every component, then starts them all. Nothing is started if any build fails.
@@ -50,181 +82,396 @@ pub fn start(
     store: Arc<CheckpointStore>,
     health: Arc<Health>,
 ) -> Result<Pipeline> {
-    let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
-    for (id, spec) in &config.sources {
-        let source = spec
-            .config
-            .build()
-            .with_context(|| format!("cannot start sources.{id}"))?;
-        sources.push((id.clone(), source));
+    let mut pipeline = Pipeline {
+        store,
+        health,
+        stop_sources: CancellationToken::new(),
+        tasks: JoinSet::new(),
+        sources: BTreeMap::new(),
+        sinks: BTreeMap::new(),
+        retired: Vec::new(),
+        failed: false,
+    };
+    let plan = pipeline.plan(config)?;
+    let (_, replacing) = pipeline.launch(config, plan)?;
+    for replacement in replacing {
+        pipeline.spawn_source(config, replacement)?;
     }
-    let mut transforms: Vec<(String, Stage)> = Vec::new();
-    for (id, spec) in &config.transforms {
-        let transform = spec
-            .config
-            .build(id)
-            .with_context(|| format!("cannot start transforms.{id}"))?;
-        transforms.push((id.clone(), transform));
-    }
-    let mut sinks: Vec<(String, Box<dyn Sink>)> = Vec::new();
-    for (id, spec) in &config.sinks {
-        let sink = spec
-            .config
-            .build()
-            .with_context(|| format!("cannot start sinks.{id}"))?;
-        sinks.push((id.clone(), sink));
-    }
+    Ok(pipeline)
+}
 
-    // Fuse: each chain of pure transforms runs in the task of the component before it.
-    let mut inputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut consumers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let specs = config
-        .transforms
-        .iter()
-        .map(|(id, spec)| (id, &spec.inputs, spec.common.buffer_max_bytes))
-        .chain(
-            config
+/// Everything a config needs that is not running yet, built.
+struct Plan {
+    sources: Vec<(String, Box<dyn Source>)>,
+    transforms: Vec<(String, Stage)>,
+    sinks: Vec<(String, Box<dyn Sink>)>,
+    /// The inputs of the sinks that keep running.
+    kept_sinks: BTreeMap<String, BatchSender>,
+}
+
+/// A source to start once the one it replaces has committed.
+struct Replacement {
+    id: String,
+    source: Box<dyn Source>,
+    route: Route,
+    previous: Option<TrackerHandle>,
+}
+
+impl Pipeline {
+    /// Builds what `config` adds or changes; sources and sinks whose options are
+    /// unchanged are kept. Nothing runs yet, so a failure leaves the pipeline as it is.
+    fn plan(&self, config: &Config) -> Result<Plan> {
+        let mut plan = Plan {
+            sources: Vec::new(),
+            transforms: Vec::new(),
+            sinks: Vec::new(),
+            kept_sinks: BTreeMap::new(),
+        };
+        for (id, spec) in &config.sources {
+            if self
+                .sources
+                .get(id)
+                .is_some_and(|running| running.settings == spec.settings)
+            {
+                continue;
+            }
+            let source = spec
+                .config
+                .build()
+                .with_context(|| format!("cannot start sources.{id}"))?;
+            plan.sources.push((id.clone(), source));
+        }
+        for (id, spec) in &config.transforms {
+            let transform = spec
+                .config
+                .build(id)
+                .with_context(|| format!("cannot start transforms.{id}"))?;
+            plan.transforms.push((id.clone(), transform));
+        }
+        for (id, spec) in &config.sinks {
+            let kept = self
                 .sinks
-                .iter()
-                .map(|(id, spec)| (id, &spec.inputs, spec.common.buffer_max_bytes)),
-        );
-    let mut buffers = BTreeMap::new();
-    for (id, from, buffer) in specs {
-        inputs.insert(id.clone(), from.clone());
-        buffers.insert(id.clone(), buffer);
-        for input in from {
-            consumers.entry(input.clone()).or_default().push(id.clone());
+                .get(id)
+                .filter(|running| running.settings == spec.settings)
+                .and_then(|running| running.input.upgrade());
+            if let Some(input) = kept {
+                plan.kept_sinks.insert(id.clone(), input);
+                continue;
+            }
+            let sink = spec
+                .config
+                .build()
+                .with_context(|| format!("cannot start sinks.{id}"))?;
+            plan.sinks.push((id.clone(), sink));
         }
-    }
-    // A stateful transform is a boundary: it runs in a task of its own (pure transforms
-    // after it may join that task), and nothing is fused into a task before it.
-    let mut pure: BTreeMap<String, Box<dyn Transform>> = BTreeMap::new();
-    let mut stateful: BTreeMap<String, Box<dyn StatefulTransform>> = BTreeMap::new();
-    for (id, stage) in transforms {
-        match stage {
-            Stage::Pure(transform) => pure.insert(id, transform).map(drop),
-            Stage::Stateful(transform) => stateful.insert(id, transform).map(drop),
-        };
-    }
-    let mut fused: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let heads = config
-        .sources
-        .keys()
-        .chain(config.transforms.keys())
-        .cloned()
-        .collect::<Vec<_>>();
-    for head in heads {
-        let after = chain::fused_after(&head, &consumers, &inputs, |id| pure.contains_key(id));
-        fused.insert(head, after);
-    }
-    let fused_ids: Vec<String> = fused.values().flatten().cloned().collect();
-    for id in &fused_ids {
-        fused.remove(id);
-    }
-    // Wire the graph: each component with inputs that is not fused owns one channel;
-    // each of its inputs fans out into it.
-    let mut receivers: BTreeMap<String, BatchReceiver> = BTreeMap::new();
-    let mut outputs: BTreeMap<String, Fanout> = BTreeMap::new();
-    for (id, from) in &inputs {
-        if fused_ids.contains(id) {
-            continue;
-        }
-        let (sender, receiver) = batch_channel(buffers[id]);
-        for input in from {
-            outputs
-                .entry(input.clone())
-                .or_default()
-                .push(sender.clone());
-        }
-        receivers.insert(id.clone(), receiver);
+        Ok(plan)
     }
 
-    let mut tasks = JoinSet::new();
-    for (id, sink) in sinks {
-        let input = receivers
-            .remove(&id)
-            .context("internal: sink without a channel")?;
-        let ctx = SinkContext {
-            id: Arc::from(id.as_str()),
-            health: Arc::clone(&health),
-        };
-        tasks.spawn(async move {
-            let result = sink.run(input, ctx).await;
-            (format!("sinks.{id}"), result)
-        });
-    }
-    let heads: Vec<String> = config
-        .transforms
-        .keys()
-        .filter(|id| !fused_ids.contains(id))
-        .cloned()
-        .collect();
-    for id in heads {
-        let stage = stateful.remove(&id);
-        let (chain, last) = chain_of(&id, stage.is_none(), &mut pure, &fused)?;
-        let input = receivers
-            .remove(&id)
-            .context("internal: transform without a channel")?;
-        let output = outputs.remove(&last).unwrap_or_default();
-        tasks.spawn(async move {
-            let result = match stage {
-                None => run_transform(chain, input, output).await,
-                Some(transform) => run_stateful(transform, chain, input, output).await,
+    /// Wires and starts what `plan` built: new sinks and every transform task; the
+    /// sources that keep running take their new routes; sources that are gone or
+    /// changed are stopped. Returns what changed and the sources still to start
+    /// (after the ones they replace have committed).
+    fn launch(&mut self, config: &Config, plan: Plan) -> Result<(Changes, Vec<Replacement>)> {
+        let Plan {
+            sources,
+            transforms,
+            sinks,
+            mut kept_sinks,
+        } = plan;
+        let mut changes = Changes::default();
+        // Fuse: each chain of pure transforms runs in the task of the component before it.
+        let mut inputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut consumers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let specs = config
+            .transforms
+            .iter()
+            .map(|(id, spec)| (id, &spec.inputs, spec.common.buffer_max_bytes))
+            .chain(
+                config
+                    .sinks
+                    .iter()
+                    .map(|(id, spec)| (id, &spec.inputs, spec.common.buffer_max_bytes)),
+            );
+        let mut buffers = BTreeMap::new();
+        for (id, from, buffer) in specs {
+            inputs.insert(id.clone(), from.clone());
+            buffers.insert(id.clone(), buffer);
+            for input in from {
+                consumers.entry(input.clone()).or_default().push(id.clone());
+            }
+        }
+        // A stateful transform is a boundary: it runs in a task of its own (pure transforms
+        // after it may join that task), and nothing is fused into a task before it.
+        let mut pure: BTreeMap<String, Box<dyn Transform>> = BTreeMap::new();
+        let mut stateful: BTreeMap<String, Box<dyn StatefulTransform>> = BTreeMap::new();
+        for (id, stage) in transforms {
+            match stage {
+                Stage::Pure(transform) => pure.insert(id, transform).map(drop),
+                Stage::Stateful(transform) => stateful.insert(id, transform).map(drop),
             };
-            (format!("transforms.{id}"), result)
+        }
+        let mut fused: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let heads = config
+            .sources
+            .keys()
+            .chain(config.transforms.keys())
+            .cloned()
+            .collect::<Vec<_>>();
+        for head in heads {
+            let after = chain::fused_after(&head, &consumers, &inputs, |id| pure.contains_key(id));
+            fused.insert(head, after);
+        }
+        let fused_ids: Vec<String> = fused.values().flatten().cloned().collect();
+        for id in &fused_ids {
+            fused.remove(id);
+        }
+        // Wire the graph: each component with inputs that is not fused owns one channel
+        // (a sink that keeps running, the one it has); each of its inputs fans out into it.
+        let mut receivers: BTreeMap<String, (BatchReceiver, WeakBatchSender)> = BTreeMap::new();
+        let mut outputs: BTreeMap<String, Fanout> = BTreeMap::new();
+        for (id, from) in &inputs {
+            if fused_ids.contains(id) {
+                continue;
+            }
+            let sender = match kept_sinks.remove(id) {
+                Some(sender) => sender,
+                None => {
+                    let (sender, receiver) = batch_channel(buffers[id]);
+                    receivers.insert(id.clone(), (receiver, sender.downgrade()));
+                    sender
+                }
+            };
+            for input in from {
+                outputs
+                    .entry(input.clone())
+                    .or_default()
+                    .push(sender.clone());
+            }
+        }
+
+        let health = Arc::clone(&self.health);
+        let taps = &health.taps;
+        taps.retain(|name| {
+            name.split_once('.')
+                .is_some_and(|(kind, id)| match kind {
+                    "sources" => config.sources.contains_key(id),
+                    "transforms" => config.transforms.contains_key(id),
+                    "sinks" => config.sinks.contains_key(id),
+                    _ => false,
+                })
         });
+        let removed_sinks: Vec<String> = self
+            .sinks
+            .keys()
+            .filter(|id| !config.sinks.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in removed_sinks {
+            self.sinks.remove(&id);
+            changes.removed.push(format!("sinks.{id}"));
+        }
+        for id in config.sinks.keys() {
+            if !receivers.contains_key(id) {
+                changes.kept.push(format!("sinks.{id}"));
+            }
+        }
+        for (id, sink) in sinks {
+            let (receiver, weak) = receivers
+                .remove(&id)
+                .context("internal: sink without a channel")?;
+            let name = format!("sinks.{id}");
+            let input = receiver.with_tap(taps.point(&name));
+            let restarted = self.sinks.contains_key(&id);
+            self.sinks.insert(
+                id.clone(),
+                RunningSink {
+                    settings: config.sinks[&id].settings.clone(),
+                    input: weak,
+                },
+            );
+            let ctx = SinkContext {
+                id: Arc::from(id.as_str()),
+                health: Arc::clone(&self.health),
+            };
+            self.spawn(name, sink.run(input, ctx));
+            match restarted {
+                true => changes.restarted.push(format!("sinks.{id}")),
+                false => changes.started.push(format!("sinks.{id}")),
+            }
+        }
+        let heads: Vec<String> = config
+            .transforms
+            .keys()
+            .filter(|id| !fused_ids.contains(id))
+            .cloned()
+            .collect();
+        for id in heads {
+            let name = format!("transforms.{id}");
+            let stage = stateful.remove(&id);
+            let head = match stage {
+                Some(_) => Chain::tapped(taps.point(&name)),
+                None => Chain::default(),
+            };
+            let (chain, last) = chain_of(head, &id, stage.is_none(), &mut pure, &fused, taps)?;
+            let (input, _) = receivers
+                .remove(&id)
+                .context("internal: transform without a channel")?;
+            let output = outputs.remove(&last).unwrap_or_default();
+            self.spawn(name, async move {
+                match stage {
+                    None => run_transform(chain, input, output).await,
+                    Some(transform) => run_stateful(transform, chain, input, output).await,
+                }
+            });
+        }
+
+        let removed_sources: Vec<String> = self
+            .sources
+            .keys()
+            .filter(|id| !config.sources.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in removed_sources {
+            if let Some(running) = self.sources.remove(&id) {
+                running.stop.cancel();
+                self.retired.push(running.tracker);
+                changes.removed.push(format!("sources.{id}"));
+            }
+        }
+        let mut built: BTreeMap<String, Box<dyn Source>> = sources.into_iter().collect();
+        let mut replacing = Vec::new();
+        for id in config.sources.keys() {
+            let name = format!("sources.{id}");
+            let (chain, last) = chain_of(
+                Chain::tapped(taps.point(&name)),
+                id,
+                false,
+                &mut pure,
+                &fused,
+                taps,
+            )?;
+            let fanout = outputs.remove(&last).unwrap_or_default();
+            match built.remove(id) {
+                None => {
+                    if let Some(route) = self.sources.get(id).and_then(|s| s.route.upgrade()) {
+                        route.replace(chain, fanout);
+                    }
+                    changes.kept.push(name);
+                }
+                Some(source) => {
+                    let previous = self.sources.remove(id).map(|running| {
+                        running.stop.cancel();
+                        running.tracker
+                    });
+                    match previous {
+                        Some(_) => changes.restarted.push(name),
+                        None => changes.started.push(name),
+                    }
+                    replacing.push(Replacement {
+                        id: id.clone(),
+                        source,
+                        route: Route::new(chain, fanout),
+                        previous,
+                    });
+                }
+            }
+        }
+        Ok((changes, replacing))
     }
-    let stop_sources = CancellationToken::new();
-    let mut trackers = Vec::new();
-    for (id, source) in sources {
+
+    /// Starts a source with its checkpoint as committed now.
+    fn spawn_source(&mut self, config: &Config, replacement: Replacement) -> Result<()> {
+        let Replacement {
+            id, source, route, ..
+        } = replacement;
         let spec = &config.sources[&id];
         let name: Arc<str> = Arc::from(id.as_str());
-        let checkpoint = store
+        let checkpoint = self
+            .store
             .load(&id)
             .with_context(|| format!("cannot read the checkpoint of sources.{id}"))?;
         let (acker, tracker) = spawn_tracker(
             Arc::clone(&name),
-            Arc::clone(&store),
+            Arc::clone(&self.store),
             spec.common.max_in_flight_batches,
-            Arc::clone(&health),
+            Arc::clone(&self.health),
         );
-        trackers.push(tracker);
-        let (chain, last) = chain_of(&id, false, &mut pure, &fused)?;
+        let stop = self.stop_sources.child_token();
+        let route = Arc::new(route);
         let output = SourceOutput::new(
             &id,
             acker.with_byte_budget(spec.common.max_in_flight_bytes),
-            chain,
-            outputs.remove(&last).unwrap_or_default(),
-            stop_sources.clone(),
+            Arc::clone(&route),
+            stop.clone(),
+            &self.health,
         );
         let ctx = SourceContext {
             id: name,
             checkpoint,
             limits: spec.common.clone(),
             output,
-            shutdown: stop_sources.clone(),
+            shutdown: stop.clone(),
         };
-        tasks.spawn(async move {
-            let result = source.run(ctx).await;
-            (format!("sources.{id}"), result)
-        });
+        self.sources.insert(
+            id.clone(),
+            RunningSource {
+                settings: spec.settings.clone(),
+                stop,
+                route: Arc::downgrade(&route),
+                tracker,
+            },
+        );
+        let name = format!("sources.{id}");
+        self.spawn(name, source.run(ctx));
+        Ok(())
     }
-    Ok(Pipeline {
-        stop_sources,
-        tasks,
-        trackers,
-    })
+
+    /// Runs a component task, answering the watchdog's liveness probes.
+    fn spawn(
+        &mut self,
+        name: String,
+        task: impl Future<Output = Result<()>> + Send + 'static,
+    ) {
+        let task = self.health.liveness.supervise(&name, task);
+        self.tasks.spawn(async move { (name, task.await) });
+    }
+
+    /// Applies `config` to the running pipeline: sources and sinks whose options did
+    /// not change keep running (with their connections, cursors and the batches they
+    /// hold); every transform is started anew and the graph rewired; removed sources
+    /// stop, and removed sinks end once what was sent to them is delivered. A changed
+    /// source starts once the previous one has committed what it delivered (waiting
+    /// at most `shutdown_timeout`). If anything fails to build, nothing changes.
+    pub async fn reload(&mut self, config: &Config) -> Result<Changes> {
+        let plan = self.plan(config)?;
+        let (changes, replacing) = self.launch(config, plan)?;
+        for mut replacement in replacing {
+            if let Some(previous) = replacement.previous.take()
+                && tokio::time::timeout(config.shutdown_timeout, previous)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!(
+                    source = %replacement.id,
+                    "the previous instance did not finish within shutdown_timeout; starting the new one from the last committed checkpoint"
+                );
+            }
+            self.spawn_source(config, replacement)?;
+        }
+        Ok(changes)
+    }
 }
 
 /// The chain run in the task of `head` (itself first when `own`, for a transform),
 /// and the last component in it, whose consumers the task feeds.
 fn chain_of(
+    mut chain: Chain,
     head: &str,
     own: bool,
     transforms: &mut BTreeMap<String, Box<dyn Transform>>,
     fused: &BTreeMap<String, Vec<String>>,
+    taps: &Taps,
 ) -> Result<(Chain, String)> {
-    let mut chain = Chain::default();
     let mut last = head.to_string();
     let members = own
         .then_some(head)
@@ -234,7 +481,7 @@ fn chain_of(
         let transform = transforms
             .remove(id)
             .context("internal: a transform was not built")?;
-        chain.push(id, transform);
+        chain.push(id, transform, Some(taps.point(&format!("transforms.{id}"))));
         last = id.to_string();
     }
     Ok((chain, last))
@@ -321,66 +568,83 @@ impl Pipeline {
         stop: impl Future<Output = T>,
         shutdown_timeout: Duration,
     ) -> (Outcome, Option<T>) {
-        let mut failed = false;
-        let mut request = None;
-        let mut deadline: Option<tokio::time::Instant> = None;
-        tokio::pin!(stop);
-        let mut stop_armed = true;
+        let request = self.run_until(stop).await;
+        (self.shutdown(shutdown_timeout).await, request)
+    }
+
+    /// Runs until `request` resolves (its value is returned), or until the pipeline
+    /// must end by itself (`None`): every component finished, or one failed. Then
+    /// call [`Pipeline::shutdown`].
+    pub async fn run_until<T>(&mut self, request: impl Future<Output = T>) -> Option<T> {
+        tokio::pin!(request);
         loop {
-            let timeout = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                value = &mut stop, if stop_armed => {
-                    stop_armed = false;
-                    request = Some(value);
-                    tracing::info!("stopping: sources stop reading; draining in-flight batches");
-                    self.begin_stop(&mut deadline, shutdown_timeout);
-                }
+                value = &mut request => return Some(value),
+                joined = self.tasks.join_next() => match joined {
+                    None => return None,
+                    Some(joined) => if !self.finished(joined) {
+                        return None;
+                    },
+                },
+            }
+        }
+    }
+
+    /// Sources stop reading; the rest drains and commits for at most `timeout`.
+    pub async fn shutdown(mut self, timeout: Duration) -> Outcome {
+        tracing::info!("stopping: sources stop reading; draining in-flight batches");
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.stop_sources.cancel();
+        loop {
+            tokio::select! {
                 joined = self.tasks.join_next() => match joined {
                     None => break,
-                    Some(Ok((name, Ok(())))) => tracing::debug!(component = %name, "finished"),
-                    Some(Ok((name, Err(error)))) => {
-                        tracing::error!(component = %name, "failed: {error:#}");
-                        failed = true;
-                        self.begin_stop(&mut deadline, shutdown_timeout);
-                    }
-                    Some(Err(join_error)) => {
-                        tracing::error!("a component task crashed: {join_error}");
-                        failed = true;
-                        self.begin_stop(&mut deadline, shutdown_timeout);
+                    Some(joined) => {
+                        self.finished(joined);
                     }
                 },
-                () = timeout => {
+                () = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(
                         running = self.tasks.len(),
                         "shutdown_timeout reached with components still running; undelivered batches will be read again on the next start"
                     );
-                    return (Outcome::TimedOut, request);
+                    return Outcome::TimedOut;
                 }
             }
         }
-        for tracker in self.trackers.drain(..) {
-            let wait = deadline.map_or(shutdown_timeout, |at| {
-                at.saturating_duration_since(tokio::time::Instant::now())
-            });
-            if tokio::time::timeout(wait, tracker).await.is_err() {
-                return (Outcome::TimedOut, request);
+        let trackers = self
+            .sources
+            .into_values()
+            .map(|source| source.tracker)
+            .chain(self.retired);
+        for tracker in trackers {
+            if tokio::time::timeout_at(deadline, tracker).await.is_err() {
+                return Outcome::TimedOut;
             }
         }
-        let outcome = if failed {
-            Outcome::Failed
-        } else {
-            Outcome::Completed
-        };
-        (outcome, request)
+        match self.failed {
+            true => Outcome::Failed,
+            false => Outcome::Completed,
+        }
     }
 
-    fn begin_stop(&self, deadline: &mut Option<tokio::time::Instant>, shutdown_timeout: Duration) {
-        self.stop_sources.cancel();
-        deadline.get_or_insert_with(|| tokio::time::Instant::now() + shutdown_timeout);
+    /// Logs how a component task ended; false if it failed.
+    fn finished(&mut self, joined: Result<(String, Result<()>), tokio::task::JoinError>) -> bool {
+        match joined {
+            Ok((name, Ok(()))) => {
+                tracing::debug!(component = %name, "finished");
+                true
+            }
+            Ok((name, Err(error))) => {
+                tracing::error!(component = %name, "failed: {error:#}");
+                self.failed = true;
+                false
+            }
+            Err(join_error) => {
+                tracing::error!("a component task crashed: {join_error}");
+                self.failed = true;
+                false
+            }
+        }
     }
 }

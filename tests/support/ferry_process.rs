@@ -48,6 +48,11 @@ pub struct Ferry {
 impl Ferry {
     /// Starts `ferry run --config CONFIG`, its stderr going to `CONFIG.N.log`.
     pub fn start(config: &Path) -> Ferry {
+        Ferry::start_with_env(config, &[])
+    }
+
+    /// [`Ferry::start`] with more environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Ferry {
         let mut n = 0;
         let log = loop {
             let candidate = config.with_extension(format!("{n}.log"));
@@ -62,6 +67,7 @@ impl Ferry {
             .arg(config)
             .env("FERRY_LOG", "info")
             .env_remove("FERRY_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -74,7 +80,7 @@ impl Ferry {
         self.child.id() as i32
     }
 
-    fn signal(&self, signal: i32) {
+    pub fn signal(&self, signal: i32) {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.pid(), signal);

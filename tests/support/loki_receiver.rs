@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,7 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     changed: tokio::sync::Notify,
+    connections: AtomicUsize,
 }
 
 pub struct LokiReceiver {
@@ -176,11 +178,16 @@ impl LokiReceiver {
                 print: false,
             }),
             changed: tokio::sync::Notify::new(),
+            connections: AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind the Loki receiver");
         let addr = listener.local_addr().expect("local address");
+        let counting = Arc::clone(&shared);
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            counting.connections.fetch_add(1, Ordering::Relaxed);
+        });
         let app = Router::new()
             .route("/loki/api/v1/push", post(push))
             .with_state(Arc::clone(&shared));
@@ -210,6 +217,11 @@ impl LokiReceiver {
     /// Accepted entries, in arrival order (exact duplicates left out, as Loki does).
     pub fn entries(&self) -> Vec<ReceivedEntry> {
         self.lock().entries.clone()
+    }
+
+    /// How many TCP connections clients have opened.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// How many entries were accepted (counted even when not stored).

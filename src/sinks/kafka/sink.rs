@@ -149,7 +149,7 @@ impl Sink for KafkaSink {
             health: Arc::clone(&ctx.health),
             retry_initial_backoff: config.retry_initial_backoff,
             retry_max_backoff: config.retry_max_backoff,
-            events: counter("ferry_sink_events_total"),
+            events: ctx.events_out(),
             bytes: counter("ferry_sink_bytes_total"),
             errors: counter("ferry_sink_errors_total"),
             retried: counter("ferry_kafka_retried_events_total"),

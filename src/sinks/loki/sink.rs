@@ -100,7 +100,7 @@ impl Sink for LokiSink {
             dead_letter: dead_letter.as_ref().map(|d| d.queue()),
             sink: Arc::clone(&ctx.id),
             reject_older_than: config.reject_older_than,
-            events: metrics::counter!("ferry_sink_events_total", std::slice::from_ref(&label)),
+            events: ctx.events_out(),
             bytes: metrics::counter!("ferry_sink_bytes_total", std::slice::from_ref(&label)),
             dead_lettered: metrics::counter!(
                 "ferry_loki_dead_letter_events_total",
