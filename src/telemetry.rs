@@ -82,7 +82,8 @@ impl Health {
         };
         metrics::counter!("ferry_reloads_total", "result" => report.result).increment(1);
         metrics::gauge!("ferry_last_reload_timestamp_seconds").set(now.timestamp() as f64);
-        metrics::gauge!("ferry_last_reload_successful").set(f64::from(u8::from(report.error.is_none())));
+        metrics::gauge!("ferry_last_reload_successful")
+            .set(f64::from(u8::from(report.error.is_none())));
         if let Ok(mut last) = self.last_reload.lock() {
             *last = Some(report.clone());
         }
@@ -204,7 +205,10 @@ async fn tap(
     };
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let parsed = match &*key {
-            "limit" => value.parse().map(|limit| request.limit = Some(limit)).is_ok(),
+            "limit" => value
+                .parse()
+                .map(|limit| request.limit = Some(limit))
+                .is_ok(),
             "rate" => value
                 .parse::<f64>()
                 .ok()
@@ -214,7 +218,9 @@ async fn tap(
             _ => false,
         };
         if !parsed {
-            let message = format!("bad query parameter {key}={value}: expected limit=N and rate=R (a positive number)\n");
+            let message = format!(
+                "bad query parameter {key}={value}: expected limit=N and rate=R (a positive number)\n"
+            );
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     }

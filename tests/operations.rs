@@ -87,7 +87,10 @@ path = "{out}"
 }
 
 fn output_lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).unwrap_or_default().lines().count()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 #[test]
@@ -135,10 +138,7 @@ fn systemd_hears_ready_status_watchdog_reloading_and_stopping() {
         "{:?}",
         messages[reloading]
     );
-    let ready_again = messages
-        .iter()
-        .rposition(|m| m == "READY=1")
-        .unwrap();
+    let ready_again = messages.iter().rposition(|m| m == "READY=1").unwrap();
     assert!(reloading < ready_again);
 
     assert!(ferry.terminate().success());
@@ -255,14 +255,20 @@ fn a_reload_changing_a_transform_keeps_source_and_sink_connections_and_every_eve
     // Lines keep arriving, 20 every 10 ms, before, during and after the reload.
     let mut written = 0;
     let mut write_step = || {
-        sim.append("c1", "stdout", (written..written + 20).map(|n| line("c1", n, 80)));
+        sim.append(
+            "c1",
+            "stdout",
+            (written..written + 20).map(|n| line("c1", n, 80)),
+        );
         written += 20;
         std::thread::sleep(Duration::from_millis(10));
     };
     for _ in 0..scaled(50) {
         write_step();
     }
-    wait_until(LIMIT, "deliveries before the reload", || loki.accepted() > 0);
+    wait_until(LIMIT, "deliveries before the reload", || {
+        loki.accepted() > 0
+    });
     let connections = loki.connections();
     assert_eq!(connections, 1);
 
@@ -283,7 +289,6 @@ fn a_reload_changing_a_transform_keeps_source_and_sink_connections_and_every_eve
     for _ in 0..scaled(50) {
         write_step();
     }
-    drop(write_step);
     let total = written;
     wait_until(LIMIT, "every line in Loki", || loki.accepted() >= total);
     assert!(ferry.is_running());
@@ -300,6 +305,10 @@ fn a_reload_changing_a_transform_keeps_source_and_sink_connections_and_every_eve
     assert_eq!(entries.len(), total);
     let last = entries.iter().max_by_key(|e| e.line.clone()).unwrap();
     assert_eq!(last.labels["level"], "warn", "the new transform ran");
+    assert!(
+        entries.iter().any(|e| e.labels["level"] == "info"),
+        "the old one ran before"
+    );
     assert_eq!(
         loki.connections(),
         connections,
@@ -329,7 +338,10 @@ fn a_broken_config_is_refused_and_the_running_pipeline_keeps_going() {
     let refused = ferry_command(&config, &["reload"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains("keeps running the previous config"), "{stderr}");
+    assert!(
+        stderr.contains("keeps running the previous config"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nope"), "{stderr}");
     let (status, health) = http_get(port, "/health").unwrap();
     assert_eq!(status, 200, "{health}");
@@ -410,7 +422,12 @@ fn tap_shows_a_sample_of_the_events_at_a_component() {
     }
     let entering_sink = ferry_command(&config, &["tap", "sinks.out", "--limit", "1"]);
     assert!(entering_sink.status.success());
-    assert_eq!(String::from_utf8_lossy(&entering_sink.stdout).lines().count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&entering_sink.stdout)
+            .lines()
+            .count(),
+        1
+    );
 
     let unknown = ferry_command(&config, &["tap", "nope"]);
     assert!(!unknown.status.success());

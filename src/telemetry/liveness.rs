@@ -101,7 +101,8 @@ impl Liveness {
 /// good, as a deadlocked component would.
 fn test_wedge(name: &str) {
     static WEDGE_FILE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
-    let Some(file) = WEDGE_FILE.get_or_init(|| std::env::var_os("FERRY_TEST_WEDGE").map(Into::into))
+    let Some(file) =
+        WEDGE_FILE.get_or_init(|| std::env::var_os("FERRY_TEST_WEDGE").map(Into::into))
     else {
         return;
     };
@@ -123,7 +124,10 @@ mod tests {
         let liveness = Liveness::default();
         let (release, wait) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(liveness.supervise("sinks.out", wait));
-        assert!(liveness.check_and_probe().is_empty(), "a new task owes nothing");
+        assert!(
+            liveness.check_and_probe().is_empty(),
+            "a new task owes nothing"
+        );
         tokio::time::timeout(Duration::from_secs(10), async {
             while !liveness.check_and_probe().is_empty() {
                 tokio::time::sleep(Duration::from_millis(5)).await;

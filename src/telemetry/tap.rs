@@ -211,7 +211,12 @@ mod tests {
         point.observe(&events(10));
         let mut lines = Vec::new();
         while let Some(chunk) = chunks.recv().await {
-            lines.extend(String::from_utf8(chunk).unwrap().lines().map(str::to_string));
+            lines.extend(
+                String::from_utf8(chunk)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
         }
         assert_eq!(lines.len(), 3);
         let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
@@ -230,7 +235,10 @@ mod tests {
             rate: 1.0,
         };
         let error = taps.subscribe("nope", request).unwrap_err().to_string();
-        assert!(error.contains("sinks.web, sources.web, transforms.parsed"), "{error}");
+        assert!(
+            error.contains("sinks.web, sources.web, transforms.parsed"),
+            "{error}"
+        );
         let error = taps.subscribe("web", request).unwrap_err().to_string();
         assert!(error.contains("several"), "{error}");
         assert!(taps.subscribe("sinks.web", request).is_ok());

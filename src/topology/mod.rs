@@ -252,13 +252,12 @@ impl Pipeline {
         let health = Arc::clone(&self.health);
         let taps = &health.taps;
         taps.retain(|name| {
-            name.split_once('.')
-                .is_some_and(|(kind, id)| match kind {
-                    "sources" => config.sources.contains_key(id),
-                    "transforms" => config.transforms.contains_key(id),
-                    "sinks" => config.sinks.contains_key(id),
-                    _ => false,
-                })
+            name.split_once('.').is_some_and(|(kind, id)| match kind {
+                "sources" => config.sources.contains_key(id),
+                "transforms" => config.transforms.contains_key(id),
+                "sinks" => config.sinks.contains_key(id),
+                _ => false,
+            })
         });
         let removed_sinks: Vec<String> = self
             .sinks
@@ -427,11 +426,7 @@ impl Pipeline {
     }
 
     /// Runs a component task, answering the watchdog's liveness probes.
-    fn spawn(
-        &mut self,
-        name: String,
-        task: impl Future<Output = Result<()>> + Send + 'static,
-    ) {
+    fn spawn(&mut self, name: String, task: impl Future<Output = Result<()>> + Send + 'static) {
         let task = self.health.liveness.supervise(&name, task);
         self.tasks.spawn(async move { (name, task.await) });
     }
