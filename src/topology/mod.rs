@@ -1,7 +1,8 @@
 //! Builds the running pipeline from the config (channels, fan-in, fan-out, one task
-//! per component or chain of fused transforms, one ack tracker per source) and runs it to the end: until every
-//! source has finished, or a stop is requested and in-flight batches are drained
-//! and their checkpoints committed, or a component fails.
+//! per component or chain of fused transforms, one ack tracker per source), applies
+//! a changed config to it (reload: only what changed is restarted), and runs it to
+//! the end: until every source has finished, or a stop is requested and in-flight
+//! batches are drained and their checkpoints committed, or a component fails.
 
 mod chain;
 mod channel;
@@ -587,7 +588,9 @@ impl Pipeline {
 
     /// Sources stop reading; the rest drains and commits for at most `timeout`.
     pub async fn shutdown(mut self, timeout: Duration) -> Outcome {
-        tracing::info!("stopping: sources stop reading; draining in-flight batches");
+        if !self.tasks.is_empty() {
+            tracing::info!("stopping: sources stop reading; draining in-flight batches");
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         self.stop_sources.cancel();
         loop {
