@@ -119,6 +119,7 @@ topics = ["{topic}"]
 decoding = "text"
 metadata_field = ""
 session_timeout = "6s"
+{extra}
 [sinks.out]
 type = "file"
 inputs = ["bus"]
@@ -128,6 +129,7 @@ encoding = "text"
             data = dir.path().join("data").display(),
             group = unique("bench"),
             out = out.display(),
+            extra = std::env::var("FERRY_BENCH_SOURCE_OPTIONS").unwrap_or_default(),
         ),
     )
     .expect("config");
@@ -164,8 +166,13 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    let only = std::env::var("FERRY_BENCH_ONLY").unwrap_or_default();
     let broker = broker();
-    sink(&broker, total, "text");
-    sink(&broker, total, "native");
-    source(&broker, total);
+    if only.is_empty() || only == "sink" {
+        sink(&broker, total, "text");
+        sink(&broker, total, "native");
+    }
+    if only.is_empty() || only == "source" {
+        source(&broker, total);
+    }
 }
