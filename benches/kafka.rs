@@ -14,6 +14,9 @@
 //!
 //!     eval "$(scripts/kafka-broker start)"; export FERRY_TEST_KAFKA FERRY_TEST_TANSU
 //!     cargo bench --bench kafka       # FERRY_BENCH_EVENTS sets the count (1,000,000)
+//!
+//! `FERRY_BENCH_ONLY=sink` or `source` runs one side; `FERRY_BENCH_SOURCE_OPTIONS` adds
+//! lines to the source's config (e.g. `fetch_buffer_bytes = 4194304`).
 
 #[path = "support/events.rs"]
 mod events;
