@@ -8,7 +8,9 @@ use ferry::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
 use ferry::topology::Outcome;
 
 /// mimalloc keeps the many small per-event allocations fast and, unlike glibc's
-/// per-thread arenas, keeps peak memory close to what is really in flight.
+/// per-thread arenas, keeps peak memory close to what is really in flight. Built
+/// without transparent huge pages (`no_thp`): with them, each arena touched took
+/// 2 MiB at once, and an idle ferry held 24 MiB instead of 15.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -141,7 +141,14 @@ pub(crate) struct Settings {
     pub request_timeout: Duration,
     /// Filters and budget; the marks are each job's own.
     pub selection: Selection,
+    /// Permits to poll: each job holds one from its request until its lines are
+    /// shipped, so the source's memory is [`POLLS_AT_ONCE`] answers' budgets
+    /// whatever the number of jobs it follows.
+    pub polls: Arc<tokio::sync::Semaphore>,
 }
+
+/// Jobs whose answers are read and shipped at once.
+const POLLS_AT_ONCE: usize = 2;
 
 impl Settings {
     fn new(config: &ByteniteConfig) -> Self {
@@ -160,6 +167,7 @@ impl Settings {
                 task_ids: config.task_ids.iter().cloned().collect::<HashSet<_>>(),
                 levels: config.levels.clone(),
             },
+            polls: Arc::new(tokio::sync::Semaphore::new(POLLS_AT_ONCE)),
         }
     }
 
