@@ -288,7 +288,7 @@ pub fn parse(
             specific,
             (&context, &InputCommon::KEYS_AND_INPUTS),
             SinkConfig::TYPES,
-            |t, d| SinkConfig::deserialize_type(t, d),
+            SinkConfig::deserialize_type,
         )?;
         graph.add(&reader, &component, &context, Some(&inputs))?;
         config_ok(&reader, &component, &context, sink.validate())?;

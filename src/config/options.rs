@@ -45,9 +45,11 @@ pub struct OptionError {
 
 #[derive(Debug)]
 enum Problem {
+    /// `accepted` is `None` when serde did not say (keys left over by a
+    /// `#[serde(flatten)]` struct).
     UnknownKey {
         key: String,
-        accepted: &'static [&'static str],
+        accepted: Option<&'static [&'static str]>,
     },
     MissingKey(&'static str),
     Other(String),
@@ -85,7 +87,14 @@ impl OptionError {
     pub fn describe(&self, root: &str, more_keys: &[&str]) -> String {
         let path = self.path.as_deref().unwrap_or_default();
         let message = match &self.problem {
-            Problem::UnknownKey { key, accepted } => {
+            Problem::UnknownKey {
+                key,
+                accepted: None,
+            } => format!("unknown option `{key}`"),
+            Problem::UnknownKey {
+                key,
+                accepted: Some(accepted),
+            } => {
                 let mut valid: Vec<&str> = accepted.to_vec();
                 if *path == join(root, key) {
                     valid.extend(more_keys);
@@ -127,7 +136,17 @@ impl std::error::Error for OptionError {}
 
 impl de::Error for OptionError {
     fn custom<T: fmt::Display>(message: T) -> Self {
-        OptionError::new(Problem::Other(message.to_string()))
+        let message = message.to_string();
+        let flattened_unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.strip_suffix('`'));
+        OptionError::new(match flattened_unknown {
+            Some(key) => Problem::UnknownKey {
+                key: key.to_string(),
+                accepted: None,
+            },
+            None => Problem::Other(message),
+        })
     }
 
     fn invalid_type(found: Unexpected, expected: &dyn Expected) -> Self {
@@ -156,7 +175,7 @@ impl de::Error for OptionError {
     fn unknown_field(key: &str, accepted: &'static [&'static str]) -> Self {
         OptionError::new(Problem::UnknownKey {
             key: key.to_string(),
-            accepted,
+            accepted: Some(accepted),
         })
     }
 
@@ -438,5 +457,42 @@ impl<'de> de::MapAccess<'de> for Entries<'de> {
 
     fn size_hint(&self) -> Option<usize> {
         Some(self.entries.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_close_spellings_only() {
+        let keys = ["read_from", "include", "exclude"];
+        assert_eq!(suggestion("raed_from", &keys), Some("read_from"));
+        assert_eq!(suggestion("Include", &keys), Some("include"));
+        assert_eq!(suggestion("exclud", &keys), Some("exclude"));
+        assert_eq!(suggestion("path", &keys), None);
+        assert_eq!(
+            suggestion("x", &["y"]),
+            Some("y"),
+            "one edit is always close"
+        );
+        assert_eq!(
+            did_you_mean("zzz", &keys, '`'),
+            "; valid ones",
+            "no suggestion"
+        );
+    }
+
+    #[test]
+    fn rust_type_names_become_toml_words() {
+        assert_eq!(accepted_text("usize"), "a positive integer (or 0)");
+        assert_eq!(accepted_text("u16"), "an integer from 0 to 65535");
+        assert_eq!(accepted_text("a sequence"), "an array");
+        assert_eq!(accepted_text("struct Auth"), "a table");
+        assert_eq!(accepted_text("a duration"), "a duration");
+        assert_eq!(one_of(&["json"]), "\"json\"");
+        assert_eq!(one_of(&["a", "b"]), "one of \"a\", \"b\"");
+        assert_eq!(join("sinks.out", "my key"), "sinks.out.\"my key\"");
+        assert_eq!(join("", "data_dir"), "data_dir");
     }
 }
