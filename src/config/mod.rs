@@ -24,10 +24,9 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-use self::options::{OptionsDeserializer, did_you_mean, quoted_list};
-
 pub use error::{ConfigError, line_column};
 pub use interpolate::interpolate;
+pub use options::{OptionsDeserializer, did_you_mean, quoted_list, read_table};
 pub use secret::{Secret, require_secret, resolve_secret};
 
 use crate::http::stream::StreamOptions;

@@ -34,6 +34,22 @@ impl<'i> OptionsDeserializer<'i> {
     }
 }
 
+/// Reads a table that a component took whole (a sink's `dead_letter`) by `read`, so
+/// its errors still name the option path inside it (`pth: unknown option; did you
+/// mean `path`?`); the position is the table's, given by the caller.
+pub fn read_table<T>(
+    table: &toml::Table,
+    read: impl FnOnce(OptionsDeserializer<'_>) -> Result<T, String>,
+) -> Result<T, String> {
+    let text = toml::to_string(table).map_err(|e| e.to_string())?;
+    let parsed = toml::de::DeTable::parse(&text).map_err(|e| e.message().to_string())?;
+    let span = parsed.span();
+    read(OptionsDeserializer::new(
+        Spanned::new(span, DeValue::Table(parsed.into_inner())),
+        String::new(),
+    ))
+}
+
 /// A config error from one option: where it is and what is wrong with it.
 #[derive(Debug)]
 pub struct OptionError {
