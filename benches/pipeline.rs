@@ -313,12 +313,15 @@ impl Bench {
     /// The demo's committed cursor is the number of events delivered.
     fn check_demo(&self, config: &Path) {
         let listed = Command::new(&self.ferry)
-            .args(["checkpoints", "list", "--config"])
+            .args(["checkpoints", "list", "--json", "--config"])
             .arg(config)
             .output()
             .unwrap();
-        let cursors: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-        let sent = cursors["in"]["sequence"].as_u64();
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+        let sent = rows
+            .iter()
+            .find(|row| row["source"] == "in" && row["stream"] == "sequence")
+            .and_then(|row| row["cursor"].as_u64());
         assert_eq!(sent, Some(self.lines), "demo delivered {sent:?} events");
     }
 }

@@ -282,7 +282,7 @@ mod tests {
         let level = parse("type = \"bytenite\"\napi_key = \"k\"\nlevels = [\"loud\"]").unwrap_err();
         assert!(level.contains("unknown level `loud`"), "{level}");
         let unknown = parse("type = \"bytenite\"\napi_key = \"k\"\njob = \"j\"").unwrap_err();
-        assert!(unknown.contains("unknown field `job`"), "{unknown}");
+        assert!(unknown.contains(".job: unknown option"), "{unknown}");
         let zero =
             parse("type = \"bytenite\"\napi_key = \"k\"\npoll_interval = \"0s\"").unwrap_err();
         assert!(zero.contains("poll_interval"), "{zero}");
