@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod event;
 pub mod http;
+pub mod inspect;
 pub mod kafka;
 pub mod notify;
 pub mod sinks;

@@ -7,4 +7,4 @@ mod budget;
 mod store;
 
 pub use ack::{Acker, BatchStatus, CursorUpdate, Delivery, TrackerHandle, spawn_tracker};
-pub use store::{CheckpointStore, Cursors};
+pub use store::{CheckpointStore, CommittedCursor, Cursors};
