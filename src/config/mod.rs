@@ -352,7 +352,7 @@ impl<'i> Component<'i> {
         settings.insert("type".into(), self.type_name.get_ref().clone().into());
         for (key, value) in &self.entries {
             if &**key.get_ref() != "inputs"
-                && let Ok(value) = toml::Value::deserialize(ValueDeserializer::from(value.clone()))
+                && let Ok(value) = toml::Value::deserialize(OptionsDeserializer::new(value.clone(), String::new()))
             {
                 settings.insert(key.get_ref().to_string(), value);
             }
