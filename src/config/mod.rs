@@ -26,6 +26,7 @@ pub use error::{ConfigError, line_column};
 pub use interpolate::interpolate;
 pub use secret::{Secret, resolve_secret};
 
+use crate::buffer::BufferConfig;
 use crate::http::stream::StreamOptions;
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
@@ -149,6 +150,19 @@ pub struct SinkSpec {
     pub inputs: Vec<String>,
     pub config: SinkConfig,
     pub common: InputCommon,
+    /// What sits between the sink's channel and the sink (`buffer = { … }`).
+    pub buffer: BufferConfig,
+}
+
+/// The `buffer` table every sink takes, split off with the other shared keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SinkBuffer {
+    buffer: BufferConfig,
+}
+
+impl SinkBuffer {
+    const KEYS: &[&str] = &["buffer"];
 }
 
 /// Reads and validates the config at `path`.
@@ -259,20 +273,24 @@ pub fn parse(
     }
     for component in sinks {
         let context = format!("sinks.{}", component.id);
-        let (specific, common) = component.split(InputCommon::KEYS);
+        let (specific, common) = component.split(&[InputCommon::KEYS, SinkBuffer::KEYS].concat());
+        let (common, buffer) = split_table(common, SinkBuffer::KEYS);
         let common: InputCommon = reader.deserialize(common, &context)?;
+        let SinkBuffer { buffer } = reader.deserialize(buffer, &context)?;
         let inputs = reader.inputs(&component, &context)?;
         let sink = reader.typed(&component, specific, &context, SinkConfig::TYPES, |t, d| {
             SinkConfig::deserialize_type(t, d)
         })?;
         graph.add(&reader, &component, &context, Some(&inputs))?;
         config_ok(&reader, &component, &context, sink.validate())?;
+        config_ok(&reader, &component, &context, buffer.validate())?;
         config.sinks.insert(
             component.id.clone(),
             SinkSpec {
                 inputs: inputs.into_iter().map(Spanned::into_inner).collect(),
                 config: sink,
                 common,
+                buffer,
             },
         );
     }

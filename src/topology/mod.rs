@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use channel::{BatchReceiver, BatchSender, Closed, Fanout, batch_channel};
 
+use crate::buffer::{self, BufferKind, DiskBuffer};
 use crate::checkpoint::{BatchStatus, CheckpointStore, TrackerHandle, spawn_tracker};
 use crate::config::Config;
 use crate::sinks::{Sink, SinkContext};
@@ -63,14 +64,26 @@ pub fn start(
             .with_context(|| format!("cannot start transforms.{id}"))?;
         transforms.push((id.clone(), transform));
     }
-    let mut sinks: Vec<(String, Box<dyn Sink>)> = Vec::new();
+    let mut sinks: Vec<(String, Box<dyn Sink>, Option<DiskBuffer>)> = Vec::new();
     for (id, spec) in &config.sinks {
         let sink = spec
             .config
             .build()
             .with_context(|| format!("cannot start sinks.{id}"))?;
-        sinks.push((id.clone(), sink));
+        let buffer = spec
+            .buffer
+            .open(&config.data_dir, id)
+            .with_context(|| format!("cannot open the disk buffer of sinks.{id}"))?;
+        sinks.push((id.clone(), sink, buffer));
     }
+    buffer::warn_left_behind(
+        &config.data_dir,
+        config
+            .sinks
+            .iter()
+            .filter(|(_, spec)| spec.buffer.kind == BufferKind::Disk)
+            .map(|(id, _)| id.as_str()),
+    );
 
     // Wire the graph: each component with inputs owns one channel; each of its inputs
     // fans out into it.
@@ -98,10 +111,20 @@ pub fn start(
     }
 
     let mut tasks = JoinSet::new();
-    for (id, sink) in sinks {
-        let input = receivers
+    let stop_sources = CancellationToken::new();
+    let mut trackers = Vec::new();
+    for (id, sink, buffer) in sinks {
+        let mut input = receivers
             .remove(&id)
             .context("internal: sink without a channel")?;
+        if let Some(buffer) = buffer {
+            let attached = buffer.start(input, Arc::clone(&health), stop_sources.clone());
+            for (name, task) in attached.tasks {
+                tasks.spawn(async move { (name, task.await) });
+            }
+            trackers.push(attached.tracker);
+            input = attached.input;
+        }
         let ctx = SinkContext {
             id: Arc::from(id.as_str()),
             health: Arc::clone(&health),
@@ -121,8 +144,6 @@ pub fn start(
             (format!("transforms.{id}"), result)
         });
     }
-    let stop_sources = CancellationToken::new();
-    let mut trackers = Vec::new();
     for (id, source) in sources {
         let spec = &config.sources[&id];
         let name: Arc<str> = Arc::from(id.as_str());

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::config::KafkaDecoding;
 use crate::event::{Event, Level, now_nanos};
-use crate::kafka::native;
+use crate::event::native;
 
 /// The field that says why a record's value did not decode.
 pub const DECODE_ERROR_FIELD: &str = "decode_error";
