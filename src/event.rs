@@ -13,6 +13,10 @@ use serde_json::{Map, Value};
 
 use crate::checkpoint::Delivery;
 
+mod fields;
+
+pub use fields::{Fields, value_allocated_bytes};
+
 /// Severity, normalized across providers and log formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -120,7 +124,7 @@ pub struct Event {
     pub provider: Arc<str>,
     pub origin: Origin,
     /// Fields parsed out of the message or supplied by the provider.
-    pub fields: Map<String, Value>,
+    pub fields: Fields,
 }
 
 impl Event {
@@ -133,7 +137,7 @@ impl Event {
             source,
             provider,
             origin: Origin::default(),
-            fields: Map::new(),
+            fields: Fields::new(),
         }
     }
 
@@ -161,25 +165,27 @@ impl Event {
             "timestamp" => Some(Cow::Owned(format_rfc3339_nanos(self.timestamp))),
             _ => {
                 let path = path.strip_prefix("fields.").unwrap_or(path);
-                lookup_field(&self.fields, path).and_then(value_as_text)
+                self.fields.lookup(path).and_then(value_as_text)
             }
         }
     }
 
     /// The parsed field at `path` (dots walk into nested objects), whatever its type.
     pub fn field(&self, path: &str) -> Option<&Value> {
-        lookup_field(&self.fields, path)
+        self.fields.lookup(path)
     }
 
     /// The parsed field at `path`, for rewriting it in place.
     pub fn field_mut(&mut self, path: &str) -> Option<&mut Value> {
-        lookup_field_mut(&mut self.fields, path)
+        self.fields.lookup_mut(path)
     }
 
-    /// Approximate in-memory size, used for channel byte budgets and batch limits.
-    pub fn size_hint(&self) -> usize {
-        const FIXED: usize = 128;
-        let origin = [
+    /// The bytes this event holds: its own size and every heap allocation it owns
+    /// (message, names, fields). Names shared with other events (`source`,
+    /// `provider`, `file`) are not counted. Channel and in-flight budgets count this.
+    pub fn allocated_bytes(&self) -> usize {
+        let owned = [
+            &self.stream,
             &self.origin.app,
             &self.origin.deployment,
             &self.origin.component,
@@ -187,14 +193,12 @@ impl Event {
             &self.origin.host,
         ]
         .iter()
-        .map(|s| s.as_ref().map_or(0, String::len))
+        .map(|s| s.as_ref().map_or(0, String::capacity))
         .sum::<usize>();
-        let fields: usize = self
-            .fields
-            .iter()
-            .map(|(k, v)| k.len() + value_size_hint(v))
-            .sum();
-        FIXED + self.message.len() + origin + fields
+        std::mem::size_of::<Event>()
+            + self.message.capacity()
+            + owned
+            + self.fields.allocated_bytes()
     }
 
     /// The event as one JSON object: `timestamp` (RFC 3339, ns), `message`, `level`,
@@ -231,31 +235,9 @@ impl Event {
             obj.insert("file".into(), Value::String(file.to_string()));
         }
         if !self.fields.is_empty() {
-            obj.insert("fields".into(), Value::Object(self.fields.clone()));
+            obj.insert("fields".into(), self.fields.clone().into());
         }
         Value::Object(obj)
-    }
-}
-
-fn lookup_field<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(v) = fields.get(path) {
-        return Some(v);
-    }
-    let (head, rest) = path.split_once('.')?;
-    match fields.get(head)? {
-        Value::Object(inner) => lookup_field(inner, rest),
-        _ => None,
-    }
-}
-
-fn lookup_field_mut<'a>(fields: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
-    if fields.contains_key(path) {
-        return fields.get_mut(path);
-    }
-    let (head, rest) = path.split_once('.')?;
-    match fields.get_mut(head)? {
-        Value::Object(inner) => lookup_field_mut(inner, rest),
-        _ => None,
     }
 }
 
@@ -265,15 +247,6 @@ fn value_as_text(value: &Value) -> Option<Cow<'_, str>> {
         Value::String(s) => Some(Cow::Borrowed(s)),
         Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         other => Some(Cow::Owned(other.to_string())),
-    }
-}
-
-fn value_size_hint(value: &Value) -> usize {
-    match value {
-        Value::String(s) => s.len() + 8,
-        Value::Array(a) => a.iter().map(value_size_hint).sum::<usize>() + 8,
-        Value::Object(o) => o.iter().map(|(k, v)| k.len() + value_size_hint(v)).sum(),
-        _ => 8,
     }
 }
 
@@ -296,9 +269,17 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn size_hint(&self) -> usize {
-        self.events.iter().map(Event::size_hint).sum()
+    /// The bytes the batch holds: its events (see [`Event::allocated_bytes`]) and the
+    /// room of its vector.
+    pub fn allocated_bytes(&self) -> usize {
+        allocated_bytes(&self.events)
     }
+}
+
+/// The bytes `events` hold, the vector's spare room included.
+pub fn allocated_bytes(events: &Vec<Event>) -> usize {
+    (events.capacity() - events.len()) * std::mem::size_of::<Event>()
+        + events.iter().map(Event::allocated_bytes).sum::<usize>()
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ fn build(type_name: &str, options: &str) -> Box<dyn Transform> {
         .unwrap()
         .unwrap();
     config.validate().unwrap();
-    config.build("fuzz").unwrap()
+    config.build("fuzz").unwrap().into_pure().unwrap()
 }
 
 thread_local! {

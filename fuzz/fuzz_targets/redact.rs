@@ -23,7 +23,7 @@ fn build(options: &str) -> Box<dyn Transform> {
         .unwrap()
         .unwrap();
     config.validate().unwrap();
-    config.build("fuzz").unwrap()
+    config.build("fuzz").unwrap().into_pure().unwrap()
 }
 
 thread_local! {
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(rest).into_owned();
     let mut event = Event::new("fuzz".into(), "fuzz".into(), text.clone(), 0);
     if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(&text) {
-        event.fields = fields;
+        event.fields = fields.into();
     }
     event
         .fields

@@ -18,13 +18,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::budget::ByteBudget;
 use super::{CheckpointStore, Cursors};
 use crate::telemetry::Health;
 
@@ -90,14 +91,22 @@ struct Settled {
 
 struct Shared {
     seq: u64,
+    /// The source's in-flight window, in batches (0: none).
+    window: usize,
     status: AtomicU8,
     cursor: CursorUpdate,
     permit: Option<OwnedSemaphorePermit>,
     report: Option<mpsc::UnboundedSender<Settled>>,
+    /// The source's byte budget and what the batch and its copies are charged.
+    budget: Option<Arc<ByteBudget>>,
+    charged: AtomicUsize,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(*self.charged.get_mut());
+        }
         if let Some(report) = self.report.take() {
             // The tracker is gone only when the whole topology is; nothing to tell then.
             let _ = report.send(Settled {
@@ -112,8 +121,15 @@ impl Drop for Shared {
 
 /// The promise attached to a batch. Each clone must be [`settle`](Self::settle)d;
 /// a clone dropped unsettled counts as [`BatchStatus::Errored`].
+///
+/// A delivery may carry the promises of earlier batches along with its own
+/// ([`attach`](Self::attach)): a stateful transform that held events back (multiline)
+/// hands them on with the batch that finally contains those events, so whatever
+/// happens to that batch happens to them: settled together, cloned together for
+/// fan-out, and counted as errored together if dropped unsettled.
 pub struct Delivery {
     shared: Arc<Shared>,
+    riders: Vec<Arc<Shared>>,
     settled: bool,
 }
 
@@ -123,12 +139,40 @@ impl Delivery {
         Delivery {
             shared: Arc::new(Shared {
                 seq: 0,
+                window: 0,
                 status: AtomicU8::new(0),
                 cursor: CursorUpdate::default(),
                 permit: None,
                 report: None,
+                budget: None,
+                charged: AtomicUsize::new(0),
             }),
+            riders: Vec::new(),
             settled: false,
+        }
+    }
+
+    /// Counts `bytes` more against the source's in-flight byte budget until the batch
+    /// is finalized: a copy made for fan-out, or what a transform added.
+    pub fn charge(&self, bytes: usize) {
+        if let Some(budget) = &self.shared.budget {
+            self.shared.charged.fetch_add(bytes, Ordering::AcqRel);
+            budget.charge(bytes);
+        }
+    }
+
+    /// Gives back up to `bytes` of what the batch is charged (a transform shrank it).
+    pub fn refund(&self, bytes: usize) {
+        if let Some(budget) = &self.shared.budget {
+            let mut given = 0;
+            let _ =
+                self.shared
+                    .charged
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |charged| {
+                        given = bytes.min(charged);
+                        Some(charged - given)
+                    });
+            budget.release(given);
         }
     }
 
@@ -137,8 +181,48 @@ impl Delivery {
         self.settled = true;
     }
 
+    /// Makes `other` (and whatever rides with it) travel with this delivery and the
+    /// copies made from it from now on: it is settled when they are, with their
+    /// status. The riders are kept per copy, flat and without repeats (never in the
+    /// shared state, so no two batches can end up waiting for each other).
+    pub fn attach(&mut self, mut other: Delivery) {
+        other.settled = true;
+        for shared in std::iter::once(&other.shared).chain(&other.riders) {
+            let known = Arc::ptr_eq(shared, &self.shared)
+                || self.riders.iter().any(|r| Arc::ptr_eq(r, shared));
+            if !known {
+                self.riders.push(Arc::clone(shared));
+            }
+        }
+    }
+
+    /// The in-flight window of the batch's source, in batches (`None`: no limit).
+    pub fn window(&self) -> Option<usize> {
+        (self.shared.window > 0).then_some(self.shared.window)
+    }
+
+    /// How many earlier batches ride with this one.
+    pub fn riders(&self) -> usize {
+        self.riders.len()
+    }
+
+    /// The in-flight byte budget of the batch's source (`None`: no limit).
+    pub fn byte_budget(&self) -> Option<usize> {
+        self.shared.budget.as_ref().map(|budget| budget.capacity())
+    }
+
+    /// The bytes charged to the budget for this batch and the batches riding with it.
+    pub fn charged(&self) -> usize {
+        std::iter::once(&self.shared)
+            .chain(&self.riders)
+            .map(|shared| shared.charged.load(Ordering::Acquire))
+            .sum()
+    }
+
     fn record(&self, status: BatchStatus) {
-        self.shared.status.fetch_max(status as u8, Ordering::AcqRel);
+        for shared in std::iter::once(&self.shared).chain(&self.riders) {
+            shared.status.fetch_max(status as u8, Ordering::AcqRel);
+        }
     }
 }
 
@@ -146,6 +230,7 @@ impl Clone for Delivery {
     fn clone(&self) -> Self {
         Delivery {
             shared: Arc::clone(&self.shared),
+            riders: self.riders.clone(),
             settled: false,
         }
     }
@@ -163,6 +248,7 @@ impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
             .field("seq", &self.shared.seq)
+            .field("riders", &self.riders.len())
             .field("settled", &self.settled)
             .finish()
     }
@@ -223,26 +309,48 @@ impl TrackerOwner {
 pub struct Acker {
     next_seq: u64,
     window: Arc<Semaphore>,
+    window_size: usize,
+    budget: Option<Arc<ByteBudget>>,
     report: mpsc::UnboundedSender<Settled>,
     committed: watch::Receiver<Cursors>,
 }
 
 impl Acker {
+    /// Also bounds what is in flight by the bytes its batches hold (see
+    /// [`Acker::delivery_holding`]).
+    pub fn with_byte_budget(mut self, bytes: usize) -> Self {
+        self.budget = Some(Arc::new(ByteBudget::new(bytes)));
+        self
+    }
+
     /// The delivery for the next batch, which will commit `cursor` once it and every
     /// earlier batch are finalized. Waits while the in-flight window is full: this is
     /// where a slow sink holds the source back.
     pub async fn delivery(&mut self, cursor: CursorUpdate) -> Delivery {
+        self.delivery_holding(cursor, 0).await
+    }
+
+    /// [`Acker::delivery`] for a batch holding `bytes`; also waits for room in the
+    /// byte budget, and charges the batch to it until it is finalized.
+    pub async fn delivery_holding(&mut self, cursor: CursorUpdate, bytes: usize) -> Delivery {
         let permit = Arc::clone(&self.window).acquire_owned().await.ok();
+        if let Some(budget) = &self.budget {
+            budget.admit(bytes).await;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         Delivery {
             shared: Arc::new(Shared {
                 seq,
+                window: self.window_size,
                 status: AtomicU8::new(BatchStatus::Delivered as u8),
                 cursor,
                 permit,
                 report: Some(self.report.clone()),
+                charged: AtomicUsize::new(if self.budget.is_some() { bytes } else { 0 }),
+                budget: self.budget.clone(),
             }),
+            riders: Vec::new(),
             settled: false,
         }
     }
@@ -281,6 +389,8 @@ pub fn spawn_tracker_into(
     let acker = Acker {
         next_seq: 0,
         window: Arc::new(Semaphore::new(window.max(1))),
+        window_size: window.max(1),
+        budget: None,
         report,
         committed,
     };
@@ -526,6 +636,35 @@ mod tests {
         drop(acker);
         handle.await.unwrap();
         assert_eq!(store.load("s").unwrap()["k"], json!(0));
+    }
+
+    #[tokio::test]
+    async fn attached_deliveries_are_settled_with_the_one_they_ride_on() {
+        let (mut acker, handle, store, _dir) = tracker(8).await;
+        let held = acker.delivery(CursorUpdate::set("k", json!(0))).await;
+        let mut carrier = acker.delivery(CursorUpdate::set("k", json!(1))).await;
+        // The batch itself went on and was delivered; a transform kept a clone.
+        held.clone().settle(BatchStatus::Delivered);
+        carrier.attach(held);
+        let fanout_copy = carrier.clone();
+        carrier.settle(BatchStatus::Delivered);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            store.load("s").unwrap().is_empty(),
+            "a fan-out copy of the carrier (and so of the rider) is in flight"
+        );
+        fanout_copy.settle(BatchStatus::Delivered);
+        let mut dropped = acker.delivery(CursorUpdate::set("k", json!(2))).await;
+        let rider = acker.delivery(CursorUpdate::set("k", json!(3))).await;
+        dropped.attach(rider);
+        drop(dropped);
+        drop(acker);
+        handle.await.unwrap();
+        assert_eq!(
+            store.load("s").unwrap()["k"],
+            json!(1),
+            "a carrier dropped unsettled holds its riders back too"
+        );
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
 pub use error::{ConfigError, line_column};
 pub use interpolate::interpolate;
-pub use secret::{Secret, resolve_secret};
+pub use secret::{Secret, require_secret, resolve_secret};
 
 use crate::buffer::BufferConfig;
 use crate::http::stream::StreamOptions;
@@ -92,8 +92,11 @@ pub struct SourceSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceCommon {
-    /// Batches sent but not yet committed. Bounds memory and what a crash replays.
+    /// Batches sent but not yet committed. Bounds what a crash replays.
     pub max_in_flight_batches: usize,
+    /// Bytes the batches sent and not yet delivered may hold (what the events really
+    /// hold in memory, after the transforms fused into the source). Bounds memory.
+    pub max_in_flight_bytes: usize,
     /// Most events in one batch.
     pub batch_max_events: usize,
     /// Most message bytes in one batch.
@@ -104,6 +107,7 @@ impl Default for SourceCommon {
     fn default() -> Self {
         SourceCommon {
             max_in_flight_batches: 32,
+            max_in_flight_bytes: 8 << 20,
             batch_max_events: 1000,
             batch_max_bytes: 1 << 20,
         }
@@ -113,6 +117,7 @@ impl Default for SourceCommon {
 impl SourceCommon {
     const KEYS: &[&str] = &[
         "max_in_flight_batches",
+        "max_in_flight_bytes",
         "batch_max_events",
         "batch_max_bytes",
     ];
@@ -217,7 +222,7 @@ pub fn parse(
         let context = format!("sources.{}", component.id);
         let (specific, common) = component.split(SourceCommon::KEYS);
         let common: SourceCommon = reader.deserialize(common, &context)?;
-        let streaming = SourceConfig::STREAMING.contains(&component.type_name.get_ref().as_str());
+        let streaming = SourceConfig::streams(component.type_name.get_ref());
         let (specific, stream) = match streaming {
             true => {
                 let (specific, stream) = split_table(specific, StreamOptions::KEYS);

@@ -52,6 +52,18 @@ pub fn resolve_secret(
     }
 }
 
+/// [`resolve_secret`] for a secret the component cannot run without: its absence is
+/// an error naming both ways to give it.
+pub fn require_secret(
+    name: &str,
+    inline: Option<&Secret>,
+    file: Option<&Path>,
+) -> anyhow::Result<Secret> {
+    resolve_secret(name, inline, file)
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow::anyhow!("no `{name}`: set `{name}` or `{name}_file`"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

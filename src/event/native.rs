@@ -17,9 +17,8 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
-use crate::event::{Event, Level, Origin};
+use crate::event::{Event, Fields, Level, Origin};
 use crate::sinks::encoding::EventObject;
 
 /// The version written in the `ferry` key.
@@ -49,7 +48,7 @@ struct NativeIn {
     #[serde(default)]
     file: Option<String>,
     #[serde(default)]
-    fields: Map<String, Value>,
+    fields: Fields,
 }
 
 /// Appends the native form of `event` to `out`.

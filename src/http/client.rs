@@ -28,6 +28,12 @@ pub fn build_client(connect_timeout: Duration) -> anyhow::Result<reqwest::Client
         .build()?)
 }
 
+/// A failed request on one line, its causes included and its URL left out: a
+/// pre-signed URL carries a token in its query, so no URL goes into an error text.
+pub fn request_error(error: reqwest::Error) -> String {
+    super::stream::error_chain(&error.without_url())
+}
+
 /// An `endpoint` option must be an absolute http(s) URL.
 pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
     let url = url::Url::parse(endpoint)
@@ -94,6 +100,33 @@ pub fn scrub(text: &str, secret: &Secret) -> String {
     } else {
         text.replace(secret, "***")
     }
+}
+
+/// Query parameters of a pre-signed URL that carry its signature or token, by a
+/// part of their name (case-insensitive): `token`, `X-Amz-Signature`, `sig`, `key`…
+const SIGNED_QUERY_NAMES: [&str; 6] = ["token", "sig", "key", "secret", "credential", "auth"];
+
+/// The values of `url`'s query parameters that look like a signature or a token
+/// (see [`SIGNED_QUERY_NAMES`]), to scrub from error texts.
+pub fn signed_query_values(url: &url::Url) -> Vec<String> {
+    url.query_pairs()
+        .filter(|(name, value)| {
+            let name = name.to_ascii_lowercase();
+            !value.is_empty() && SIGNED_QUERY_NAMES.iter().any(|part| name.contains(part))
+        })
+        .map(|(_, value)| value.into_owned())
+        .collect()
+}
+
+/// `text` with every one of `secrets` replaced by `***`.
+pub fn scrub_all(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_string(), |text, secret| {
+        if secret.is_empty() {
+            text
+        } else {
+            text.replace(secret.as_str(), "***")
+        }
+    })
 }
 
 /// What a failed status means for whoever retries.
@@ -276,6 +309,20 @@ mod tests {
         assert_eq!(
             classify(StatusCode::INTERNAL_SERVER_ERROR, false),
             FailureKind::Server
+        );
+    }
+
+    #[test]
+    fn signatures_of_presigned_urls_are_found() {
+        let url = url::Url::parse(
+            "https://logs.example/apps/a/logs?timestamp=1727183062&token=s1gn&n=10&X-Amz-Signature=abc&stream=true",
+        )
+        .unwrap();
+        let values = signed_query_values(&url);
+        assert_eq!(values, ["s1gn", "abc"]);
+        assert_eq!(
+            scrub_all("bad token s1gn (abc) for 10 lines", &values),
+            "bad token *** (***) for 10 lines"
         );
     }
 

@@ -20,6 +20,11 @@
 //! - memory is bounded: a line or an event's data longer than `max_event_bytes` is cut
 //!   there (the event is flagged `truncated`) and the rest of it is skipped.
 //!
+//! [`Decoder::plain`] reads plain text instead (history dumps, archived log files): every
+//! non-empty line is an event of its own, with no SSE fields, and
+//! [`Decoder::finish`] yields a last line the body ended without a line end. Line
+//! ends, the BOM, invalid UTF-8 and the memory bound are handled as above.
+//!
 //! No published crate handles bare lines and the byte accounting, so it lives here.
 
 use std::time::Duration;
@@ -52,6 +57,8 @@ pub struct Decoder {
 #[derive(Debug)]
 struct State {
     max_event_bytes: usize,
+    /// Plain text: every non-empty line is an event, nothing is an SSE field.
+    plain: bool,
     /// The previous line ended with `\r`: a `\n` right after belongs to it.
     skip_lf: bool,
     bom_checked: bool,
@@ -74,11 +81,21 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 impl Decoder {
     /// A decoder that keeps at most `max_event_bytes` of one line or one event's data.
     pub fn new(max_event_bytes: usize) -> Self {
+        Self::with_mode(max_event_bytes, false)
+    }
+
+    /// A decoder of plain text lines (see the module doc), same bound.
+    pub fn plain(max_event_bytes: usize) -> Self {
+        Self::with_mode(max_event_bytes, true)
+    }
+
+    fn with_mode(max_event_bytes: usize, plain: bool) -> Self {
         Decoder {
             buf: Vec::new(),
             pos: 0,
             state: State {
                 max_event_bytes: max_event_bytes.max(1),
+                plain,
                 skip_lf: false,
                 bom_checked: false,
                 overlong: None,
@@ -157,6 +174,26 @@ impl Decoder {
         }
     }
 
+    /// The body ended: in plain mode, the last line if it had no line end (call it
+    /// once [`next_event`](Decoder::next_event) gives nothing more). An SSE event is
+    /// never complete without its blank line, so SSE mode gives `None`.
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        if !self.state.plain {
+            return None;
+        }
+        let rest = &self.buf[self.pos..];
+        let event = match self.state.overlong.take() {
+            Some(prefix) => self.state.line(&prefix, true),
+            None => {
+                let cut = rest.len() > self.state.max_event_bytes;
+                let line = &rest[..rest.len().min(self.state.max_event_bytes)];
+                self.state.line(line, cut)
+            }
+        };
+        self.pos = self.buf.len();
+        event
+    }
+
     /// Forgets the bytes and the half-received event of a connection that ended,
     /// keeping the last event id and the reconnection time for the next one.
     pub fn reset(&mut self) {
@@ -195,6 +232,13 @@ impl Decoder {
 impl State {
     /// Interprets one line (without its line end); returns an event when it ends one.
     fn line(&mut self, line: &[u8], cut: bool) -> Option<SseEvent> {
+        if self.plain {
+            if line.is_empty() {
+                return None;
+            }
+            self.push_data(line, cut);
+            return self.dispatch();
+        }
         if line.is_empty() {
             return self.dispatch();
         }

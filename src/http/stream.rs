@@ -1,10 +1,9 @@
-//! Following a long-lived event stream: reading one connection's body into the SSE
-//! decoder with an idle-read timeout (a silent connection is a dead one), and the
-//! reconnect policy between connections: exponential backoff with jitter, the
-//! server's `retry:` after a dropped stream, `Retry-After` on 429/503, a slow retry
-//! with a single clear error line for bad credentials, and the provider's error
-//! body for 404/422. Memory per connection is bounded by the decoder's
-//! `max_event_bytes` plus one network chunk.
+//! Following a long-lived stream across connections: the options every streaming
+//! source shares, how a connection ended ([`Ended`]), and the reconnect policy
+//! between connections: exponential backoff with jitter, the server's `retry:` after
+//! a dropped stream, `Retry-After` on 429/503, a slow retry with a single clear
+//! error line for bad credentials, and the provider's error body for 404/422.
+//! Reading one connection is `connection.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,14 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{FailureKind, HttpFailure};
 use super::retry::backoff;
-use super::sse::Decoder;
 
 /// Longest `Retry-After` honoured; a server asking for more is retried after this.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
 
 /// Options every streaming source shares. They are written as plain keys of the
 /// source's table; the config layer takes them out (`KEYS`) for the source types that
-/// stream (`SourceConfig::STREAMING`) and hands them to the source, so each source's
+/// stream (`[streaming]` in `source_types!`) and hands them to the source, so each source's
 /// own config struct declares only its own options. Defaults are the `Default` below.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +46,10 @@ pub struct StreamOptions {
     /// Longest line or event kept in memory; longer ones are cut (and counted).
     /// Default 1 MiB.
     pub max_event_bytes: usize,
+    /// Timeout of a request that is not a stream: discovery, login or token
+    /// exchange, a poll, a history download. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl Default for StreamOptions {
@@ -59,13 +61,9 @@ impl Default for StreamOptions {
             retry_max_backoff: Duration::from_secs(60),
             auth_retry_interval: Duration::from_secs(60),
             max_event_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// Timeout of a request that is not a stream (discovery, login): the serde default.
-pub fn default_request_timeout() -> Duration {
-    Duration::from_secs(30)
 }
 
 impl StreamOptions {
@@ -76,11 +74,15 @@ impl StreamOptions {
         "retry_max_backoff",
         "auth_retry_interval",
         "max_event_bytes",
+        "request_timeout",
     ];
 
     pub fn validate(&self) -> Result<(), String> {
         if self.idle_timeout.is_zero() {
             return Err("`idle_timeout` must be more than zero".into());
+        }
+        if self.request_timeout.is_zero() {
+            return Err("`request_timeout` must be more than zero".into());
         }
         if self.max_event_bytes == 0 {
             return Err("`max_event_bytes` must be at least 1".into());
@@ -89,46 +91,6 @@ impl StreamOptions {
             return Err("`retry_min_backoff` is larger than `retry_max_backoff`".into());
         }
         Ok(())
-    }
-}
-
-/// Why reading a connection stopped before the server ended it.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("no data for {0:?} (idle timeout)")]
-    Idle(Duration),
-    #[error("connection lost: {0}")]
-    Network(String),
-}
-
-/// An open streaming response.
-pub struct Connection {
-    response: reqwest::Response,
-    idle: Duration,
-}
-
-impl Connection {
-    pub fn new(response: reqwest::Response, idle: Duration) -> Self {
-        Connection { response, idle }
-    }
-
-    /// Changes the idle timeout for the reads to come.
-    pub fn set_idle(&mut self, idle: Duration) {
-        self.idle = idle;
-    }
-
-    /// Feeds the next chunk of the body to `decoder`; `Ok(false)` when the server
-    /// ended the body.
-    pub async fn read(&mut self, decoder: &mut Decoder) -> Result<bool, ReadError> {
-        match tokio::time::timeout(self.idle, self.response.chunk()).await {
-            Err(_) => Err(ReadError::Idle(self.idle)),
-            Ok(Err(error)) => Err(ReadError::Network(error_chain(&error))),
-            Ok(Ok(None)) => Ok(false),
-            Ok(Ok(Some(chunk))) => {
-                decoder.feed(&chunk);
-                Ok(true)
-            }
-        }
     }
 }
 
@@ -153,6 +115,40 @@ pub enum Ended {
     Lost(String),
     /// The server answered with a failure status.
     Failed(HttpFailure),
+}
+
+impl Ended {
+    /// This end with the signature and token values of `url`'s query (see
+    /// [`super::client::signed_query_values`]), and the query itself, replaced by
+    /// `***` in its text: the server of a signed URL may echo them in its error body.
+    pub fn hiding_query_of(self, url: &str) -> Ended {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return self;
+        };
+        let mut secrets = super::client::signed_query_values(&parsed);
+        secrets.extend(parsed.query().map(str::to_string));
+        // Longest first, so that a value inside the whole query is not hidden in part.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.map_text(|text| super::client::scrub_all(text, &secrets))
+    }
+
+    /// `self` with `what` put first (`"login as ferry: …"`) and `scrub` applied:
+    /// for the failures of a token exchange, whose secret the `Api` does not know.
+    pub fn context(self, what: &str, scrub: impl Fn(&str) -> String) -> Ended {
+        self.map_text(|text| scrub(&format!("{what}: {text}")))
+    }
+
+    /// `self` with its reason or failure detail rewritten by `rewrite`.
+    fn map_text(self, rewrite: impl Fn(&str) -> String) -> Ended {
+        match self {
+            Ended::Failed(mut failure) => {
+                failure.detail = rewrite(&failure.detail);
+                Ended::Failed(failure)
+            }
+            Ended::Lost(reason) => Ended::Lost(rewrite(&reason)),
+            Ended::Closed => Ended::Closed,
+        }
+    }
 }
 
 /// Shared by the streams of one source, so that refused credentials are reported
@@ -356,6 +352,27 @@ mod tests {
         assert!(later.iter().any(|d| *d > ms(300)), "{later:?}");
         r.healthy();
         assert_eq!(r.delay(&Ended::Closed, Some(ms(300))), ms(300));
+    }
+
+    #[test]
+    fn signed_url_queries_are_hidden_from_errors() {
+        let url = "wss://proxy.example/?token=aa-bb-11-cc-33&X-Amz-Signature=5f2b9c";
+        let Ended::Failed(failure) = failure(403, None) else {
+            unreachable!()
+        };
+        let echoed = Ended::Failed(HttpFailure {
+            detail: "bad token aa-bb-11-cc-33 for ?token=aa-bb-11-cc-33&X-Amz-Signature=5f2b9c"
+                .into(),
+            ..failure
+        });
+        let Ended::Failed(hidden) = echoed.hiding_query_of(url) else {
+            unreachable!()
+        };
+        assert_eq!(hidden.detail, "bad token *** for ?***");
+        let Ended::Lost(lost) = Ended::Lost("sig 5f2b9c".into()).hiding_query_of(url) else {
+            unreachable!()
+        };
+        assert_eq!(lost, "sig ***");
     }
 
     #[test]

@@ -2,9 +2,8 @@
 //! bytes.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
-use crate::event::{Event, format_rfc3339_nanos};
+use crate::event::{Event, Fields, format_rfc3339_nanos};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,8 +43,8 @@ pub struct EventObject<'a, T> {
     host: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<&'a str>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    fields: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Fields::is_empty")]
+    fields: &'a Fields,
 }
 
 impl<'a, T: Serialize> EventObject<'a, T> {
@@ -107,7 +106,7 @@ mod tests {
         let mut out = Vec::new();
         Encoding::Json.encode(&event, &mut out);
         assert_eq!(out.last(), Some(&b'\n'));
-        let value: Value = serde_json::from_slice(&out).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["message"], "say \"hi\"");
         assert_eq!(value["level"], "warn");
         assert_eq!(value["source"], "web");

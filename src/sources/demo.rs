@@ -53,11 +53,13 @@ pub struct DemoSource {
     config: DemoConfig,
 }
 
-impl DemoSource {
-    pub fn new(config: DemoConfig) -> Self {
+impl From<DemoConfig> for DemoSource {
+    fn from(config: DemoConfig) -> Self {
         DemoSource { config }
     }
 }
+
+impl super::SourceOptions for DemoConfig {}
 
 #[async_trait]
 impl Source for DemoSource {

@@ -1,12 +1,15 @@
 //! Sources: the `Source` trait, what the runtime hands a source (`SourceContext`),
 //! and the registry that maps a config `type` to a source.
 
+pub mod bytenite;
 pub mod dcos;
 pub mod demo;
+pub mod digitalocean;
 pub mod file;
 pub mod ionet;
 pub mod kafka;
-pub mod merge;
+pub mod provider;
+pub mod scalingo;
 pub mod stdin;
 
 use std::sync::Arc;
@@ -17,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Acker, CursorUpdate, Cursors};
 use crate::config::SourceCommon;
-use crate::event::{Batch, Event};
+use crate::event::{Batch, Event, allocated_bytes};
 use crate::http::stream::StreamOptions;
-use crate::topology::Fanout;
+use crate::topology::{Chain, Fanout};
 
 /// A producer of events. It resumes from `ctx.checkpoint`, sends batches tagged with
 /// the cursor they reach, and returns when `ctx.shutdown` fires (or its input ends).
@@ -48,9 +51,11 @@ pub enum SendError {
     Closed,
 }
 
-/// A source's output: waits for an in-flight slot, then fans the batch out.
+/// A source's output: runs the transforms fused after the source, waits for room in
+/// the in-flight window, then fans the batch out.
 pub struct SourceOutput {
     acker: Acker,
+    chain: Chain,
     fanout: Fanout,
     shutdown: CancellationToken,
     events: metrics::Counter,
@@ -58,10 +63,17 @@ pub struct SourceOutput {
 }
 
 impl SourceOutput {
-    pub fn new(id: &str, acker: Acker, fanout: Fanout, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        id: &str,
+        acker: Acker,
+        chain: Chain,
+        fanout: Fanout,
+        shutdown: CancellationToken,
+    ) -> Self {
         let label = ("source", id.to_string());
         SourceOutput {
             acker,
+            chain,
             fanout,
             shutdown,
             events: metrics::counter!("ferry_source_events_total", std::slice::from_ref(&label)),
@@ -80,93 +92,117 @@ impl SourceOutput {
     /// committed. Waits while the in-flight window is full (backpressure).
     pub async fn send(
         &mut self,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         cursor: CursorUpdate,
     ) -> Result<(), SendError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SendError::ShuttingDown);
+        }
+        let (count, message_bytes) = (
+            events.len() as u64,
+            events.iter().map(|e| e.message.len() as u64).sum(),
+        );
+        self.chain.apply(&mut events);
+        let held = if events.is_empty() {
+            0
+        } else {
+            allocated_bytes(&events)
+        };
         let delivery = tokio::select! {
             biased;
             () = self.shutdown.cancelled() => return Err(SendError::ShuttingDown),
-            delivery = self.acker.delivery(cursor) => delivery,
+            delivery = self.acker.delivery_holding(cursor, held) => delivery,
         };
+        self.events.increment(count);
+        self.bytes.increment(message_bytes);
         if events.is_empty() {
             delivery.settle(crate::checkpoint::BatchStatus::Delivered);
             return Ok(());
         }
-        self.events.increment(events.len() as u64);
-        self.bytes
-            .increment(events.iter().map(|e| e.message.len() as u64).sum());
         self.fanout
-            .send(Batch { events, delivery })
+            .send_sized(Batch { events, delivery }, held)
             .await
             .map_err(|_| SendError::Closed)
     }
 }
 
-/// The `[sources.ID]` table, by `type`.
-#[derive(Debug)]
-pub enum SourceConfig {
-    Dcos(dcos::DcosConfig),
-    Demo(demo::DemoConfig),
-    File(file::FileSourceConfig),
-    Ionet(ionet::IonetConfig),
-    Kafka(Box<kafka::KafkaSourceConfig>),
-    Stdin(stdin::StdinConfig),
+/// A source type's option checks that need more than one option at a time.
+pub trait SourceOptions {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
-impl SourceConfig {
-    pub const TYPES: &[&str] = &["dcos", "demo", "file", "ionet", "kafka", "stdin"];
-
-    /// The types that follow HTTP streams and take the shared [`StreamOptions`] keys.
-    pub const STREAMING: &[&str] = &["dcos", "ionet"];
-
-    /// Hands a streaming source the stream options the config layer read for it.
-    pub fn set_stream_options(&mut self, stream: StreamOptions) {
-        match self {
-            SourceConfig::Dcos(c) => c.stream = stream,
-            SourceConfig::Ionet(c) => c.stream = stream,
-            SourceConfig::Demo(_)
-            | SourceConfig::File(_)
-            | SourceConfig::Kafka(_)
-            | SourceConfig::Stdin(_) => {}
+/// Declares the source types, one line each:
+/// `"type" => Variant(module::Config) -> module::Source`, with `[streaming]` after it
+/// for types that follow HTTP streams (their config has a `stream: StreamOptions`
+/// field, filled from the shared keys). The config implements `Deserialize`,
+/// `Clone` and [`SourceOptions`]; the source is built with `TryFrom<Config>`.
+macro_rules! source_types {
+    ($($name:literal => $variant:ident($config:ty) -> $source:ty $([$streaming:ident])?),* $(,)?) => {
+        /// The `[sources.ID]` table, by `type`.
+        #[derive(Debug)]
+        pub enum SourceConfig {
+            $($variant($config)),*
         }
-    }
 
-    /// Deserializes the options of source type `type_name`; `None` if no such type.
-    pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
-        type_name: &str,
-        options: D,
-    ) -> Option<Result<Self, D::Error>> {
-        Some(match type_name {
-            "dcos" => dcos::DcosConfig::deserialize(options).map(SourceConfig::Dcos),
-            "demo" => demo::DemoConfig::deserialize(options).map(SourceConfig::Demo),
-            "file" => file::FileSourceConfig::deserialize(options).map(SourceConfig::File),
-            "ionet" => ionet::IonetConfig::deserialize(options).map(SourceConfig::Ionet),
-            "kafka" => kafka::KafkaSourceConfig::deserialize(options)
-                .map(|c| SourceConfig::Kafka(Box::new(c))),
-            "stdin" => stdin::StdinConfig::deserialize(options).map(SourceConfig::Stdin),
-            _ => return None,
-        })
-    }
+        impl SourceConfig {
+            pub const TYPES: &[&str] = &[$($name),*];
 
-    /// Checks that need more than one option at a time.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            SourceConfig::Dcos(c) => c.validate(),
-            SourceConfig::File(c) => c.validate(),
-            SourceConfig::Ionet(c) => c.validate(),
-            SourceConfig::Kafka(c) => c.validate(),
-            SourceConfig::Demo(_) | SourceConfig::Stdin(_) => Ok(()),
+            /// Whether source type `type_name` takes the shared [`StreamOptions`] keys.
+            pub fn streams(type_name: &str) -> bool {
+                match type_name {
+                    $($name => source_types!(@streams $($streaming)?),)*
+                    _ => false,
+                }
+            }
+
+            /// Deserializes the options of source type `type_name`; `None` if no such type.
+            pub fn deserialize_type<'de, D: serde::Deserializer<'de>>(
+                type_name: &str,
+                options: D,
+            ) -> Option<Result<Self, D::Error>> {
+                Some(match type_name {
+                    $($name => <$config>::deserialize(options).map(SourceConfig::$variant),)*
+                    _ => return None,
+                })
+            }
+
+            /// Hands a streaming source the stream options the config layer read for it.
+            pub fn set_stream_options(&mut self, stream: StreamOptions) {
+                match self {
+                    $(SourceConfig::$variant(c) => source_types!(@set c, stream $(, $streaming)?),)*
+                }
+            }
+
+            /// Checks that need more than one option at a time.
+            pub fn validate(&self) -> Result<(), String> {
+                match self {
+                    $(SourceConfig::$variant(c) => c.validate(),)*
+                }
+            }
+
+            pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
+                Ok(match self {
+                    $(SourceConfig::$variant(c) => Box::new(<$source>::try_from(c.clone())?),)*
+                })
+            }
         }
-    }
+    };
+    (@streams streaming) => { true };
+    (@streams) => { false };
+    (@set $config:ident, $stream:ident, streaming) => { $config.stream = $stream };
+    (@set $config:ident, $stream:ident) => {{ let _ = ($config, $stream); }};
+}
 
-    pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
-        Ok(match self {
-            SourceConfig::Dcos(c) => Box::new(dcos::DcosSource::new(c.clone())?),
-            SourceConfig::Demo(c) => Box::new(demo::DemoSource::new(c.clone())),
-            SourceConfig::File(c) => Box::new(file::FileSource::new(c.clone())?),
-            SourceConfig::Ionet(c) => Box::new(ionet::IonetSource::new(c.clone())?),
-            SourceConfig::Kafka(c) => Box::new(kafka::KafkaSource::new((**c).clone())?),
-            SourceConfig::Stdin(c) => Box::new(stdin::StdinSource::new(c.clone())),
-        })
-    }
+source_types! {
+    "bytenite" => Bytenite(bytenite::ByteniteConfig) -> bytenite::ByteniteSource [streaming],
+    "dcos" => Dcos(dcos::DcosConfig) -> dcos::DcosSource [streaming],
+    "demo" => Demo(demo::DemoConfig) -> demo::DemoSource,
+    "digitalocean" => DigitalOcean(digitalocean::DigitalOceanConfig) -> digitalocean::DigitalOceanSource [streaming],
+    "file" => File(file::FileSourceConfig) -> file::FileSource,
+    "ionet" => Ionet(ionet::IonetConfig) -> ionet::IonetSource [streaming],
+    "kafka" => Kafka(Box<kafka::KafkaSourceConfig>) -> kafka::KafkaSource,
+    "scalingo" => Scalingo(scalingo::ScalingoConfig) -> scalingo::ScalingoSource [streaming],
+    "stdin" => Stdin(stdin::StdinConfig) -> stdin::StdinSource,
 }

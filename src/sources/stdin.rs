@@ -28,11 +28,13 @@ pub struct StdinSource {
     config: StdinConfig,
 }
 
-impl StdinSource {
-    pub fn new(config: StdinConfig) -> Self {
+impl From<StdinConfig> for StdinSource {
+    fn from(config: StdinConfig) -> Self {
         StdinSource { config }
     }
 }
+
+impl super::SourceOptions for StdinConfig {}
 
 /// A partial batch is sent after this long without a new line.
 const LINGER: Duration = Duration::from_millis(100);

@@ -1,5 +1,6 @@
-//! Bounded batch channels whose capacity is a byte budget, and the fan-out that
-//! feeds every downstream component its own copy of a batch.
+//! Bounded batch channels whose capacity is a byte budget (the bytes the queued
+//! batches really hold), and the fan-out that feeds every downstream component its
+//! own copy of a batch.
 
 use std::sync::Arc;
 
@@ -45,7 +46,13 @@ impl BatchSender {
     /// Waits for room, then queues the batch. On `Closed` the batch is dropped
     /// unsettled, so its checkpoint never advances.
     pub async fn send(&self, batch: Batch) -> Result<(), Closed> {
-        let bytes = u32::try_from(batch.size_hint())
+        let bytes = batch.allocated_bytes();
+        self.send_sized(batch, bytes).await
+    }
+
+    /// [`BatchSender::send`] of a batch known to hold `bytes`.
+    pub async fn send_sized(&self, batch: Batch, bytes: usize) -> Result<(), Closed> {
+        let bytes = u32::try_from(bytes)
             .unwrap_or(u32::MAX)
             .clamp(1, self.capacity);
         let permit = Arc::clone(&self.budget)
@@ -86,6 +93,13 @@ impl Fanout {
     /// Sends a copy to each output (the last gets the original). A batch with nowhere
     /// to go is finalized at once.
     pub async fn send(&self, batch: Batch) -> Result<(), Closed> {
+        let bytes = batch.allocated_bytes();
+        self.send_sized(batch, bytes).await
+    }
+
+    /// [`Fanout::send`] of a batch known to hold `bytes`; each copy is charged to the
+    /// source's in-flight budget as well.
+    pub async fn send_sized(&self, batch: Batch, bytes: usize) -> Result<(), Closed> {
         let Some((last, rest)) = self.outputs.split_last() else {
             batch
                 .delivery
@@ -97,9 +111,10 @@ impl Fanout {
                 events: batch.events.clone(),
                 delivery: batch.delivery.clone(),
             };
-            output.send(copy).await?;
+            copy.delivery.charge(bytes);
+            output.send_sized(copy, bytes).await?;
         }
-        last.send(batch).await
+        last.send_sized(batch, bytes).await
     }
 }
 
@@ -119,7 +134,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_budget_holds_the_sender_until_the_receiver_drains() {
-        let one = batch("x").size_hint();
+        let one = batch("x").allocated_bytes();
         let (tx, mut rx) = batch_channel(one * 2);
         tx.send(batch("a")).await.unwrap();
         tx.send(batch("b")).await.unwrap();

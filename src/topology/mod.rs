@@ -1,8 +1,9 @@
 //! Builds the running pipeline from the config (channels, fan-in, fan-out, one task
-//! per component, one ack tracker per source) and runs it to the end: until every
+//! per component or chain of fused transforms, one ack tracker per source) and runs it to the end: until every
 //! source has finished, or a stop is requested and in-flight batches are drained
 //! and their checkpoints committed, or a component fails.
 
+mod chain;
 mod channel;
 
 use std::collections::BTreeMap;
@@ -14,15 +15,17 @@ use anyhow::{Context, Result};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use chain::Chain;
 pub use channel::{BatchReceiver, BatchSender, Closed, Fanout, batch_channel};
 
 use crate::buffer::{self, BufferKind, DiskBuffer};
 use crate::checkpoint::{BatchStatus, CheckpointStore, TrackerHandle, spawn_tracker};
 use crate::config::Config;
+use crate::event::Batch;
 use crate::sinks::{Sink, SinkContext};
 use crate::sources::{Source, SourceContext, SourceOutput};
 use crate::telemetry::Health;
-use crate::transforms::Transform;
+use crate::transforms::{Stage, StatefulTransform, Transform};
 
 /// How a pipeline run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +59,7 @@ pub fn start(
             .with_context(|| format!("cannot start sources.{id}"))?;
         sources.push((id.clone(), source));
     }
-    let mut transforms: Vec<(String, Box<dyn Transform>)> = Vec::new();
+    let mut transforms: Vec<(String, Stage)> = Vec::new();
     for (id, spec) in &config.transforms {
         let transform = spec
             .config
@@ -85,11 +88,10 @@ pub fn start(
             .map(|(id, _)| id.as_str()),
     );
 
-    // Wire the graph: each component with inputs owns one channel; each of its inputs
-    // fans out into it.
-    let mut receivers: BTreeMap<String, BatchReceiver> = BTreeMap::new();
-    let mut outputs: BTreeMap<String, Fanout> = BTreeMap::new();
-    let consumers = config
+    // Fuse: each chain of pure transforms runs in the task of the component before it.
+    let mut inputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut consumers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let specs = config
         .transforms
         .iter()
         .map(|(id, spec)| (id, &spec.inputs, spec.common.buffer_max_bytes))
@@ -99,9 +101,49 @@ pub fn start(
                 .iter()
                 .map(|(id, spec)| (id, &spec.inputs, spec.common.buffer_max_bytes)),
         );
-    for (id, inputs, buffer) in consumers {
-        let (sender, receiver) = batch_channel(buffer);
-        for input in inputs {
+    let mut buffers = BTreeMap::new();
+    for (id, from, buffer) in specs {
+        inputs.insert(id.clone(), from.clone());
+        buffers.insert(id.clone(), buffer);
+        for input in from {
+            consumers.entry(input.clone()).or_default().push(id.clone());
+        }
+    }
+    // A stateful transform is a boundary: it runs in a task of its own (pure transforms
+    // after it may join that task), and nothing is fused into a task before it.
+    let mut pure: BTreeMap<String, Box<dyn Transform>> = BTreeMap::new();
+    let mut stateful: BTreeMap<String, Box<dyn StatefulTransform>> = BTreeMap::new();
+    for (id, stage) in transforms {
+        match stage {
+            Stage::Pure(transform) => pure.insert(id, transform).map(drop),
+            Stage::Stateful(transform) => stateful.insert(id, transform).map(drop),
+        };
+    }
+    let mut fused: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let heads = config
+        .sources
+        .keys()
+        .chain(config.transforms.keys())
+        .cloned()
+        .collect::<Vec<_>>();
+    for head in heads {
+        let after = chain::fused_after(&head, &consumers, &inputs, |id| pure.contains_key(id));
+        fused.insert(head, after);
+    }
+    let fused_ids: Vec<String> = fused.values().flatten().cloned().collect();
+    for id in &fused_ids {
+        fused.remove(id);
+    }
+    // Wire the graph: each component with inputs that is not fused owns one channel;
+    // each of its inputs fans out into it.
+    let mut receivers: BTreeMap<String, BatchReceiver> = BTreeMap::new();
+    let mut outputs: BTreeMap<String, Fanout> = BTreeMap::new();
+    for (id, from) in &inputs {
+        if fused_ids.contains(id) {
+            continue;
+        }
+        let (sender, receiver) = batch_channel(buffers[id]);
+        for input in from {
             outputs
                 .entry(input.clone())
                 .or_default()
@@ -134,13 +176,24 @@ pub fn start(
             (format!("sinks.{id}"), result)
         });
     }
-    for (id, transform) in transforms {
+    let heads: Vec<String> = config
+        .transforms
+        .keys()
+        .filter(|id| !fused_ids.contains(id))
+        .cloned()
+        .collect();
+    for id in heads {
+        let stage = stateful.remove(&id);
+        let (chain, last) = chain_of(&id, stage.is_none(), &mut pure, &fused)?;
         let input = receivers
             .remove(&id)
             .context("internal: transform without a channel")?;
-        let output = outputs.remove(&id).unwrap_or_default();
+        let output = outputs.remove(&last).unwrap_or_default();
         tasks.spawn(async move {
-            let result = run_transform(&id, transform, input, output).await;
+            let result = match stage {
+                None => run_transform(chain, input, output).await,
+                Some(transform) => run_stateful(transform, chain, input, output).await,
+            };
             (format!("transforms.{id}"), result)
         });
     }
@@ -157,10 +210,12 @@ pub fn start(
             Arc::clone(&health),
         );
         trackers.push(tracker);
+        let (chain, last) = chain_of(&id, false, &mut pure, &fused)?;
         let output = SourceOutput::new(
             &id,
-            acker,
-            outputs.remove(&id).unwrap_or_default(),
+            acker.with_byte_budget(spec.common.max_in_flight_bytes),
+            chain,
+            outputs.remove(&last).unwrap_or_default(),
             stop_sources.clone(),
         );
         let ctx = SourceContext {
@@ -182,28 +237,100 @@ pub fn start(
     })
 }
 
-async fn run_transform(
-    id: &str,
-    mut transform: Box<dyn Transform>,
+/// The chain run in the task of `head` (itself first when `own`, for a transform),
+/// and the last component in it, whose consumers the task feeds.
+fn chain_of(
+    head: &str,
+    own: bool,
+    transforms: &mut BTreeMap<String, Box<dyn Transform>>,
+    fused: &BTreeMap<String, Vec<String>>,
+) -> Result<(Chain, String)> {
+    let mut chain = Chain::default();
+    let mut last = head.to_string();
+    let members = own
+        .then_some(head)
+        .into_iter()
+        .chain(fused.get(head).into_iter().flatten().map(String::as_str));
+    for id in members {
+        let transform = transforms
+            .remove(id)
+            .context("internal: a transform was not built")?;
+        chain.push(id, transform);
+        last = id.to_string();
+    }
+    Ok((chain, last))
+}
+
+/// Runs a transform task: the transform and the ones fused after it, on each batch.
+async fn run_transform(mut chain: Chain, mut input: BatchReceiver, output: Fanout) -> Result<()> {
+    while let Some(batch) = input.recv().await {
+        forward(&mut chain, batch, &output).await?;
+    }
+    Ok(())
+}
+
+/// Runs a stateful transform (and the pure transforms fused after it): each batch as
+/// it comes, held events when they are due and no batch is waiting (so a backlog in
+/// front of it never splits what it would have joined), and everything held once the
+/// input has ended.
+///
+/// The bytes of held events stay charged to the batches they came from: the
+/// transform keeps those batches' deliveries (riders of the batch that finally
+/// carries the merged event), so their charges are given back only when that batch
+/// is finalized. A merged event holds no more than its lines did, so the batch that
+/// carries it is not charged again.
+pub(crate) async fn run_stateful(
+    mut transform: Box<dyn StatefulTransform>,
+    mut chain: Chain,
     mut input: BatchReceiver,
     output: Fanout,
 ) -> Result<()> {
-    let dropped =
-        metrics::counter!("ferry_transform_dropped_events_total", "transform" => id.to_string());
-    while let Some(mut batch) = input.recv().await {
-        let before = batch.events.len();
-        transform.apply(&mut batch.events);
-        dropped.increment(before.saturating_sub(batch.events.len()) as u64);
-        if batch.events.is_empty() {
-            batch.delivery.settle(BatchStatus::Delivered);
-            continue;
+    loop {
+        let deadline = transform.deadline();
+        let due = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ready = tokio::select! {
+            biased;
+            batch = input.recv() => match batch {
+                Some(batch) => transform.process(batch, tokio::time::Instant::now()),
+                None => break,
+            },
+            () = due => transform.expire(tokio::time::Instant::now()),
+        };
+        if let Some(batch) = ready {
+            forward(&mut chain, batch, &output).await?;
         }
-        output
-            .send(batch)
-            .await
-            .map_err(|Closed| anyhow::anyhow!("downstream components stopped"))?;
+    }
+    if let Some(batch) = transform.flush() {
+        forward(&mut chain, batch, &output).await?;
     }
     Ok(())
+}
+
+/// Runs `chain` on `batch` and sends it on; finalizes it if no event is left. What
+/// the chain adds to the batch (or takes from it) is charged to (or given back to)
+/// its source's in-flight budget.
+async fn forward(chain: &mut Chain, mut batch: Batch, output: &Fanout) -> Result<()> {
+    let before = batch.allocated_bytes();
+    chain.apply(&mut batch.events);
+    if batch.events.is_empty() {
+        batch.delivery.settle(BatchStatus::Delivered);
+        return Ok(());
+    }
+    let after = batch.allocated_bytes();
+    if after > before {
+        batch.delivery.charge(after - before);
+    } else {
+        batch.delivery.refund(before - after);
+    }
+    output
+        .send_sized(batch, after)
+        .await
+        .map_err(|Closed| anyhow::anyhow!("downstream components stopped"))
 }
 
 impl Pipeline {

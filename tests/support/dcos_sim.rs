@@ -1,9 +1,10 @@
 //! A local model of the DC/OS Logging API v2 (seed 004 and providers.md §5), for
-//! ferry's tests and demos.
+//! ferry's tests and demos, on the shared `sim_server`.
 //!
 //! - `POST /acs/api/v1/auth/login`: `{"uid","password"}` or `{"uid","token"}` (an
-//!   RS256 JWT signed with a registered service account key) → `{"token"}`.
-//! - Every log route wants `Authorization: token=<token>` (the static token or one
+//!   RS256 JWT signed with a registered service account key) → `{"token"}`, a JWT
+//!   whose `exp` is [`SimConfig::token_ttl`] away (none by default).
+//! - Every other route wants `Authorization: token=<token>` (the static token or one
 //!   from a login): 401 otherwise, as Admin Router answers.
 //! - `GET /system/v1/logs/v2/component[/{unit}]`: a journal model (ordered entries,
 //!   synthetic cursors `s=…;i=<seq>;b=…;m=…;t=<realtime>;x=…`), matching `UNIT` or
@@ -16,32 +17,42 @@
 //!   which serves a growing byte file: SSE lines with `id` = the byte offset of the
 //!   line's end (none for the line at offset 0), no keepalive, `Last-Event-ID` (a
 //!   byte offset) overriding `cursor`/`skip`; any other `Accept` gets the raw text.
-//! - `GET /mesos/master/state`: frameworks and their tasks, for discovery.
+//!   A file can be truncated ([`DcosSim::truncate_task_file`]); a reader past its
+//!   end waits, as dcos-log's does.
+//! - `GET /system/v1/logs/v2/task/{id}/browse` → 303 to the agent's
+//!   `…/runs/{container}/files/browse`: the sandbox listing (Mesos `/files/browse`
+//!   entries with `path` and `size`).
+//! - `GET /mesos/master/state`: frameworks with their `tasks` and `completed_tasks`.
 //!
-//! Faults, queued with [`DcosSim::push_fault`] and consumed one per SSE request:
-//! drop mid-event, stall, a status with optional `Retry-After`. Also
-//! [`DcosSim::expire_tokens`] and [`DcosSim::rotate_journal`] (every saved cursor
-//! becomes unknown).
+//! Faults ([`Fault`]), queued with [`DcosSim::push_fault`] and taken one per SSE
+//! request. Also [`DcosSim::expire_tokens`] and [`DcosSim::rotate_journal`] (every
+//! saved cursor becomes unknown).
 //!
 //! Run it by hand: `cargo run --example dcos_sim` prints its URL and token, then
 //! serves a journal and a task that grow every second until Ctrl-C.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+#[path = "sim_server.rs"]
+mod sim_server;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tokio::sync::{Notify, mpsc};
+
+pub use sim_server::Fault;
+use sim_server::{
+    Configured, Flow, Frames, Server, Sim, StreamSpec, Tokens, accepts, header_str, json, query,
+    text,
+};
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -51,6 +62,8 @@ pub struct SimConfig {
     pub users: BTreeMap<String, String>,
     /// Service accounts: uid → public key (DER, PKCS#1 RSAPublicKey).
     pub service_accounts: BTreeMap<String, Vec<u8>>,
+    /// Lifetime of the tokens a login issues (`None`: until expired by hand).
+    pub token_ttl: Option<Duration>,
     /// Idle time before a `: ping` on component streams.
     pub keepalive: Duration,
     pub hostname: String,
@@ -62,20 +75,11 @@ impl Default for SimConfig {
             token: "eyJhbGciOiJSUzI1NiJ9.static.sig".into(),
             users: BTreeMap::from([("ferry".to_string(), "hunter2-dcos".to_string())]),
             service_accounts: BTreeMap::new(),
+            token_ttl: None,
             keepalive: Duration::from_secs(15),
             hostname: "master-1.cluster.local".into(),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// Send this many events, then half of the next one, then reset the connection.
-    DropAfter(usize),
-    /// Send the headers, then nothing for this long.
-    Stall(Duration),
-    /// Answer with this status and an optional `Retry-After`.
-    Status(u16, Option<String>),
 }
 
 /// A request to a log route, as the simulator saw it.
@@ -106,113 +110,90 @@ struct Task {
     stderr: Vec<u8>,
 }
 
-struct Inner {
+impl Task {
+    fn file(&self, name: &str) -> &[u8] {
+        if name == "stderr" {
+            &self.stderr
+        } else {
+            &self.stdout
+        }
+    }
+
+    fn file_mut(&mut self, name: &str) -> &mut Vec<u8> {
+        if name == "stderr" {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        }
+    }
+
+    fn agent_route(&self) -> String {
+        format!(
+            "/system/v1/agent/{}/logs/v2/task/frameworks/{}/executors/{}/runs/{}",
+            self.agent, self.framework, self.executor, self.container
+        )
+    }
+}
+
+pub struct DcosState {
     config: SimConfig,
     journal: Vec<JournalEntry>,
     generation: u32,
     tasks: BTreeMap<String, Task>,
-    issued: BTreeSet<String>,
+    tokens: Tokens,
     static_expired: bool,
-    faults: VecDeque<Fault>,
-    requests: Vec<Request>,
     logins: usize,
-    /// Bumped to cut every open stream.
-    epoch: u64,
 }
 
-pub struct Sim {
-    inner: Mutex<Inner>,
-    appended: Notify,
-    /// SSE responses still being written.
-    open_streams: std::sync::atomic::AtomicUsize,
-}
+type Shared = Arc<Sim<DcosState>>;
 
-/// Counts an SSE response as open while it lives.
-struct OpenStream(Arc<Sim>);
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0
-            .open_streams
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// A running simulator; stops when dropped.
-pub struct DcosSim {
-    pub addr: SocketAddr,
-    pub sim: Arc<Sim>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DcosSim {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
+sim_server::simulator!(
+    /// A running simulator (see [`Server`] for `url`, `config`, `set_config`);
+    /// stops when dropped.
+    DcosSim(DcosState)
+);
 
 const BOOT: &str = "637573ba91ae4008b58eaa9505a11f86";
 const REALTIME_START: u64 = 1_763_600_000_000_000;
+const AGENT_ROUTE: &str =
+    "/system/v1/agent/{agent}/logs/v2/task/frameworks/{fw}/executors/{ex}/runs/{container}";
 
 impl DcosSim {
     pub async fn start(config: SimConfig) -> DcosSim {
-        let sim = Arc::new(Sim {
-            inner: Mutex::new(Inner {
-                config,
-                journal: Vec::new(),
-                generation: 0,
-                tasks: BTreeMap::new(),
-                issued: BTreeSet::new(),
-                static_expired: false,
-                faults: VecDeque::new(),
-                requests: Vec::new(),
-                logins: 0,
-                epoch: 0,
-            }),
-            appended: Notify::new(),
-            open_streams: std::sync::atomic::AtomicUsize::new(0),
-        });
-        let app = Router::new()
-            .route("/acs/api/v1/auth/login", post(login))
-            .route("/mesos/master/state", get(state))
-            .route("/system/v1/logs/v2/component", get(component_all))
-            .route("/system/v1/logs/v2/component/{name}", get(component_one))
-            .route("/system/v1/logs/v2/task/{task}", get(task_discovery_stdout))
-            .route("/system/v1/logs/v2/task/{task}/file/{file}", get(task_discovery))
-            .route(
-                "/system/v1/agent/{agent}/logs/v2/task/frameworks/{fw}/executors/{ex}/runs/{container}/{file}",
-                get(agent_file),
-            )
-            .with_state(Arc::clone(&sim));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind simulator");
-        let addr = listener.local_addr().expect("simulator address");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        DcosSim { addr, sim, server }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn config(&self) -> SimConfig {
-        self.sim.inner.lock().unwrap().config.clone()
-    }
-
-    pub fn set_config(&self, f: impl FnOnce(&mut SimConfig)) {
-        f(&mut self.sim.inner.lock().unwrap().config);
+        let state = DcosState {
+            config,
+            journal: Vec::new(),
+            generation: 0,
+            tasks: BTreeMap::new(),
+            tokens: Tokens::default(),
+            static_expired: false,
+            logins: 0,
+        };
+        let server = Server::start(state, |router| {
+            router
+                .route("/acs/api/v1/auth/login", post(login))
+                .route("/mesos/master/state", get(mesos_state))
+                .route("/system/v1/logs/v2/component", get(component_all))
+                .route("/system/v1/logs/v2/component/{name}", get(component_one))
+                .route("/system/v1/logs/v2/task/{task}", get(task_discovery_stdout))
+                .route(
+                    "/system/v1/logs/v2/task/{task}/file/{file}",
+                    get(task_discovery),
+                )
+                .route("/system/v1/logs/v2/task/{task}/browse", get(task_browse))
+                .route(&format!("{AGENT_ROUTE}/files/browse"), get(agent_browse))
+                .route(&format!("{AGENT_ROUTE}/{{file}}"), get(agent_file))
+        })
+        .await;
+        DcosSim(server)
     }
 
     /// Appends journal entries for `unit`: (PRIORITY, MESSAGE) pairs.
     pub fn journal<S: AsRef<str>>(&self, unit: &str, entries: impl IntoIterator<Item = (u8, S)>) {
-        {
-            let mut inner = self.sim.inner.lock().unwrap();
-            let hostname = inner.config.hostname.clone();
+        self.sim.update(|s| {
+            let hostname = s.config.hostname.clone();
             for (priority, message) in entries {
-                let seq = inner.journal.len() as u64;
+                let seq = s.journal.len() as u64;
                 let fields = BTreeMap::from([
                     ("MESSAGE".to_string(), message.as_ref().to_string()),
                     ("PRIORITY".to_string(), priority.to_string()),
@@ -227,46 +208,44 @@ impl DcosSim {
                     ("_TRANSPORT".to_string(), "journal".to_string()),
                     ("_BOOT_ID".to_string(), BOOT.to_string()),
                 ]);
-                inner.journal.push(JournalEntry {
+                s.journal.push(JournalEntry {
                     realtime: REALTIME_START + seq * 1000,
                     monotonic: 29_993_006_955 + seq * 1000,
                     fields,
                 });
             }
-        }
-        self.sim.appended.notify_waiters();
+        });
     }
 
     /// Adds a running task; its files start empty.
     pub fn add_task(&self, id: &str, agent: &str) {
-        let mut inner = self.sim.inner.lock().unwrap();
-        inner.tasks.insert(
-            id.to_string(),
-            Task {
-                agent: agent.to_string(),
-                framework: "4f4d0e2b-5c1e-4c8f-9d8e-2a4b5c6d7e8f-0001".to_string(),
-                executor: id.to_string(),
-                container: format!("c1f5-{}", id.len()),
-                state: "TASK_RUNNING".to_string(),
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-            },
-        );
+        self.sim.update(|s| {
+            s.tasks.insert(
+                id.to_string(),
+                Task {
+                    agent: agent.to_string(),
+                    framework: "4f4d0e2b-5c1e-4c8f-9d8e-2a4b5c6d7e8f-0001".to_string(),
+                    executor: id.to_string(),
+                    container: format!("c1f5-{}", id.len()),
+                    state: "TASK_RUNNING".to_string(),
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                },
+            )
+        });
     }
 
     /// Sets a task's Mesos state (`TASK_FINISHED`, …); terminal tasks are listed
     /// under `completed_tasks`.
     pub fn set_task_state(&self, id: &str, state: &str) {
-        if let Some(task) = self.sim.inner.lock().unwrap().tasks.get_mut(id) {
+        if let Some(task) = self.sim.lock().tasks.get_mut(id) {
             task.state = state.to_string();
         }
     }
 
     /// SSE responses still open.
     pub fn open_streams(&self) -> usize {
-        self.sim
-            .open_streams
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.sim.open_streams()
     }
 
     /// Appends lines to a task's `stdout` or `stderr`.
@@ -276,69 +255,93 @@ impl DcosSim {
         file: &str,
         lines: impl IntoIterator<Item = S>,
     ) {
-        {
-            let mut inner = self.sim.inner.lock().unwrap();
-            let task = inner.tasks.get_mut(id).expect("unknown task");
-            let bytes = if file == "stderr" {
-                &mut task.stderr
-            } else {
-                &mut task.stdout
-            };
+        self.sim.update(|s| {
+            let bytes = s.tasks.get_mut(id).expect("unknown task").file_mut(file);
             for line in lines {
                 bytes.extend_from_slice(line.as_ref().as_bytes());
                 bytes.push(b'\n');
             }
-        }
-        self.sim.appended.notify_waiters();
+        });
+    }
+
+    /// Empties a task's file, as logrotate's copytruncate does.
+    pub fn truncate_task_file(&self, id: &str, file: &str) {
+        self.sim.update(|s| {
+            s.tasks
+                .get_mut(id)
+                .expect("unknown task")
+                .file_mut(file)
+                .clear()
+        });
     }
 
     pub fn push_fault(&self, fault: Fault) {
-        self.sim.inner.lock().unwrap().faults.push_back(fault);
+        self.sim.push_fault(fault);
     }
 
     /// Every token issued so far, and the static one, stop working.
     pub fn expire_tokens(&self) {
-        let mut inner = self.sim.inner.lock().unwrap();
-        inner.issued.clear();
-        inner.static_expired = true;
+        let mut state = self.sim.lock();
+        state.tokens.expire_all();
+        state.static_expired = true;
     }
 
     /// The journal's cursors all change (as after a vacuum or a new machine id).
     pub fn rotate_journal(&self) {
-        self.sim.inner.lock().unwrap().generation += 1;
+        self.sim.lock().generation += 1;
     }
 
     /// Resets every open stream (as a restarted Admin Router would).
     pub fn disconnect_all(&self) {
-        self.sim.inner.lock().unwrap().epoch += 1;
-        self.sim.appended.notify_waiters();
+        self.sim.disconnect_all();
     }
 
+    /// The requests to log routes so far (sandbox listings aside).
     pub fn requests(&self) -> Vec<Request> {
-        self.sim.inner.lock().unwrap().requests.clone()
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|seen| seen.path.contains("/logs/v2/") && !seen.path.ends_with("/browse"))
+            .map(|seen| Request {
+                at: seen.at,
+                last_event_id: seen.header("last-event-id").map(str::to_string),
+                path: seen.path,
+                query: seen.query,
+                status: seen.status,
+            })
+            .collect()
+    }
+
+    /// Sandbox listings (`…/browse`) asked for so far.
+    pub fn browse_requests(&self) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|seen| seen.path.ends_with("/browse"))
+            .count()
+    }
+
+    /// Requests to `/mesos/master/state` refused (401) so far.
+    pub fn state_requests_refused(&self) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|seen| seen.path == "/mesos/master/state" && seen.status == 401)
+            .count()
+    }
+
+    /// Requests to `/mesos/master/state` so far.
+    pub fn state_requests(&self) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|seen| seen.path == "/mesos/master/state")
+            .count()
     }
 
     pub fn logins(&self) -> usize {
-        self.sim.inner.lock().unwrap().logins
+        self.sim.lock().logins
     }
-}
-
-fn text(status: StatusCode, body: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{body}\n"),
-    )
-        .into_response()
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 fn unauthorized() -> Response {
@@ -348,16 +351,14 @@ fn unauthorized() -> Response {
     )
 }
 
-impl Inner {
+impl DcosState {
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("token="))
+        let Some(token) =
+            header_str(headers, "authorization").and_then(|v| v.strip_prefix("token="))
         else {
             return false;
         };
-        (token == self.config.token && !self.static_expired) || self.issued.contains(token)
+        (token == self.config.token && !self.static_expired) || self.tokens.valid(token)
     }
 
     fn cursor(&self, index: usize) -> String {
@@ -382,42 +383,24 @@ impl Inner {
         })
         .to_string()
     }
-
-    fn record(&mut self, uri: &Uri, headers: &HeaderMap, status: u16) {
-        self.requests.push(Request {
-            at: Instant::now(),
-            path: uri.path().to_string(),
-            query: uri.query().unwrap_or("").to_string(),
-            last_event_id: headers
-                .get("last-event-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            status,
-        });
-    }
 }
 
-fn wants_sse(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"))
+/// Answers `response` to a log route, recording it.
+fn answer(sim: &Shared, uri: &Uri, headers: &HeaderMap, response: Response) -> Response {
+    sim.record(&Method::GET, uri, headers, response.status().as_u16());
+    response
 }
 
-fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"))
+/// The fault an SSE request takes, or the answer of a status fault.
+fn take_fault(sim: &Shared) -> (Option<Fault>, Option<Response>) {
+    let fault = sim.next_fault();
+    let answer = fault
+        .as_ref()
+        .and_then(|f| f.answer(|status| text(status, "Service temporarily unavailable")));
+    (fault, answer)
 }
 
-fn query(uri: &Uri) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-async fn login(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+async fn login(State(sim): State<Shared>, body: Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return json(
             StatusCode::BAD_REQUEST,
@@ -425,10 +408,10 @@ async fn login(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         );
     };
     let uid = request["uid"].as_str().unwrap_or_default().to_string();
-    let mut inner = sim.inner.lock().unwrap();
+    let mut state = sim.lock();
     let ok = match (request["password"].as_str(), request["token"].as_str()) {
-        (Some(password), _) => inner.config.users.get(&uid).is_some_and(|p| p == password),
-        (None, Some(jwt)) => inner
+        (Some(password), _) => state.config.users.get(&uid).is_some_and(|p| p == password),
+        (None, Some(jwt)) => state
             .config
             .service_accounts
             .get(&uid)
@@ -441,9 +424,9 @@ async fn login(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             serde_json::json!({"title": "Unauthorized", "description": "Login failed: wrong uid or credentials", "code": "ERR_INVALID_CREDENTIALS"}),
         );
     }
-    inner.logins += 1;
-    let token = format!("eyJhbGciOiJSUzI1NiJ9.login-{}-{uid}.sig", inner.logins);
-    inner.issued.insert(token.clone());
+    state.logins += 1;
+    let ttl = state.config.token_ttl;
+    let token = state.tokens.issue(&uid, ttl);
     json(StatusCode::OK, serde_json::json!({ "token": token }))
 }
 
@@ -469,21 +452,22 @@ fn verify_service_jwt(jwt: &str, uid: &str, public_key: &[u8]) -> bool {
         return false;
     };
     let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap_or_default();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    claims["uid"] == uid && claims["exp"].as_u64().is_some_and(|exp| exp > now)
+    claims["uid"] == uid
+        && claims["exp"]
+            .as_u64()
+            .is_some_and(|exp| exp > sim_server::unix_now())
 }
 
-async fn state(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
-    let inner = sim.inner.lock().unwrap();
-    if !inner.authorized(&headers) {
+async fn mesos_state(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+    let state = sim.lock();
+    if !state.authorized(&headers) {
+        drop(state);
+        sim.record(&Method::GET, &uri, &headers, 401);
         return unauthorized();
     }
     let mut frameworks: BTreeMap<String, (Vec<serde_json::Value>, Vec<serde_json::Value>)> =
         BTreeMap::new();
-    for (id, task) in &inner.tasks {
+    for (id, task) in &state.tasks {
         let (active, completed) = frameworks.entry(task.framework.clone()).or_default();
         let list = if task.state == "TASK_RUNNING" || task.state == "TASK_STAGING" {
             active
@@ -496,6 +480,8 @@ async fn state(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
             "statuses": [{"state": task.state, "container_status": {"container_id": {"value": task.container}}}],
         }));
     }
+    drop(state);
+    sim.record(&Method::GET, &uri, &headers, 200);
     let frameworks: Vec<_> = frameworks
         .into_iter()
         .map(|(id, (tasks, completed))| serde_json::json!({"id": id, "name": "marathon", "tasks": tasks, "completed_tasks": completed}))
@@ -506,27 +492,24 @@ async fn state(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     )
 }
 
-async fn component_all(State(sim): State<Arc<Sim>>, headers: HeaderMap, uri: Uri) -> Response {
-    component(sim, None, headers, uri).await
+async fn component_all(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+    component(sim, None, headers, uri)
 }
 
 async fn component_one(
-    State(sim): State<Arc<Sim>>,
+    State(sim): State<Shared>,
     Path(name): Path<String>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    component(sim, Some(name), headers, uri).await
+    component(sim, Some(name), headers, uri)
 }
 
-async fn component(sim: Arc<Sim>, unit: Option<String>, headers: HeaderMap, uri: Uri) -> Response {
-    let mut inner = sim.inner.lock().unwrap();
-    let refuse = |inner: &mut Inner, response: Response| {
-        inner.record(&uri, &headers, response.status().as_u16());
-        response
-    };
-    if !inner.authorized(&headers) {
-        return refuse(&mut inner, unauthorized());
+fn component(sim: Shared, unit: Option<String>, headers: HeaderMap, uri: Uri) -> Response {
+    let state = sim.lock();
+    let refuse = |response: Response| answer(&sim, &uri, &headers, response);
+    if !state.authorized(&headers) {
+        return refuse(unauthorized());
     }
     let mut cursor = None;
     let mut skip: i64 = 0;
@@ -538,19 +521,19 @@ async fn component(sim: Arc<Sim>, unit: Option<String>, headers: HeaderMap, uri:
             "skip" => match value.parse() {
                 Ok(v) => skip = v,
                 Err(_) => {
-                    return refuse(
-                        &mut inner,
-                        text(StatusCode::BAD_REQUEST, "unable to parse skip parameter"),
-                    );
+                    return refuse(text(
+                        StatusCode::BAD_REQUEST,
+                        "unable to parse skip parameter",
+                    ));
                 }
             },
             "limit" => match value.parse() {
                 Ok(v) => limit = Some(v),
                 Err(_) => {
-                    return refuse(
-                        &mut inner,
-                        text(StatusCode::BAD_REQUEST, "unable to parse limit parameter"),
-                    );
+                    return refuse(text(
+                        StatusCode::BAD_REQUEST,
+                        "unable to parse limit parameter",
+                    ));
                 }
             },
             "filter" => match value.split_once(':') {
@@ -558,51 +541,41 @@ async fn component(sim: Arc<Sim>, unit: Option<String>, headers: HeaderMap, uri:
                     filters.push((key.to_ascii_uppercase(), v.to_string()))
                 }
                 _ => {
-                    return refuse(
-                        &mut inner,
-                        text(
-                            StatusCode::BAD_REQUEST,
-                            &format!(
-                                "incorrect filter parameter format, must be ?filter=key:value. Got {value}"
-                            ),
+                    return refuse(text(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "incorrect filter parameter format, must be ?filter=key:value. Got {value}"
                         ),
-                    );
+                    ));
                 }
             },
             _ => {}
         }
     }
-    if let Some(id) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+    if let Some(id) = header_str(&headers, "last-event-id") {
         cursor = Some(id.to_string());
     }
-    let matches = {
-        let unit = unit.clone();
-        let filters = filters.clone();
-        move |entry: &JournalEntry| {
-            let unit_ok = unit.as_ref().is_none_or(|u| {
-                entry.fields.get("UNIT") == Some(u) || entry.fields.get("_SYSTEMD_UNIT") == Some(u)
-            });
-            unit_ok && filters.iter().all(|(k, v)| entry.fields.get(k) == Some(v))
-        }
+    let matches = move |entry: &JournalEntry| {
+        let unit_ok = unit.as_ref().is_none_or(|u| {
+            entry.fields.get("UNIT") == Some(u) || entry.fields.get("_SYSTEMD_UNIT") == Some(u)
+        });
+        unit_ok && filters.iter().all(|(k, v)| entry.fields.get(k) == Some(v))
     };
-    let matching: Vec<usize> = (0..inner.journal.len())
-        .filter(|i| matches(&inner.journal[*i]))
+    let matching: Vec<usize> = (0..state.journal.len())
+        .filter(|i| matches(&state.journal[*i]))
         .collect();
     let mut position: i64 = match cursor.as_deref() {
         // Without a cursor, a negative skip counts back from the end ("the last N").
         None if skip < 0 => matching.len() as i64,
         None | Some("BEG") => 0,
         Some("END") => matching.len() as i64 - 1,
-        Some(cursor) => match (0..inner.journal.len()).find(|i| inner.cursor(*i) == cursor) {
+        Some(cursor) => match (0..state.journal.len()).find(|i| state.cursor(*i) == cursor) {
             Some(index) => matching.iter().filter(|m| **m <= index).count() as i64,
             None => {
-                return refuse(
-                    &mut inner,
-                    text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &format!("unable to open journald: cannot seek to cursor {cursor}"),
-                    ),
-                );
+                return refuse(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("unable to open journald: cannot seek to cursor {cursor}"),
+                ));
             }
         },
     };
@@ -610,25 +583,24 @@ async fn component(sim: Arc<Sim>, unit: Option<String>, headers: HeaderMap, uri:
     let start = matching
         .get(position as usize)
         .copied()
-        .unwrap_or(inner.journal.len());
-    if !wants_sse(&headers) {
+        .unwrap_or(state.journal.len());
+    if !accepts(&headers, "text/event-stream") {
         let wanted: Vec<usize> = matching[position as usize..]
             .iter()
             .copied()
             .take(limit.map_or(usize::MAX, |l| l as usize))
             .collect();
-        if wants_json(&headers) {
+        if accepts(&headers, "application/json") {
             if wanted.is_empty() {
-                return refuse(&mut inner, text(StatusCode::NO_CONTENT, "No match found"));
+                return refuse(text(StatusCode::NO_CONTENT, "No match found"));
             }
-            let body: String = wanted.iter().map(|i| inner.entry_json(*i) + "\n").collect();
-            inner.record(&uri, &headers, 200);
-            return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+            let body: String = wanted.iter().map(|i| state.entry_json(*i) + "\n").collect();
+            return refuse(([(header::CONTENT_TYPE, "application/json")], body).into_response());
         }
         let body: String = wanted
             .iter()
             .map(|i| {
-                let entry = &inner.journal[*i];
+                let entry = &state.journal[*i];
                 let time = chrono::DateTime::from_timestamp_micros(entry.realtime as i64).unwrap();
                 format!(
                     "{}: {}\n",
@@ -637,65 +609,69 @@ async fn component(sim: Arc<Sim>, unit: Option<String>, headers: HeaderMap, uri:
                 )
             })
             .collect();
-        inner.record(&uri, &headers, 200);
-        return ([(header::CONTENT_TYPE, "text/plain")], body).into_response();
+        return refuse(([(header::CONTENT_TYPE, "text/plain")], body).into_response());
     }
-    let fault = inner.faults.pop_front();
-    if let Some(Fault::Status(code, retry_after)) = fault {
-        let mut response = text(
-            StatusCode::from_u16(code).unwrap(),
-            "Service temporarily unavailable",
-        );
-        if let Some(value) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, value.parse().unwrap());
+    let (fault, refused) = take_fault(&sim);
+    if let Some(response) = refused {
+        return answer(&sim, &uri, &headers, response);
+    }
+    sim.record(&Method::GET, &uri, &headers, 200);
+    let spec = StreamSpec::new(fault).keepalive(state.config.keepalive, b": ping\n\n");
+    drop(state);
+    let mut next = start;
+    let feed = move |state: &DcosState, frames: &mut Frames| {
+        while next < state.journal.len() && !frames.is_full() {
+            if matches(&state.journal[next]) {
+                frames.push(
+                    format!(
+                        "id: {}\ndata: {}\n\n",
+                        state.cursor(next),
+                        state.entry_json(next)
+                    )
+                    .as_bytes(),
+                );
+            }
+            next += 1;
         }
-        return refuse(&mut inner, response);
-    }
-    inner.record(&uri, &headers, 200);
-    let keepalive = inner.config.keepalive;
-    drop(inner);
-    let feed = Feed::Journal {
-        next: start,
-        matches: Box::new(matches),
+        Flow::More
     };
-    sse_response(sim, feed, fault, Some(keepalive))
+    sim_server::stream_body(sim, "text/event-stream", spec, feed)
 }
 
 async fn task_discovery_stdout(
-    State(sim): State<Arc<Sim>>,
+    State(sim): State<Shared>,
     Path(task): Path<String>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    redirect(sim, task, "stdout".into(), headers, uri)
+    redirect(&sim, &task, "stdout", &headers, &uri)
 }
 
 async fn task_discovery(
-    State(sim): State<Arc<Sim>>,
+    State(sim): State<Shared>,
     Path((task, file)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    redirect(sim, task, file, headers, uri)
+    redirect(&sim, &task, &file, &headers, &uri)
 }
 
-fn redirect(
-    sim: Arc<Sim>,
-    task_id: String,
-    file: String,
+async fn task_browse(
+    State(sim): State<Shared>,
+    Path(task): Path<String>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let mut inner = sim.inner.lock().unwrap();
-    let response = if !inner.authorized(&headers) {
+    redirect(&sim, &task, "files/browse", &headers, &uri)
+}
+
+/// The discovery route: 303 to the task's agent route + `rest`, keeping the query.
+fn redirect(sim: &Shared, task_id: &str, rest: &str, headers: &HeaderMap, uri: &Uri) -> Response {
+    let state = sim.lock();
+    let response = if !state.authorized(headers) {
         unauthorized()
-    } else if let Some(task) = inner.tasks.get(&task_id) {
-        let mut location = format!(
-            "/system/v1/agent/{}/logs/v2/task/frameworks/{}/executors/{}/runs/{}/{file}",
-            task.agent, task.framework, task.executor, task.container
-        );
+    } else if let Some(task) = state.tasks.get(task_id) {
+        let mut location = format!("{}/{rest}", task.agent_route());
         if let Some(query) = uri.query() {
             location.push('?');
             location.push_str(query);
@@ -708,39 +684,69 @@ fn redirect(
     } else {
         text(StatusCode::NOT_FOUND, &format!("Task {task_id} not found"))
     };
-    inner.record(&uri, &headers, response.status().as_u16());
-    response
+    drop(state);
+    answer(sim, uri, headers, response)
+}
+
+/// The task an agent route names, if it exists.
+fn agent_task<'a>(
+    state: &'a DcosState,
+    (agent, fw, ex, container): (&str, &str, &str, &str),
+) -> Option<(&'a String, &'a Task)> {
+    state.tasks.iter().find(|(_, t)| {
+        t.agent == agent && t.framework == fw && t.executor == ex && t.container == container
+    })
+}
+
+async fn agent_browse(
+    State(sim): State<Shared>,
+    Path((agent, fw, ex, container)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let state = sim.lock();
+    let response = if !state.authorized(&headers) {
+        unauthorized()
+    } else if let Some((_, task)) = agent_task(&state, (&agent, &fw, &ex, &container)) {
+        let sandbox = format!(
+            "/var/lib/mesos/slave/slaves/{agent}/frameworks/{fw}/executors/{ex}/runs/{container}"
+        );
+        let files: Vec<serde_json::Value> = ["stderr", "stdout"]
+            .iter()
+            .map(|name| {
+                serde_json::json!({
+                    "gid": "root", "mode": "-rw-r--r--", "mtime": 1_763_600_000, "nlink": 1,
+                    "path": format!("{sandbox}/{name}"), "size": task.file(name).len(), "uid": "root",
+                })
+            })
+            .collect();
+        json(StatusCode::OK, serde_json::Value::Array(files))
+    } else {
+        text(StatusCode::NOT_FOUND, "task not found")
+    };
+    drop(state);
+    answer(&sim, &uri, &headers, response)
 }
 
 async fn agent_file(
-    State(sim): State<Arc<Sim>>,
+    State(sim): State<Shared>,
     Path((agent, fw, ex, container, file)): Path<(String, String, String, String, String)>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let mut inner = sim.inner.lock().unwrap();
-    if !inner.authorized(&headers) {
-        let response = unauthorized();
-        inner.record(&uri, &headers, 401);
-        return response;
+    let state = sim.lock();
+    let refuse = |response: Response| answer(&sim, &uri, &headers, response);
+    if !state.authorized(&headers) {
+        return refuse(unauthorized());
     }
-    let task = inner.tasks.iter().find(|(_, t)| {
-        t.agent == agent && t.framework == fw && t.executor == ex && t.container == container
-    });
-    let Some((task_id, task)) = task else {
-        inner.record(&uri, &headers, 404);
-        return text(StatusCode::NOT_FOUND, "task not found");
+    let Some((task_id, task)) = agent_task(&state, (&agent, &fw, &ex, &container)) else {
+        return refuse(text(StatusCode::NOT_FOUND, "task not found"));
     };
     if file != "stdout" && file != "stderr" {
-        inner.record(&uri, &headers, 204);
-        return text(StatusCode::NO_CONTENT, "File not found");
+        return refuse(text(StatusCode::NO_CONTENT, "File not found"));
     }
     let task_id = task_id.clone();
-    let bytes = if file == "stderr" {
-        &task.stderr
-    } else {
-        &task.stdout
-    };
+    let bytes = task.file(&file);
     let size = bytes.len() as u64;
     let mut start: u64 = 0;
     let mut skip: i64 = 0;
@@ -753,11 +759,10 @@ async fn agent_file(
                     v => match v.parse() {
                         Ok(offset) => offset,
                         Err(_) => {
-                            inner.record(&uri, &headers, 400);
-                            return text(
+                            return refuse(text(
                                 StatusCode::BAD_REQUEST,
                                 "unable to parse cursor parameter",
-                            );
+                            ));
                         }
                     },
                 }
@@ -778,212 +783,55 @@ async fn agent_file(
         }
         start = at as u64;
     }
-    if let Some(id) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+    if let Some(id) = header_str(&headers, "last-event-id") {
         match id.parse() {
             Ok(offset) => start = offset,
             Err(_) => {
-                inner.record(&uri, &headers, 400);
-                return text(StatusCode::BAD_REQUEST, "unable to parse Last-Event-ID");
+                return refuse(text(
+                    StatusCode::BAD_REQUEST,
+                    "unable to parse Last-Event-ID",
+                ));
             }
         }
     }
-    if !wants_sse(&headers) {
+    if !accepts(&headers, "text/event-stream") {
         let body = bytes[(start as usize).min(bytes.len())..].to_vec();
-        inner.record(&uri, &headers, 200);
-        return ([(header::CONTENT_TYPE, "text/plain")], body).into_response();
+        return refuse(([(header::CONTENT_TYPE, "text/plain")], body).into_response());
     }
-    let fault = inner.faults.pop_front();
-    if let Some(Fault::Status(code, retry_after)) = fault {
-        let mut response = text(
-            StatusCode::from_u16(code).unwrap(),
-            "Service temporarily unavailable",
-        );
-        if let Some(value) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, value.parse().unwrap());
-        }
-        inner.record(&uri, &headers, code);
-        return response;
+    let (fault, refused) = take_fault(&sim);
+    if let Some(response) = refused {
+        return answer(&sim, &uri, &headers, response);
     }
-    inner.record(&uri, &headers, 200);
-    drop(inner);
-    let feed = Feed::Task {
-        task: task_id,
-        file,
-        offset: start,
-    };
-    sse_response(sim, feed, fault, None)
-}
-
-/// What an SSE response reads from.
-enum Feed {
-    Journal {
-        next: usize,
-        matches: Box<dyn Fn(&JournalEntry) -> bool + Send>,
-    },
-    Task {
-        task: String,
-        file: String,
-        offset: u64,
-    },
-}
-
-impl Feed {
-    /// The next frames (at most ~32 KiB); `None` if the task is gone.
-    fn frames(&mut self, inner: &Inner) -> Option<Vec<Vec<u8>>> {
-        let mut frames = Vec::new();
-        let mut size = 0;
-        match self {
-            Feed::Journal { next, matches } => {
-                while *next < inner.journal.len() && size < 32 * 1024 {
-                    if matches(&inner.journal[*next]) {
-                        let frame = format!(
-                            "id: {}\ndata: {}\n\n",
-                            inner.cursor(*next),
-                            inner.entry_json(*next)
-                        )
-                        .into_bytes();
-                        size += frame.len();
-                        frames.push(frame);
-                    }
-                    *next += 1;
-                }
+    sim.record(&Method::GET, &uri, &headers, 200);
+    drop(state);
+    let mut offset = start;
+    let feed = move |state: &DcosState, frames: &mut Frames| {
+        let Some(t) = state.tasks.get(&task_id) else {
+            return Flow::Reset;
+        };
+        let bytes = t.file(&file);
+        while (offset as usize) < bytes.len() && !frames.is_full() {
+            let from = offset as usize;
+            let Some(len) = bytes[from..].iter().position(|b| *b == b'\n') else {
+                break;
+            };
+            offset += len as u64 + 1;
+            if len == 0 {
+                continue;
             }
-            Feed::Task { task, file, offset } => {
-                let t = inner.tasks.get(task)?;
-                let bytes = if file == "stderr" {
-                    &t.stderr
-                } else {
-                    &t.stdout
-                };
-                while (*offset as usize) < bytes.len() && size < 32 * 1024 {
-                    let from = *offset as usize;
-                    let Some(len) = bytes[from..].iter().position(|b| *b == b'\n') else {
-                        break;
-                    };
-                    *offset += len as u64 + 1;
-                    if len == 0 {
-                        continue;
-                    }
-                    let message = String::from_utf8_lossy(&bytes[from..from + len]);
-                    let data = serde_json::json!({"fields": {
-                        "AGENT_ID": t.agent, "CONTAINER_ID": t.container, "EXECUTOR_ID": t.executor,
-                        "FILE": file, "FRAMEWORK_ID": t.framework, "MESSAGE": message,
-                    }});
-                    let frame = if from == 0 {
-                        format!("data: {data}\n\n")
-                    } else {
-                        format!("id: {}\ndata: {data}\n\n", from + len)
-                    };
-                    size += frame.len();
-                    frames.push(frame.into_bytes());
-                }
-            }
-        }
-        Some(frames)
-    }
-}
-
-fn sse_response(
-    sim: Arc<Sim>,
-    feed: Feed,
-    fault: Option<Fault>,
-    keepalive: Option<Duration>,
-) -> Response {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    tokio::spawn(write_stream(sim, feed, fault, keepalive, tx));
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("x-accel-buffering", "no")
-        .body(body)
-        .unwrap()
-}
-
-async fn write_stream(
-    sim: Arc<Sim>,
-    mut feed: Feed,
-    fault: Option<Fault>,
-    keepalive: Option<Duration>,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
-    sim.open_streams
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let _open = OpenStream(Arc::clone(&sim));
-    if let Some(Fault::Stall(duration)) = fault {
-        tokio::time::sleep(duration).await;
-    }
-    let mut drop_after = match fault {
-        Some(Fault::DropAfter(n)) => Some(n),
-        _ => None,
-    };
-    let epoch = sim.inner.lock().unwrap().epoch;
-    loop {
-        let notified = sim.appended.notified();
-        let frames = {
-            let inner = sim.inner.lock().unwrap();
-            if inner.epoch == epoch {
-                feed.frames(&inner)
+            let message = String::from_utf8_lossy(&bytes[from..from + len]);
+            let data = serde_json::json!({"fields": {
+                "AGENT_ID": t.agent, "CONTAINER_ID": t.container, "EXECUTOR_ID": t.executor,
+                "FILE": file, "FRAMEWORK_ID": t.framework, "MESSAGE": message,
+            }});
+            let frame = if from == 0 {
+                format!("data: {data}\n\n")
             } else {
-                None
-            }
-        };
-        let Some(frames) = frames else {
-            let _ = tx
-                .send(Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "disconnected",
-                )))
-                .await;
-            return;
-        };
-        if !frames.is_empty() {
-            let mut chunk = Vec::new();
-            let mut cut = false;
-            for frame in frames {
-                if drop_after == Some(0) {
-                    chunk.extend_from_slice(&frame[..frame.len() / 2]);
-                    cut = true;
-                    break;
-                }
-                if let Some(left) = drop_after.as_mut() {
-                    *left -= 1;
-                }
-                chunk.extend_from_slice(&frame);
-            }
-            if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
-                return;
-            }
-            if cut {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = tx
-                    .send(Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "fault: dropped mid-event",
-                    )))
-                    .await;
-                return;
-            }
-            continue;
+                format!("id: {}\ndata: {data}\n\n", from + len)
+            };
+            frames.push(frame.as_bytes());
         }
-        match keepalive {
-            Some(every) => tokio::select! {
-                () = notified => {}
-                () = tokio::time::sleep(every) => {
-                    if tx.send(Ok(Bytes::from_static(b": ping\n\n"))).await.is_err() {
-                        return;
-                    }
-                }
-            },
-            None => tokio::select! {
-                () = notified => {}
-                () = tx.closed() => return,
-            },
-        }
-    }
+        Flow::More
+    };
+    sim_server::stream_body(sim, "text/event-stream", StreamSpec::new(fault), feed)
 }

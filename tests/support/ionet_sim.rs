@@ -1,5 +1,5 @@
 //! A local model of the io.net CaaS logs API (seed 000 and providers.md §1), for
-//! ferry's tests, benchmarks and demos.
+//! ferry's tests, benchmarks and demos, on the shared `sim_server`.
 //!
 //! Routes, under `/enterprise/v1/io-cloud/caas`, all requiring `X-API-KEY`:
 //! - `GET /deployment/{deployment_id}/containers` → `{"data":{"total":N,"workers":[WorkerData]}}`
@@ -18,27 +18,29 @@
 //! key, as careless servers do, so clients must scrub it); 404 `{"detail":"Not Found"}`
 //! for an unknown deployment or container.
 //!
-//! Faults, queued with [`IonetSim::push_fault`] and consumed one per log request:
-//! drop the connection in the middle of an event, stall without a byte, answer a
-//! status (429 with `Retry-After`, 5xx).
+//! Faults ([`Fault`]), queued with [`IonetSim::push_fault`] and taken one per log
+//! request.
 //!
 //! Run it by hand: `cargo run --example ionet_sim -- [LINES]` prints its URL, API key
 //! and deployment id, then serves two containers until Ctrl-C.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+#[path = "sim_server.rs"]
+mod sim_server;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::get;
-use tokio::sync::{Notify, mpsc};
+
+pub use sim_server::Fault;
+use sim_server::{Configured, Flow, Frames, Server, Sim, StreamSpec, header_str, json};
 
 pub const PREFIX: &str = "/enterprise/v1/io-cloud/caas";
 
@@ -82,17 +84,6 @@ impl Default for SimConfig {
     }
 }
 
-/// One injected misbehaviour, used by the next log request.
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// Send this many events, then half of the next one, then reset the connection.
-    DropAfter(usize),
-    /// Send the headers, then nothing at all for this long.
-    Stall(Duration),
-    /// Answer with this status, an optional `Retry-After` and a `{"detail"}` body.
-    Status(u16, Option<String>),
-}
-
 /// A log request as the simulator saw it.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -119,103 +110,80 @@ struct Container {
     stderr: LogFile,
 }
 
-struct Inner {
+impl Container {
+    fn file(&self, stream: &str) -> &LogFile {
+        if stream == "stderr" {
+            &self.stderr
+        } else {
+            &self.stdout
+        }
+    }
+}
+
+pub struct IonetState {
     config: SimConfig,
     key_expired: bool,
     containers: BTreeMap<String, Container>,
-    faults: VecDeque<Fault>,
-    requests: Vec<Request>,
     list_requests: usize,
 }
 
-pub struct Sim {
-    inner: Mutex<Inner>,
-    appended: Notify,
-}
+type Shared = Arc<Sim<IonetState>>;
 
-/// A running simulator; stops when dropped.
-pub struct IonetSim {
-    pub addr: SocketAddr,
-    pub sim: Arc<Sim>,
-    server: tokio::task::JoinHandle<()>,
-}
+sim_server::simulator!(
+    /// A running simulator (see [`Server`] for `url`, `config`, `set_config`);
+    /// stops when dropped.
+    IonetSim(IonetState)
+);
 
-impl Drop for IonetSim {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
+const LOG_ROUTE: &str = "/log/";
 
 impl IonetSim {
     pub async fn start(config: SimConfig) -> IonetSim {
-        let sim = Arc::new(Sim {
-            inner: Mutex::new(Inner {
-                config,
-                key_expired: false,
-                containers: BTreeMap::new(),
-                faults: VecDeque::new(),
-                requests: Vec::new(),
-                list_requests: 0,
-            }),
-            appended: Notify::new(),
-        });
-        let app = Router::new()
-            .route(
-                &format!("{PREFIX}/deployment/{{deployment_id}}/containers"),
-                get(containers),
-            )
-            .route(
-                &format!("{PREFIX}/deployment/{{deployment_id}}/log/{{container_id}}"),
-                get(logs),
-            )
-            .with_state(Arc::clone(&sim));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind simulator");
-        let addr = listener.local_addr().expect("simulator address");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        IonetSim { addr, sim, server }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn config(&self) -> SimConfig {
-        self.sim.inner.lock().unwrap().config.clone()
-    }
-
-    pub fn set_config(&self, f: impl FnOnce(&mut SimConfig)) {
-        f(&mut self.sim.inner.lock().unwrap().config);
+        let state = IonetState {
+            config,
+            key_expired: false,
+            containers: BTreeMap::new(),
+            list_requests: 0,
+        };
+        let server = Server::start(state, |router| {
+            router
+                .route(
+                    &format!("{PREFIX}/deployment/{{deployment_id}}/containers"),
+                    get(containers),
+                )
+                .route(
+                    &format!("{PREFIX}/deployment/{{deployment_id}}/log/{{container_id}}"),
+                    get(logs),
+                )
+        })
+        .await;
+        IonetSim(server)
     }
 
     /// Adds (or updates the status of) a container.
     pub fn add_container(&self, id: &str, status: &str, device_id: &str) {
-        let mut inner = self.sim.inner.lock().unwrap();
-        let container = inner
-            .containers
-            .entry(id.to_string())
-            .or_insert_with(|| Container {
-                status: String::new(),
-                device_id: device_id.to_string(),
-                events: Vec::new(),
-                stdout: LogFile::default(),
-                stderr: LogFile::default(),
-            });
-        container.status = status.to_string();
+        self.sim.update(|s| {
+            let container = s
+                .containers
+                .entry(id.to_string())
+                .or_insert_with(|| Container {
+                    status: String::new(),
+                    device_id: device_id.to_string(),
+                    events: Vec::new(),
+                    stdout: LogFile::default(),
+                    stderr: LogFile::default(),
+                });
+            container.status = status.to_string();
+        });
     }
 
     pub fn remove_container(&self, id: &str) {
-        self.sim.inner.lock().unwrap().containers.remove(id);
-        self.sim.appended.notify_waiters();
+        self.sim.update(|s| s.containers.remove(id));
     }
 
     /// Adds a lifecycle event (`time` RFC 3339).
     pub fn add_event(&self, container: &str, time: &str, message: &str) {
-        let mut inner = self.sim.inner.lock().unwrap();
-        if let Some(c) = inner.containers.get_mut(container) {
+        if let Some(c) = self.sim.lock().containers.get_mut(container) {
             c.events.push((time.to_string(), message.to_string()));
         }
     }
@@ -227,12 +195,8 @@ impl IonetSim {
         stream: &str,
         lines: impl IntoIterator<Item = S>,
     ) {
-        {
-            let mut inner = self.sim.inner.lock().unwrap();
-            let c = inner
-                .containers
-                .get_mut(container)
-                .expect("unknown container");
+        self.sim.update(|s| {
+            let c = s.containers.get_mut(container).expect("unknown container");
             let file = if stream == "stderr" {
                 &mut c.stderr
             } else {
@@ -246,43 +210,45 @@ impl IonetSim {
                 file.bytes.extend_from_slice(line.as_bytes());
                 file.bytes.push(b'\n');
             }
-        }
-        self.sim.appended.notify_waiters();
+        });
     }
 
     pub fn push_fault(&self, fault: Fault) {
-        self.sim.inner.lock().unwrap().faults.push_back(fault);
+        self.sim.push_fault(fault);
     }
 
     /// Makes the API key expire (401 on every request) or valid again.
     pub fn expire_key(&self, expired: bool) {
-        self.sim.inner.lock().unwrap().key_expired = expired;
+        self.sim.lock().key_expired = expired;
     }
 
+    /// The log requests so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.sim.inner.lock().unwrap().requests.clone()
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|seen| seen.path.contains(LOG_ROUTE))
+            .map(|seen| Request {
+                at: seen.at,
+                container: seen.path.rsplit('/').next().unwrap_or("").to_string(),
+                stream: seen.param("stream").unwrap_or_else(|| "stdout".into()),
+                offset: seen.param("offset").and_then(|o| o.parse().ok()),
+                status: seen.status,
+            })
+            .collect()
     }
 
     pub fn list_requests(&self) -> usize {
-        self.sim.inner.lock().unwrap().list_requests
+        self.sim.lock().list_requests
     }
 }
 
 fn detail(status: StatusCode, message: &str) -> Response {
-    json_response(status, serde_json::json!({ "detail": message }))
-}
-
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    json(status, serde_json::json!({ "detail": message }))
 }
 
 fn validation(loc: &[&str], msg: &str, kind: &str) -> Response {
-    json_response(
+    json(
         StatusCode::UNPROCESSABLE_ENTITY,
         serde_json::json!({ "detail": [{ "loc": loc, "msg": msg, "type": kind }] }),
     )
@@ -298,21 +264,21 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// Checks the key and the deployment id; the error response if they fail.
-fn check(inner: &Inner, headers: &HeaderMap, deployment_id: &str) -> Option<Response> {
-    let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) else {
+fn check(state: &IonetState, headers: &HeaderMap, deployment_id: &str) -> Option<Response> {
+    let Some(key) = header_str(headers, "x-api-key") else {
         return Some(validation(
             &["header", "x-api-key"],
             "field required",
             "value_error.missing",
         ));
     };
-    if key != inner.config.api_key {
+    if key != state.config.api_key {
         return Some(detail(
             StatusCode::UNAUTHORIZED,
             &format!("Invalid API key {key}"),
         ));
     }
-    if inner.key_expired {
+    if state.key_expired {
         return Some(detail(
             StatusCode::UNAUTHORIZED,
             &format!("API key {key} has expired"),
@@ -325,23 +291,23 @@ fn check(inner: &Inner, headers: &HeaderMap, deployment_id: &str) -> Option<Resp
             "type_error.uuid",
         ));
     }
-    if deployment_id != inner.config.deployment_id {
+    if deployment_id != state.config.deployment_id {
         return Some(detail(StatusCode::NOT_FOUND, "Not Found"));
     }
     None
 }
 
 async fn containers(
-    State(sim): State<Arc<Sim>>,
+    State(sim): State<Shared>,
     Path(deployment_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut inner = sim.inner.lock().unwrap();
-    inner.list_requests += 1;
-    if let Some(error) = check(&inner, &headers, &deployment_id) {
+    let mut state = sim.lock();
+    state.list_requests += 1;
+    if let Some(error) = check(&state, &headers, &deployment_id) {
         return error;
     }
-    let workers: Vec<serde_json::Value> = inner
+    let workers: Vec<serde_json::Value> = state
         .containers
         .iter()
         .map(|(id, c)| {
@@ -359,39 +325,29 @@ async fn containers(
             })
         })
         .collect();
-    json_response(
+    json(
         StatusCode::OK,
         serde_json::json!({ "data": { "total": workers.len(), "workers": workers } }),
     )
 }
 
 async fn logs(
-    State(sim): State<Arc<Sim>>,
+    State(sim): State<Shared>,
     Path((deployment_id, container_id)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let mut stream = "stdout".to_string();
-    let mut offset_param = None;
-    for (name, value) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
-        match &*name {
-            "stream" => stream = value.into_owned(),
-            "offset" => offset_param = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    let mut inner = sim.inner.lock().unwrap();
-    let offset = offset_param.as_deref().map(str::parse::<u64>);
-    let record = |inner: &mut Inner, status: u16| {
-        inner.requests.push(Request {
-            at: Instant::now(),
-            container: container_id.clone(),
-            stream: stream.clone(),
-            offset: offset.clone().and_then(Result::ok),
-            status,
-        })
+    let query = sim_server::query(&uri);
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     };
-    let error = check(&inner, &headers, &deployment_id)
+    let stream = param("stream").unwrap_or_else(|| "stdout".into());
+    let offset = param("offset").map(|o| o.parse::<u64>());
+    let state = sim.lock();
+    let error = check(&state, &headers, &deployment_id)
         .or_else(|| {
             (stream != "stdout" && stream != "stderr").then(|| {
                 validation(
@@ -411,159 +367,70 @@ async fn logs(
             })
         })
         .or_else(|| {
-            (!inner.containers.contains_key(&container_id))
+            (!state.containers.contains_key(&container_id))
                 .then(|| detail(StatusCode::NOT_FOUND, "Not Found"))
         });
+    let record = |status: u16| sim.record(&Method::GET, &uri, &headers, status);
     if let Some(error) = error {
-        record(&mut inner, error.status().as_u16());
+        record(error.status().as_u16());
         return error;
     }
-    let fault = inner.faults.pop_front();
-    if let Some(Fault::Status(code, retry_after)) = &fault {
-        let status = StatusCode::from_u16(*code).unwrap();
-        record(&mut inner, *code);
-        let mut response = detail(status, "Too many requests, slow down");
-        if let Some(value) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, value.parse().unwrap());
-        }
+    let fault = sim.next_fault();
+    if let Some(response) = fault
+        .as_ref()
+        .and_then(|f| f.answer(|status| detail(status, "Too many requests, slow down")))
+    {
+        record(response.status().as_u16());
         return response;
     }
-    record(&mut inner, 200);
+    record(200);
     let start = match offset {
-        Some(Ok(offset)) if inner.config.honour_offset => offset,
+        Some(Ok(offset)) if state.config.honour_offset => offset,
         _ => 0,
     };
-    let config = inner.config.clone();
-    drop(inner);
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    tokio::spawn(write_stream(
-        sim,
-        container_id,
-        stream,
-        start,
-        config,
-        fault,
-        tx,
-    ));
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(body)
-        .unwrap()
-}
-
-/// Most bytes sent in one chunk.
-const CHUNK: usize = 32 * 1024;
-
-async fn write_stream(
-    sim: Arc<Sim>,
-    container: String,
-    stream: String,
-    start: u64,
-    config: SimConfig,
-    fault: Option<Fault>,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
-    if let Some(Fault::Stall(duration)) = fault {
-        tokio::time::sleep(duration).await;
-    }
-    let mut drop_after = match fault {
-        Some(Fault::DropAfter(n)) => Some(n),
-        _ => None,
-    };
-    if let Some(retry) = config.retry_ms
-        && tx
-            .send(Ok(Bytes::from(format!("retry: {retry}\n\n"))))
-            .await
-            .is_err()
-    {
-        return;
-    }
+    let config = state.config.clone();
+    drop(state);
+    let mut spec = StreamSpec::new(fault).keepalive(config.keepalive, b": keepalive\n\n");
+    spec.preamble = config
+        .retry_ms
+        .map(|retry| Bytes::from(format!("retry: {retry}\n\n")));
     let mut next_line = None;
-    loop {
-        let notified = sim.appended.notified();
-        let mut chunk = Vec::with_capacity(CHUNK);
-        let mut cut = false;
-        {
-            let inner = sim.inner.lock().unwrap();
-            let Some(c) = inner.containers.get(&container) else {
-                return;
-            };
-            let file = if stream == "stderr" {
-                &c.stderr
-            } else {
-                &c.stdout
-            };
-            let mut index =
-                *next_line.get_or_insert_with(|| file.lines.partition_point(|(s, _)| *s < start));
-            while index < file.lines.len() && chunk.len() < CHUNK {
-                let (line_start, len) = file.lines[index];
-                let line = &file.bytes[line_start as usize..line_start as usize + len as usize];
-                let frame_start = chunk.len();
-                match config.framing {
-                    Framing::Bare => {
-                        chunk.extend_from_slice(line);
-                        chunk.push(b'\n');
-                    }
-                    Framing::Sse => {
-                        if config.ids {
-                            chunk.extend_from_slice(
-                                format!("id: {}\n", line_start + len as u64 + 1).as_bytes(),
-                            );
-                        }
-                        chunk.extend_from_slice(b"data: ");
-                        chunk.extend_from_slice(line);
-                        chunk.extend_from_slice(b"\n\n");
-                    }
+    let feed = move |state: &IonetState, frames: &mut Frames| {
+        let Some(c) = state.containers.get(&container_id) else {
+            return Flow::End;
+        };
+        let file = c.file(&stream);
+        let mut index =
+            *next_line.get_or_insert_with(|| file.lines.partition_point(|(s, _)| *s < start));
+        while index < file.lines.len() && !frames.is_full() {
+            let (line_start, len) = file.lines[index];
+            let line = &file.bytes[line_start as usize..line_start as usize + len as usize];
+            frames.with(|chunk| match config.framing {
+                Framing::Bare => {
+                    chunk.extend_from_slice(line);
+                    chunk.push(b'\n');
                 }
-                if let Some(left) = drop_after.as_mut() {
-                    if *left == 0 {
-                        let half = frame_start + (chunk.len() - frame_start) / 2;
-                        chunk.truncate(half.max(frame_start + 1));
-                        cut = true;
-                        break;
+                Framing::Sse => {
+                    if config.ids {
+                        chunk.extend_from_slice(
+                            format!("id: {}\n", line_start + len as u64 + 1).as_bytes(),
+                        );
                     }
-                    *left -= 1;
+                    chunk.extend_from_slice(b"data: ");
+                    chunk.extend_from_slice(line);
+                    chunk.extend_from_slice(b"\n\n");
                 }
-                index += 1;
-            }
-            next_line = Some(index);
+            });
+            index += 1;
         }
-        if !chunk.is_empty() {
-            if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
-                return;
-            }
-            if cut {
-                // Let the server flush what was sent before the connection is reset.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = tx
-                    .send(Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "fault: dropped mid-event",
-                    )))
-                    .await;
-                return;
-            }
-            continue;
+        next_line = Some(index);
+        if config.follow || index < file.lines.len() {
+            Flow::More
+        } else {
+            Flow::End
         }
-        if !config.follow {
-            return;
-        }
-        tokio::select! {
-            () = notified => {}
-            () = tokio::time::sleep(config.keepalive) => {
-                if tx.send(Ok(Bytes::from_static(b": keepalive\n\n"))).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
+    };
+    sim_server::stream_body(sim, "text/event-stream", spec, feed)
 }
 
 /// The `n`th test line of a stream, padded with `x` to `len` bytes.

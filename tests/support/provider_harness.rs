@@ -157,6 +157,16 @@ fsync = "none"
     }
 }
 
+/// Polls `check` every 50 ms until it holds; panics with `what` after `timeout` (a
+/// guard against hangs, not a timing assertion).
+pub async fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The complete JSON lines of the sink's output; a last line still being written
 /// (no newline yet) is left for the next read.
 pub fn read_events(path: &Path) -> Vec<Value> {

@@ -284,3 +284,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn plain_mode_gives_every_non_empty_line_verbatim() {
+    let mut decoder = Decoder::plain(1024);
+    decoder.feed(b"data: not a field\r\n\r\n: not a comment\nid: 7\rlast");
+    let mut lines = Vec::new();
+    while let Some(event) = decoder.next_event() {
+        lines.push(event.data);
+    }
+    assert_eq!(lines, ["data: not a field", ": not a comment", "id: 7"]);
+    assert_eq!(decoder.finish().unwrap().data, "last");
+    assert_eq!(decoder.finish(), None);
+}
+
+#[test]
+fn plain_mode_cuts_long_lines_also_at_the_end_of_the_body() {
+    let mut decoder = Decoder::plain(4);
+    decoder.feed(b"abcdefgh\nij");
+    let first = decoder.next_event().unwrap();
+    assert_eq!((first.data.as_str(), first.truncated), ("abcd", true));
+    assert_eq!(decoder.next_event(), None);
+    decoder.feed(b"klmnop");
+    assert_eq!(decoder.next_event(), None);
+    let last = decoder.finish().unwrap();
+    assert_eq!((last.data.as_str(), last.truncated), ("ijkl", true));
+    assert!(decoder.buffered() <= 16);
+}
+
+#[test]
+fn sse_mode_never_finishes_a_half_event() {
+    let mut decoder = Decoder::new(1024);
+    decoder.feed(b"data: half");
+    assert_eq!(decoder.next_event(), None);
+    assert_eq!(decoder.finish(), None);
+}

@@ -1,21 +1,23 @@
-//! DC/OS credentials: a static token, or a login (`POST /acs/api/v1/auth/login`)
-//! with a password (`{"uid","password"}`) or a service account key
-//! (`{"uid","token"}`, the token an RS256 JWT `{uid, exp}` signed with the key).
-//! A login token is reused until a request is refused with 401, then replaced by a
-//! fresh login. Every secret (token, password, key, login token) is scrubbed from
-//! error texts.
+//! DC/OS credentials: a static token (`Authorization: token=…`), or a login
+//! (`POST /acs/api/v1/auth/login`) with a password (`{"uid","password"}`) or a
+//! service account key (`{"uid","token"}`, the token an RS256 JWT `{uid, exp}`
+//! signed with the key). A login is a [`TokenSource`]: its token is renewed before
+//! its `exp` and when a request is refused (see `crate::http::auth`). Every
+//! secret (token, password, key, login token) is scrubbed from error texts.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use tokio::sync::Mutex;
 
 use crate::config::Secret;
-use crate::http::client::{AuthHeader, HttpFailure, scrub};
-use crate::http::stream::{Ended, RETRY_AFTER_CAP, error_chain};
+use crate::http::api::Api;
+use crate::http::auth::{Credentials, Token, TokenSource, jwt_lifetime};
+use crate::http::client::{AuthHeader, scrub};
+use crate::http::stream::Ended;
 
 /// How long a service-login JWT is valid.
 const SERVICE_LOGIN_TTL: Duration = Duration::from_secs(300);
@@ -94,84 +96,22 @@ fn service_jwt(key: &RsaKeyPair, uid: &str) -> anyhow::Result<String> {
     ))
 }
 
-pub(crate) enum Credentials {
-    Token(AuthHeader),
-    Login(Login),
+/// The header of a DC/OS token.
+pub(crate) fn token_header(token: &Secret) -> anyhow::Result<AuthHeader> {
+    AuthHeader::new("authorization", "token=", token)
 }
 
+/// Credentials from a static token.
+pub(crate) fn static_token(token: &Secret) -> anyhow::Result<Credentials> {
+    Ok(Credentials::fixed(token_header(token)?))
+}
+
+/// A login as `uid`, repeated whenever a fresh token is needed.
 pub(crate) struct Login {
-    client: reqwest::Client,
-    url: String,
-    uid: String,
-    secret: LoginSecret,
-    timeout: Duration,
-    current: Mutex<Option<AuthHeader>>,
-}
-
-impl Credentials {
-    pub fn token(token: &Secret) -> anyhow::Result<Self> {
-        Ok(Credentials::Token(AuthHeader::new(
-            "authorization",
-            "token=",
-            token,
-        )?))
-    }
-
-    pub fn login(
-        client: reqwest::Client,
-        base: &str,
-        uid: String,
-        secret: LoginSecret,
-        timeout: Duration,
-    ) -> Self {
-        Credentials::Login(Login {
-            client,
-            url: format!("{base}/acs/api/v1/auth/login"),
-            uid,
-            secret,
-            timeout,
-            current: Mutex::new(None),
-        })
-    }
-
-    /// The header to send, logging in first if there is no valid token.
-    pub async fn header(&self) -> Result<AuthHeader, Ended> {
-        match self {
-            Credentials::Token(header) => Ok(header.clone()),
-            Credentials::Login(login) => {
-                let mut current = login.current.lock().await;
-                if let Some(header) = current.as_ref() {
-                    return Ok(header.clone());
-                }
-                let header = login.login().await?;
-                *current = Some(header.clone());
-                Ok(header)
-            }
-        }
-    }
-
-    /// A request made with `used` got 401: forget that token. `true` when a fresh
-    /// login may help (a login-based credential whose token just expired).
-    pub async fn refused(&self, used: &AuthHeader) -> bool {
-        match self {
-            Credentials::Token(_) => false,
-            Credentials::Login(login) => {
-                let mut current = login.current.lock().await;
-                if current.as_ref().is_some_and(|c| c.same_value(used)) {
-                    *current = None;
-                }
-                true
-            }
-        }
-    }
-
-    /// `text` without any configured secret in it.
-    pub fn scrub(&self, text: &str) -> String {
-        match self {
-            Credentials::Token(header) => header.scrub(text),
-            Credentials::Login(login) => login.secret.scrub(text),
-        }
-    }
+    pub url: String,
+    pub uid: String,
+    pub secret: LoginSecret,
+    pub timeout: Duration,
 }
 
 #[derive(serde::Deserialize)]
@@ -179,38 +119,26 @@ struct LoginResponse {
     token: String,
 }
 
-impl Login {
-    async fn login(&self) -> Result<AuthHeader, Ended> {
+#[async_trait]
+impl TokenSource for Login {
+    async fn fetch(&self, api: &Api) -> Result<Token, Ended> {
         let body = self
             .secret
             .body(&self.uid)
             .map_err(|e| Ended::Lost(e.to_string()))?;
-        let response = self
-            .client
-            .post(&self.url)
-            .json(&body)
-            .timeout(self.timeout)
-            .send()
+        let response = api
+            .send_anonymous(|client| client.post(&self.url).json(&body).timeout(self.timeout))
             .await
-            .map_err(|e| {
-                Ended::Lost(format!(
-                    "login failed: {}",
-                    self.secret.scrub(&error_chain(&e))
-                ))
-            })?;
-        if !response.status().is_success() {
-            let mut failure = HttpFailure::from_response(response, None, RETRY_AFTER_CAP).await;
-            failure.detail = self
-                .secret
-                .scrub(&format!("login as {}: {}", self.uid, failure.detail));
-            return Err(Ended::Failed(failure));
-        }
-        let parsed: LoginResponse = response
-            .json()
-            .await
-            .map_err(|e| Ended::Lost(format!("unexpected login response: {}", error_chain(&e))))?;
-        AuthHeader::new("authorization", "token=", &Secret::new(parsed.token))
-            .map_err(|e| Ended::Lost(e.to_string()))
+            .map_err(|ended| ended.context(&format!("login as {}", self.uid), |t| self.scrub(t)))?;
+        let parsed: LoginResponse = api.read_json(response).await?;
+        let lifetime = jwt_lifetime(&parsed.token);
+        let header =
+            token_header(&Secret::new(parsed.token)).map_err(|e| Ended::Lost(e.to_string()))?;
+        Ok(Token::new(header, lifetime))
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        self.secret.scrub(text)
     }
 }
 

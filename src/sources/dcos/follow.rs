@@ -11,24 +11,24 @@
 //! Task files: the cursor is `{"offset": N}`, the SSE id (the byte offset of the
 //! end of the line). The first line of a file carries no id; its end is the
 //! length of its message. A reconnect sends `Last-Event-ID: N`. Task files have no
-//! keepalive, so an idle timeout there is an ordinary, quiet reconnect.
+//! keepalive, so an idle timeout there is an ordinary, quiet reconnect. Before
+//! resuming a task file from an offset, its size is read from the sandbox listing
+//! (`…/task/{id}/browse`); a file now shorter than the offset was truncated
+//! (rotated by copytruncate) and is read again from its start.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::Shared;
 use super::entry;
-use crate::checkpoint::Cursors;
 use crate::event::now_nanos;
-use crate::http::client::{AuthHeader, FailureKind, HttpFailure};
-use crate::http::sse::{Decoder, SseEvent};
-use crate::http::stream::{
-    Connection, Ended, RETRY_AFTER_CAP, ReadError, Reconnect, error_chain, sleep_or_cancel,
-};
-use crate::sources::merge::{PieceBuilder, PieceSender};
+use crate::http::client::FailureKind;
+use crate::http::connection::{Connection, Frame};
+use crate::http::stream::Ended;
+use crate::sources::provider::{Context, Emitter, Follow, Next};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
@@ -38,7 +38,7 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    fn key(&self) -> String {
+    pub fn key(&self) -> String {
         match self {
             Target::Journal => "journal".into(),
             Target::Component(name) => format!("component/{name}"),
@@ -60,8 +60,24 @@ struct TaskPosition {
     offset: u64,
 }
 
-pub(crate) struct Follower {
-    shared: Arc<Shared>,
+/// One entry of a Mesos sandbox listing (`/files/browse`).
+#[derive(Debug, Deserialize)]
+struct SandboxFile {
+    path: String,
+    size: u64,
+}
+
+/// What the streams of one source share besides the [`Context`].
+pub(crate) struct Cluster {
+    pub source: Arc<str>,
+    /// `{endpoint}/system/v1/logs/v2`.
+    pub logs: String,
+    pub finished_task_grace: Duration,
+    pub fallback_entries: u64,
+}
+
+pub(crate) struct Stream {
+    cluster: Arc<Cluster>,
     target: Target,
     key: String,
     journal: Option<JournalPosition>,
@@ -70,131 +86,41 @@ pub(crate) struct Follower {
     fallback: bool,
     /// Entries at or before this one are dropped (after a fallback).
     dedupe: Option<JournalPosition>,
-    pieces: PieceSender,
-    stop: CancellationToken,
-    /// Cancelled once this target's task has ended (tasks only).
-    finished: Option<CancellationToken>,
 }
 
-/// The source is stopping.
-struct Stopped;
-
-impl Follower {
-    pub fn new(
-        shared: Arc<Shared>,
-        target: Target,
-        checkpoint: &Cursors,
-        pieces: PieceSender,
-        stop: CancellationToken,
-        finished: Option<CancellationToken>,
-    ) -> Self {
+impl Stream {
+    pub fn new(ctx: &Context, cluster: Arc<Cluster>, target: Target) -> Self {
         let key = target.key();
-        let saved = checkpoint.get(&key).cloned();
-        let journal = saved
-            .clone()
-            .and_then(|v| serde_json::from_value::<JournalPosition>(v).ok());
-        let offset = saved
-            .and_then(|v| serde_json::from_value::<TaskPosition>(v).ok())
-            .map_or(0, |p| p.offset);
-        Follower {
-            shared,
+        let (journal, offset) = match target {
+            Target::Task { .. } => (
+                None,
+                ctx.saved::<TaskPosition>(&key).map_or(0, |p| p.offset),
+            ),
+            _ => (ctx.saved::<JournalPosition>(&key), 0),
+        };
+        Stream {
+            cluster,
             target,
             key,
             journal,
             offset,
             fallback: false,
             dedupe: None,
-            pieces,
-            stop,
-            finished,
         }
-    }
-
-    fn task_ended(&self) -> bool {
-        self.finished
-            .as_ref()
-            .is_some_and(CancellationToken::is_cancelled)
     }
 
     fn is_task(&self) -> bool {
         matches!(self.target, Target::Task { .. })
     }
 
-    pub async fn run(mut self) {
-        let mut reconnect = Reconnect::new(
-            self.shared.options.clone(),
-            Arc::clone(&self.shared.source),
-            self.key.clone(),
-            self.shared.auth_report.clone(),
-        );
-        let mut decoder = Decoder::new(self.shared.options.max_event_bytes);
-        let mut builder = PieceBuilder::new(self.shared.max_events, self.shared.max_bytes);
-        let mut relogged = false;
-        loop {
-            let (ended, used) = match self.connect().await {
-                Ok((mut connection, used)) => {
-                    reconnect.connected();
-                    match self
-                        .read(&mut connection, &mut decoder, &mut builder, &mut reconnect)
-                        .await
-                    {
-                        Ok(ended) => (ended, Some(used)),
-                        Err(Stopped) => return,
-                    }
-                }
-                Err((ended, used)) => (ended, used),
-            };
-            decoder.reset();
-            if self.task_ended()
-                && matches!(
-                    &ended,
-                    Ended::Closed
-                        | Ended::Failed(HttpFailure {
-                            kind: FailureKind::NotFound,
-                            ..
-                        })
-                )
-            {
-                tracing::info!(source = %self.shared.source, stream = %self.key, "task ended and its file is quiet; stopped following it");
-                return;
-            }
-            if let Ended::Failed(failure) = &ended {
-                if failure.kind == FailureKind::Auth
-                    && !relogged
-                    && let Some(used) = &used
-                    && self.shared.credentials.refused(used).await
-                {
-                    tracing::info!(source = %self.shared.source, stream = %self.key, "token refused; logging in again");
-                    relogged = true;
-                    continue;
-                }
-                if failure.status.as_u16() == 500
-                    && self.journal.is_some()
-                    && !self.fallback
-                    && !self.is_task()
-                {
-                    tracing::warn!(source = %self.shared.source, stream = %self.key, "the saved journald cursor was refused ({failure}); reading the last {} entries and skipping those already shipped", self.shared.fallback_entries);
-                    self.fallback = true;
-                    self.dedupe.clone_from(&self.journal);
-                    continue;
-                }
-            } else {
-                relogged = false;
-            }
-            let delay = reconnect.delay(&ended, decoder.retry());
-            if !sleep_or_cancel(delay, &self.stop).await {
-                return;
-            }
-        }
-    }
-
-    fn url(&self) -> Result<url::Url, String> {
-        let mut url = url::Url::parse(&format!("{}/system/v1/logs/v2/", self.shared.base))
-            .map_err(|e| e.to_string())?;
+    fn url(&self, task_route: &str) -> Result<url::Url, Ended> {
+        let bad = |e: String| Ended::Lost(format!("bad URL: {e}"));
+        let mut url =
+            url::Url::parse(&format!("{}/", self.cluster.logs)).map_err(|e| bad(e.to_string()))?;
         {
             let mut path = url
                 .path_segments_mut()
-                .map_err(|()| "endpoint cannot be a base URL".to_string())?;
+                .map_err(|()| bad("endpoint cannot be a base URL".into()))?;
             path.pop_if_empty();
             match &self.target {
                 Target::Journal => {
@@ -204,114 +130,66 @@ impl Follower {
                     path.push("component").push(name);
                 }
                 Target::Task { id, file } => {
-                    path.push("task").push(id).push("file").push(file);
+                    path.push("task").push(id);
+                    match task_route {
+                        "browse" => path.push("browse"),
+                        _ => path.push("file").push(file),
+                    };
                 }
             }
         }
         if self.fallback {
             url.query_pairs_mut()
-                .append_pair("skip", &format!("-{}", self.shared.fallback_entries));
+                .append_pair("skip", &format!("-{}", self.cluster.fallback_entries));
         }
         Ok(url)
     }
 
-    async fn connect(&self) -> Result<(Connection, AuthHeader), (Ended, Option<AuthHeader>)> {
-        let header = tokio::select! {
-            () = self.stop.cancelled() => return Err((Ended::Closed, None)),
-            header = self.shared.credentials.header() => header.map_err(|e| (e, None))?,
+    /// A task file shorter than the saved offset was truncated: read it again from
+    /// its start. A listing that cannot be read leaves the offset as it is.
+    async fn check_truncation(&mut self, ctx: &Context) {
+        let Target::Task { file, .. } = &self.target else {
+            return;
         };
-        let url = self
-            .url()
-            .map_err(|e| (Ended::Lost(format!("bad URL: {e}")), None))?;
-        let mut request = header.apply(
-            self.shared
-                .client
-                .get(url)
-                .header(reqwest::header::ACCEPT, "text/event-stream"),
-        );
-        let last_event_id = match (&self.target, &self.journal) {
-            (Target::Task { .. }, _) => (self.offset > 0).then(|| self.offset.to_string()),
-            (_, Some(position)) if !self.fallback => Some(position.cursor.clone()),
-            _ => None,
+        let Ok(url) = self.url("browse") else {
+            return;
         };
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id);
-        }
-        let response = tokio::select! {
-            () = self.stop.cancelled() => return Err((Ended::Closed, None)),
-            response = request.send() => response,
+        let timeout = ctx.options.request_timeout;
+        let listing: Vec<SandboxFile> = match ctx
+            .api
+            .json(|client| client.get(url.clone()).timeout(timeout))
+            .await
+        {
+            Ok(listing) => listing,
+            Err(ended) => {
+                tracing::debug!(source = %ctx.source, stream = %self.key, "cannot read the sandbox listing ({ended:?}); resuming at the saved offset");
+                return;
+            }
         };
-        let scrub = |text: String| self.shared.credentials.scrub(&header.scrub(&text));
-        let response = match response {
-            Ok(response) => response,
-            Err(error) => return Err((Ended::Lost(scrub(error_chain(&error))), Some(header))),
-        };
-        if !response.status().is_success() {
-            let mut failure =
-                HttpFailure::from_response(response, Some(&header), RETRY_AFTER_CAP).await;
-            failure.detail = scrub(failure.detail);
-            return Err((Ended::Failed(failure), Some(header)));
-        }
-        Ok((
-            Connection::new(response, self.shared.options.idle_timeout),
-            header,
-        ))
-    }
-
-    async fn read(
-        &mut self,
-        connection: &mut Connection,
-        decoder: &mut Decoder,
-        builder: &mut PieceBuilder,
-        reconnect: &mut Reconnect,
-    ) -> Result<Ended, Stopped> {
-        loop {
-            if self.task_ended() {
-                connection.set_idle(self.shared.finished_task_grace);
-            }
-            let more = tokio::select! {
-                () = self.stop.cancelled() => return Err(Stopped),
-                () = wait_cancelled(self.finished.as_ref()), if !self.task_ended() => continue,
-                more = connection.read(decoder) => more,
-            };
-            match more {
-                Ok(true) => {}
-                Ok(false) => return Ok(Ended::Closed),
-                Err(ReadError::Idle(_)) if self.is_task() => return Ok(Ended::Closed),
-                Err(error) => return Ok(Ended::Lost(error.to_string())),
-            }
-            let now = now_nanos();
-            let mut any = false;
-            while let Some(event) = decoder.next_event() {
-                any = true;
-                let full = if self.is_task() {
-                    self.task_entry(event, now, builder)
-                } else {
-                    self.journal_entry(event, now, builder)
-                };
-                if full {
-                    self.send(builder).await?;
-                }
-            }
-            if any {
-                reconnect.healthy();
-            }
-            if !builder.is_empty() {
-                self.send(builder).await?;
-            }
+        let suffix = format!("/{file}");
+        let size = listing
+            .iter()
+            .find(|f| f.path.ends_with(&suffix) || f.path == *file)
+            .map(|f| f.size);
+        if let Some(size) = size
+            && size < self.offset
+        {
+            tracing::warn!(source = %ctx.source, stream = %self.key, size, offset = self.offset, "task file is shorter than the saved offset (truncated); reading it from the start");
+            metrics::counter!("ferry_file_truncations_total", "source" => ctx.source.to_string())
+                .increment(1);
+            self.offset = 0;
         }
     }
 
-    /// Adds a journald entry unless already shipped; `true` when the piece is full.
-    fn journal_entry(&mut self, event: SseEvent, now: i64, builder: &mut PieceBuilder) -> bool {
-        let Some(entry) = entry::parse(&event.data) else {
-            return builder.push(entry::raw_event(
-                (&self.shared.source, &self.shared.provider),
-                event,
-                now,
-            ));
+    /// Adds a journald entry unless already shipped.
+    fn journal_entry(&mut self, frame: Frame, ctx: &Context, out: &mut Emitter) {
+        let who = (&ctx.source, &ctx.provider);
+        let now = now_nanos();
+        let Some(entry) = entry::parse(&frame.data) else {
+            out.push(entry::raw_event(who, frame, now));
+            return;
         };
-        let cursor = entry.cursor.clone().or(event.id).unwrap_or_default();
+        let cursor = entry.cursor.clone().or(frame.id).unwrap_or_default();
         let position = JournalPosition {
             realtime: entry.realtime_timestamp.unwrap_or(0),
             hash: xxh3_64(entry.field("MESSAGE").unwrap_or_default().as_bytes()),
@@ -323,50 +201,85 @@ impl Follower {
                 || (position.realtime == saved.realtime
                     && (position.cursor == saved.cursor || position.hash == saved.hash));
             if shipped {
-                return false;
+                return;
             }
             self.dedupe = None;
         }
-        let log = entry::journal_event((&self.shared.source, &self.shared.provider), &entry, now);
+        out.push(entry::journal_event(who, &entry, now));
         if !position.cursor.is_empty() {
             self.journal = Some(position);
         }
-        builder.push(log)
     }
 
-    /// Adds a task-file line and advances the offset; `true` when the piece is full.
-    fn task_entry(&mut self, event: SseEvent, now: i64, builder: &mut PieceBuilder) -> bool {
-        let id = event
+    /// Adds a task-file line and advances the offset.
+    fn task_entry(&mut self, frame: Frame, ctx: &Context, out: &mut Emitter) {
+        let who = (&ctx.source, &ctx.provider);
+        let now = now_nanos();
+        let id = frame
             .id
             .as_deref()
             .and_then(|id| id.trim().parse::<u64>().ok());
         let Target::Task { id: task, .. } = &self.target else {
-            return false;
+            return;
         };
-        let (log, length) = match entry::parse(&event.data) {
+        let (log, length) = match entry::parse(&frame.data) {
             Some(entry) => {
                 let length = entry.field("MESSAGE").map_or(0, str::len) as u64;
-                (
-                    entry::task_event(
-                        (&self.shared.source, &self.shared.provider),
-                        task,
-                        &entry,
-                        now,
-                    ),
-                    length,
-                )
+                (entry::task_event(who, task, &entry, now), length)
             }
-            None => (
-                entry::raw_event((&self.shared.source, &self.shared.provider), event, now),
-                0,
-            ),
+            None => (entry::raw_event(who, frame, now), 0),
         };
         self.offset = match id {
             Some(id) => id,
             None if self.offset == 0 => length,
             None => self.offset + 1 + length,
         };
-        builder.push(log)
+        out.push(log);
+    }
+}
+
+#[async_trait]
+impl Follow for Stream {
+    fn name(&self) -> String {
+        self.key.clone()
+    }
+
+    async fn open(&mut self, ctx: &Context, _out: &mut Emitter) -> Result<Connection, Ended> {
+        if self.is_task() && self.offset > 0 {
+            self.check_truncation(ctx).await;
+        }
+        let url = self.url("file")?;
+        let last_event_id = match (&self.target, &self.journal) {
+            (Target::Task { .. }, _) => (self.offset > 0).then(|| self.offset.to_string()),
+            (_, Some(position)) if !self.fallback => Some(position.cursor.clone()),
+            _ => None,
+        };
+        let response = ctx
+            .api
+            .send(|client| {
+                let request = client
+                    .get(url.clone())
+                    .header(reqwest::header::ACCEPT, "text/event-stream");
+                match &last_event_id {
+                    Some(id) => request.header("last-event-id", id),
+                    None => request,
+                }
+            })
+            .await?;
+        let mut connection = Connection::sse(response, &ctx.options);
+        if self.is_task() {
+            // Task files send no keepalive: silence is no failure.
+            connection.end_when_quiet();
+        }
+        Ok(connection)
+    }
+
+    fn frame(&mut self, frame: Frame, ctx: &Context, out: &mut Emitter) {
+        if self.is_task() {
+            self.task_entry(frame, ctx, out);
+        } else {
+            self.journal_entry(frame, ctx, out);
+        }
     }
 
     fn cursor(&self) -> Option<(String, serde_json::Value)> {
@@ -381,20 +294,31 @@ impl Follower {
         Some((self.key.clone(), value))
     }
 
-    async fn send(&self, builder: &mut PieceBuilder) -> Result<(), Stopped> {
-        let piece = builder.take(self.cursor());
-        tokio::select! {
-            () = self.stop.cancelled() => Err(Stopped),
-            sent = self.pieces.send(piece) => sent.map_err(|_| Stopped),
+    fn ended(&mut self, ended: &Ended, finished: bool) -> Next {
+        let quiet = match ended {
+            Ended::Closed => true,
+            Ended::Failed(failure) => failure.kind == FailureKind::NotFound,
+            Ended::Lost(_) => false,
+        };
+        if finished && quiet {
+            return Next::Stop;
         }
+        if let Ended::Failed(failure) = ended
+            && failure.status.as_u16() == 500
+            && self.journal.is_some()
+            && !self.fallback
+            && !self.is_task()
+        {
+            tracing::warn!(source = %self.cluster.source, stream = %self.key, "the saved journald cursor was refused ({failure}); reading the last {} entries and skipping those already shipped", self.cluster.fallback_entries);
+            self.fallback = true;
+            self.dedupe.clone_from(&self.journal);
+            return Next::Now;
+        }
+        Next::Backoff
     }
-}
 
-/// Resolves when `token` is cancelled; never without one.
-async fn wait_cancelled(token: Option<&CancellationToken>) {
-    match token {
-        Some(token) => token.cancelled().await,
-        None => std::future::pending().await,
+    fn finish_grace(&self) -> Option<Duration> {
+        self.is_task().then_some(self.cluster.finished_task_grace)
     }
 }
 

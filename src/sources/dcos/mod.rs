@@ -8,36 +8,35 @@
 //! password or service key (`POST /acs/api/v1/auth/login`, repeated when the token
 //! expires).
 //!
-//! Tasks are followed until `/mesos/master/state` shows them ended and their files
-//! have gone quiet (see `tasks.rs`).
+//! Tasks are the configured `tasks`, or else the running tasks found in Mesos state
+//! (`/mesos/master/state` through Admin Router), including those that start later;
+//! each is followed until its state is terminal and its files have gone quiet (see
+//! `tasks.rs`).
 //!
 //! Resume is exact: each target reconnects with `Last-Event-ID` = the committed
-//! journald cursor or task-file byte offset (see `follow.rs`).
+//! journald cursor or task-file byte offset (see `follow.rs`); a task file found
+//! shorter than its saved offset (truncated) is read again from its start.
 
 mod auth;
 mod entry;
 mod follow;
 mod tasks;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
-use super::merge;
-use super::{Source, SourceContext};
+use super::provider;
+use super::{Source, SourceContext, SourceOptions};
 use crate::config::{Secret, resolve_secret};
+use crate::http::api::Api;
+use crate::http::auth::Credentials;
 use crate::http::client::{build_client, validate_endpoint};
-use crate::http::stream::default_request_timeout;
-use crate::http::stream::{AuthReport, StreamOptions};
+use crate::http::stream::StreamOptions;
 
-use self::auth::{Credentials, LoginSecret};
-use self::follow::{Follower, Target};
+use self::auth::{Login, LoginSecret};
 
 /// Admin Router on the leading master, as seen from inside a DC/OS cluster.
 pub const DEFAULT_ENDPOINT: &str = "https://leader.mesos";
@@ -75,13 +74,18 @@ pub struct DcosConfig {
     /// Follow the node's whole journal. Default false.
     #[serde(default)]
     pub journal: bool,
-    /// Mesos task ids whose sandbox files to follow.
+    /// Mesos task ids whose sandbox files to follow. Left empty: follow every
+    /// running task found in Mesos state, and those that start later.
     #[serde(default)]
     pub tasks: Vec<String>,
+    /// With `tasks` empty, discover the running tasks. Default true; false follows
+    /// only `components` and `journal`.
+    #[serde(default = "default_true")]
+    pub discover_tasks: bool,
     /// Task files to follow. Default `["stdout", "stderr"]`.
     #[serde(default = "default_files")]
     pub files: Vec<String>,
-    /// How often to check `/mesos/master/state` for tasks that have ended.
+    /// How often to read `/mesos/master/state` for tasks that started or ended.
     /// Default 30 s.
     #[serde(default = "default_task_poll_interval", with = "humantime_serde")]
     pub task_poll_interval: Duration,
@@ -94,11 +98,8 @@ pub struct DcosConfig {
     /// shipped. Default 1000.
     #[serde(default = "default_fallback_entries")]
     pub fallback_entries: u64,
-    /// Timeout of a login request. Default 30 s.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// The shared stream options (`idle_timeout`, `connect_timeout`, backoff,
-    /// `auth_retry_interval`, `max_event_bytes`), set by the config layer.
+    /// Stream and request options shared by every streaming source (set by the
+    /// config layer).
     #[serde(skip)]
     pub stream: StreamOptions,
 }
@@ -118,9 +119,12 @@ fn default_finished_task_grace() -> Duration {
 fn default_fallback_entries() -> u64 {
     1000
 }
+fn default_true() -> bool {
+    true
+}
 
-impl DcosConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl SourceOptions for DcosConfig {
+    fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
         let token = self.token.is_some() || self.token_file.is_some();
         let password = self.password.is_some() || self.password_file.is_some();
@@ -135,10 +139,14 @@ impl DcosConfig {
                 return Err("give either `token`/`token_file`, or `uid` with one of `password`/`password_file`/`service_key`/`service_key_file`".into());
             }
         }
-        if self.components.is_empty() && !self.journal && self.tasks.is_empty() {
-            return Err("nothing to follow: set `components`, `journal = true` or `tasks`".into());
+        if self.components.is_empty()
+            && !self.journal
+            && self.tasks.is_empty()
+            && !self.discover_tasks
+        {
+            return Err("nothing to follow: set `components`, `journal = true`, `tasks`, or leave `discover_tasks` on".into());
         }
-        if !self.tasks.is_empty() && self.files.is_empty() {
+        if self.follows_tasks() && self.files.is_empty() {
             return Err("`files` is empty; use [\"stdout\", \"stderr\"] or one of them".into());
         }
         if self.task_poll_interval.is_zero() || self.finished_task_grace.is_zero() {
@@ -151,13 +159,20 @@ impl DcosConfig {
         }
         self.stream.validate()
     }
+}
 
-    fn credentials(&self, client: &reqwest::Client, base: &str) -> anyhow::Result<Credentials> {
+impl DcosConfig {
+    /// Whether any task is followed (given, or discovered).
+    fn follows_tasks(&self) -> bool {
+        !self.tasks.is_empty() || self.discover_tasks
+    }
+
+    fn credentials(&self, base: &str) -> anyhow::Result<Credentials> {
         let secret = |name: &str, inline: &Option<Secret>, file: &Option<PathBuf>| {
             resolve_secret(name, inline.as_ref(), file.as_deref()).map_err(anyhow::Error::msg)
         };
         if let Some(token) = secret("token", &self.token, &self.token_file)? {
-            return Credentials::token(&token);
+            return auth::static_token(&token);
         }
         let uid = self
             .uid
@@ -172,123 +187,39 @@ impl DcosConfig {
         } else {
             anyhow::bail!("`uid` needs `password` or `service_key`");
         };
-        Ok(Credentials::login(
-            client.clone(),
-            base,
+        Ok(Credentials::exchanged(Login {
+            url: format!("{base}/acs/api/v1/auth/login"),
             uid,
-            login,
-            self.request_timeout,
-        ))
+            secret: login,
+            timeout: self.stream.request_timeout,
+        }))
     }
-}
-
-/// What every follower of one source shares.
-pub(crate) struct Shared {
-    pub source: Arc<str>,
-    /// `"dcos"`, shared by every event.
-    pub provider: Arc<str>,
-    pub client: reqwest::Client,
-    pub credentials: Credentials,
-    pub auth_report: AuthReport,
-    pub base: String,
-    pub options: StreamOptions,
-    pub request_timeout: Duration,
-    pub finished_task_grace: Duration,
-    pub fallback_entries: u64,
-    pub max_events: usize,
-    pub max_bytes: usize,
 }
 
 pub struct DcosSource {
     config: DcosConfig,
-    client: reqwest::Client,
-    credentials: Credentials,
+    api: Api,
 }
 
-impl DcosSource {
-    pub fn new(config: DcosConfig) -> anyhow::Result<Self> {
+impl TryFrom<DcosConfig> for DcosSource {
+    type Error = anyhow::Error;
+
+    fn try_from(config: DcosConfig) -> anyhow::Result<Self> {
         let client = build_client(config.stream.connect_timeout)?;
-        let base = config.endpoint.trim_end_matches('/').to_string();
-        let credentials = config.credentials(&client, &base)?;
+        let credentials = config.credentials(config.endpoint.trim_end_matches('/'))?;
         Ok(DcosSource {
+            api: Api::new(client, credentials),
             config,
-            client,
-            credentials,
         })
     }
 }
 
 #[async_trait]
 impl Source for DcosSource {
-    async fn run(self: Box<Self>, mut ctx: SourceContext) -> anyhow::Result<()> {
-        let config = self.config;
-        let shared = Arc::new(Shared {
-            source: Arc::clone(&ctx.id),
-            provider: Arc::from("dcos"),
-            client: self.client,
-            credentials: self.credentials,
-            auth_report: AuthReport::default(),
-            base: config.endpoint.trim_end_matches('/').to_string(),
-            options: config.stream.clone(),
-            request_timeout: config.request_timeout,
-            finished_task_grace: config.finished_task_grace,
-            fallback_entries: config.fallback_entries,
-            max_events: ctx.limits.batch_max_events,
-            max_bytes: ctx.limits.batch_max_bytes,
-        });
-        let (tx, mut rx) = merge::channel();
-        let stop = ctx.shutdown.child_token();
-        let mut tasks = JoinSet::new();
-        let mut targets: Vec<(Target, Option<CancellationToken>)> = Vec::new();
-        if config.journal {
-            targets.push((Target::Journal, None));
-        }
-        targets.extend(
-            config
-                .components
-                .iter()
-                .cloned()
-                .map(|c| (Target::Component(c), None)),
-        );
-        let mut finished = BTreeMap::new();
-        for task in &config.tasks {
-            let token = finished
-                .entry(task.clone())
-                .or_insert_with(CancellationToken::new);
-            for file in &config.files {
-                let target = Target::Task {
-                    id: task.clone(),
-                    file: file.clone(),
-                };
-                targets.push((target, Some(token.clone())));
-            }
-        }
-        if !finished.is_empty() {
-            tasks.spawn(tasks::watch(
-                Arc::clone(&shared),
-                finished,
-                config.task_poll_interval,
-                stop.clone(),
-            ));
-        }
-        for (target, finished) in targets {
-            let follower = Follower::new(
-                Arc::clone(&shared),
-                target,
-                &ctx.checkpoint,
-                tx.clone(),
-                stop.clone(),
-                finished,
-            );
-            tasks.spawn(follower.run());
-        }
-        // `tx` stays here, so the source runs until ferry stops even if every task ends.
-        let result = merge::forward(&mut rx, &mut ctx).await;
-        stop.cancel();
-        drop(tx);
-        drop(rx);
-        while tasks.join_next().await.is_some() {}
-        result
+    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
+        let DcosSource { config, api } = *self;
+        let options = config.stream.clone();
+        provider::run(ctx, "dcos", api, options, |ctx| tasks::run(ctx, config)).await
     }
 }
 
@@ -319,7 +250,15 @@ mod tests {
             parse("type = \"dcos\"\ntoken = \"t\"\nuid = \"u\"\npassword = \"p\"\njournal = true")
                 .unwrap_err();
         assert!(both.contains("either"), "{both}");
-        let nothing = parse("type = \"dcos\"\ntoken = \"t\"").unwrap_err();
+        let discover = parse("type = \"dcos\"\ntoken = \"t\"").unwrap();
+        let crate::sources::SourceConfig::Dcos(dcos) = &discover.sources["d"].config else {
+            panic!("not a dcos source");
+        };
+        assert!(
+            dcos.tasks.is_empty() && dcos.discover_tasks,
+            "discovers tasks"
+        );
+        let nothing = parse("type = \"dcos\"\ntoken = \"t\"\ndiscover_tasks = false").unwrap_err();
         assert!(nothing.contains("nothing to follow"), "{nothing}");
     }
 }

@@ -89,8 +89,8 @@ fn patterns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<glob::Patt
         .collect()
 }
 
-impl FileSourceConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl super::SourceOptions for FileSourceConfig {
+    fn validate(&self) -> Result<(), String> {
         if self.include.is_empty() {
             return Err("`include` is empty; give at least one glob pattern".into());
         }
@@ -105,9 +105,9 @@ pub struct FileSource {
     config: FileSourceConfig,
 }
 
-impl FileSource {
-    pub fn new(config: FileSourceConfig) -> anyhow::Result<Self> {
-        Ok(FileSource { config })
+impl From<FileSourceConfig> for FileSource {
+    fn from(config: FileSourceConfig) -> Self {
+        FileSource { config }
     }
 }
 

@@ -14,18 +14,15 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{LogStream, Shared};
-use crate::event::{Event, now_nanos};
-use crate::http::client::HttpFailure;
-use crate::http::sse::{Decoder, SseEvent};
-use crate::http::stream::{
-    Connection, Ended, RETRY_AFTER_CAP, Reconnect, error_chain, sleep_or_cancel,
-};
-use crate::sources::merge::{PieceBuilder, PieceSender};
+use super::{Deployment, LogStream};
+use crate::event::now_nanos;
+use crate::http::connection::{Connection, Frame};
+use crate::http::stream::Ended;
+use crate::sources::provider::{Context, Emitter, Follow};
 
 /// Lines of the stream's start remembered to recognise a replay from offset 0.
 const HEAD_LINES: usize = 4;
@@ -43,20 +40,6 @@ pub struct Position {
     pub head: Vec<u64>,
 }
 
-pub(crate) struct Follower {
-    pub shared: Arc<Shared>,
-    pub container: String,
-    pub host: Option<String>,
-    pub stream: LogStream,
-    pub key: String,
-    pub position: Position,
-    pub pieces: PieceSender,
-    /// The source is stopping: end now.
-    pub stop: CancellationToken,
-    /// The container is gone: end when the stream does.
-    pub finish: CancellationToken,
-}
-
 /// How the start of a resumed connection is checked for a replay.
 enum Resume {
     /// Nothing to check: emit everything.
@@ -64,96 +47,130 @@ enum Resume {
     /// Replay detection pending: held lines so far match the head hashes.
     Checking {
         resumed_at: Position,
-        held: Vec<SseEvent>,
+        held: Vec<Frame>,
     },
     /// A replay from offset 0: skip this many more lines.
     Skipping(u64),
 }
 
-/// The follower's input stopped because the source is stopping.
-struct Stopped;
+/// One container stream (`stdout` or `stderr`).
+pub(crate) struct ContainerStream {
+    deployment: Arc<Deployment>,
+    container: String,
+    host: Option<String>,
+    stream: LogStream,
+    key: String,
+    position: Position,
+    /// The offset the current connection resumed from.
+    resumed_offset: u64,
+    resume: Resume,
+}
 
-impl Follower {
-    pub async fn run(mut self) {
-        let label = format!("{}/{}", self.container, self.stream.as_str());
-        let mut reconnect = Reconnect::new(
-            self.shared.options.clone(),
-            Arc::clone(&self.shared.source),
-            label,
-            self.shared.auth_report.clone(),
-        );
-        let mut decoder = Decoder::new(self.shared.options.max_event_bytes);
-        let mut builder = PieceBuilder::new(self.shared.max_events, self.shared.max_bytes);
-        loop {
-            let ended = match self.connect().await {
-                Ok(mut connection) => {
-                    reconnect.connected();
-                    match self
-                        .read(&mut connection, &mut decoder, &mut builder, &mut reconnect)
-                        .await
-                    {
-                        Ok(ended) => ended,
-                        Err(Stopped) => return,
-                    }
-                }
-                Err(ended) => ended,
-            };
-            decoder.reset();
-            if self.finish.is_cancelled() {
-                tracing::info!(source = %self.shared.source, container = %self.container, stream = self.stream.as_str(), "stream of a finished container ended");
-                return;
-            }
-            let delay = reconnect.delay(&ended, decoder.retry());
-            if !sleep_or_cancel(delay, &self.stop).await {
-                return;
-            }
+impl ContainerStream {
+    pub fn new(
+        deployment: Arc<Deployment>,
+        container: &str,
+        host: Option<&str>,
+        stream: LogStream,
+        key: String,
+        position: Position,
+    ) -> Self {
+        ContainerStream {
+            deployment,
+            container: container.to_string(),
+            host: host.map(str::to_string),
+            stream,
+            key,
+            position,
+            resumed_offset: 0,
+            resume: Resume::Fresh,
         }
     }
 
-    async fn connect(&self) -> Result<Connection, Ended> {
-        let path = format!(
-            "/deployment/{}/log/{}",
-            self.shared.deployment, self.container
-        );
-        let mut url = self
-            .shared
-            .url(&path)
-            .map_err(|e| Ended::Lost(format!("bad URL: {e}")))?;
+    /// Turns one frame into a log event and advances the position.
+    fn emit(&mut self, frame: Frame, id: Option<u64>, now: i64, ctx: &Context, out: &mut Emitter) {
+        let position = &mut self.position;
+        position.offset = id.unwrap_or(position.offset + frame.data_len as u64 + 1);
+        if position.head.len() < HEAD_LINES && position.lines == position.head.len() as u64 {
+            position.head.push(xxh3_64(frame.data.as_bytes()));
+        }
+        position.lines += 1;
+        if frame.data.is_empty() {
+            return;
+        }
+        let mut log = ctx.event(frame.data, now);
+        log.stream = Some(self.stream.as_str().to_string());
+        log.origin.deployment = Some(self.deployment.id.clone());
+        log.origin.instance = Some(self.container.clone());
+        log.origin.host.clone_from(&self.host);
+        if frame.truncated {
+            log.fields
+                .insert("truncated".into(), serde_json::Value::Bool(true));
+        }
+        out.push(log);
+    }
+
+    /// A frame without a numeric id, through the replay detection.
+    fn unnumbered(&mut self, frame: Frame, now: i64, ctx: &Context, out: &mut Emitter) {
+        self.resume = match std::mem::replace(&mut self.resume, Resume::Fresh) {
+            Resume::Fresh => {
+                self.emit(frame, None, now, ctx, out);
+                Resume::Fresh
+            }
+            Resume::Skipping(left) if left > 1 => Resume::Skipping(left - 1),
+            Resume::Skipping(_) => Resume::Fresh,
+            Resume::Checking {
+                resumed_at,
+                mut held,
+            } => {
+                let hash = xxh3_64(frame.data.as_bytes());
+                if resumed_at.head.get(held.len()) != Some(&hash) {
+                    for held_frame in held {
+                        self.emit(held_frame, None, now, ctx, out);
+                    }
+                    self.emit(frame, None, now, ctx, out);
+                    return;
+                }
+                held.push(frame);
+                let needed = resumed_at.head.len().min(resumed_at.lines as usize);
+                if held.len() < needed {
+                    Resume::Checking { resumed_at, held }
+                } else {
+                    tracing::info!(source = %ctx.source, container = %self.container, stream = self.stream.as_str(), lines = resumed_at.lines, "server replayed the stream from its start (offset ignored); skipping lines already read");
+                    match resumed_at.lines.saturating_sub(held.len() as u64) {
+                        0 => Resume::Fresh,
+                        left => Resume::Skipping(left),
+                    }
+                }
+            }
+        };
+    }
+}
+
+#[async_trait]
+impl Follow for ContainerStream {
+    fn name(&self) -> String {
+        format!("{}/{}", self.container, self.stream.as_str())
+    }
+
+    async fn open(&mut self, ctx: &Context, _out: &mut Emitter) -> Result<Connection, Ended> {
+        let mut url = self.deployment.url(&format!("/log/{}", self.container))?;
         url.query_pairs_mut()
             .append_pair("stream", self.stream.as_str());
         if self.position.offset > 0 {
             url.query_pairs_mut()
                 .append_pair("offset", &self.position.offset.to_string());
         }
-        let request = self
-            .shared
-            .client
-            .get(url)
-            .header(reqwest::header::ACCEPT, "text/event-stream");
-        let request = self.shared.auth.apply(request);
-        let response = tokio::select! {
-            () = self.stop.cancelled() => return Err(Ended::Closed),
-            response = request.send() => response,
-        };
-        let response =
-            response.map_err(|e| Ended::Lost(self.shared.auth.scrub(&error_chain(&e))))?;
-        if !response.status().is_success() {
-            let failure =
-                HttpFailure::from_response(response, Some(&self.shared.auth), RETRY_AFTER_CAP)
-                    .await;
-            return Err(Ended::Failed(failure));
-        }
-        Ok(Connection::new(response, self.shared.options.idle_timeout))
-    }
-
-    async fn read(
-        &mut self,
-        connection: &mut Connection,
-        decoder: &mut Decoder,
-        builder: &mut PieceBuilder,
-        reconnect: &mut Reconnect,
-    ) -> Result<Ended, Stopped> {
-        let mut resume = if self.position.offset > 0 && !self.position.head.is_empty() {
+        let response = ctx
+            .api
+            .send(|client| {
+                client
+                    .get(url.clone())
+                    .header(reqwest::header::ACCEPT, "text/event-stream")
+            })
+            .await?;
+        self.resumed_offset = self.position.offset;
+        self.resume = if self.position.offset > 0 && !self.position.head.is_empty() {
             Resume::Checking {
                 resumed_at: self.position.clone(),
                 held: Vec::new(),
@@ -161,129 +178,28 @@ impl Follower {
         } else {
             Resume::Fresh
         };
-        let resumed_offset = self.position.offset;
-        loop {
-            let more = tokio::select! {
-                () = self.stop.cancelled() => return Err(Stopped),
-                more = connection.read(decoder) => more,
-            };
-            match more {
-                Ok(true) => {}
-                Ok(false) => return Ok(Ended::Closed),
-                Err(error) => return Ok(Ended::Lost(error.to_string())),
+        Ok(Connection::sse(response, &ctx.options))
+    }
+
+    fn frame(&mut self, frame: Frame, ctx: &Context, out: &mut Emitter) {
+        let now = now_nanos();
+        let id = frame
+            .id
+            .as_deref()
+            .and_then(|id| id.trim().parse::<u64>().ok());
+        match id {
+            Some(id) if self.resumed_offset > 0 && id <= self.resumed_offset => {}
+            Some(id) => {
+                self.resume = Resume::Fresh;
+                self.emit(frame, Some(id), now, ctx, out);
             }
-            let now = now_nanos();
-            let mut any = false;
-            while let Some(event) = decoder.next_event() {
-                any = true;
-                if let Some(id) = event
-                    .id
-                    .as_deref()
-                    .and_then(|id| id.trim().parse::<u64>().ok())
-                {
-                    if resumed_offset > 0 && id <= resumed_offset {
-                        continue;
-                    }
-                    resume = Resume::Fresh;
-                    self.emit(event, Some(id), now, builder).await?;
-                    continue;
-                }
-                resume = match resume {
-                    Resume::Fresh => {
-                        self.emit(event, None, now, builder).await?;
-                        Resume::Fresh
-                    }
-                    Resume::Skipping(left) => {
-                        if left > 1 {
-                            Resume::Skipping(left - 1)
-                        } else {
-                            Resume::Fresh
-                        }
-                    }
-                    Resume::Checking {
-                        resumed_at,
-                        mut held,
-                    } => {
-                        let hash = xxh3_64(event.data.as_bytes());
-                        if resumed_at.head.get(held.len()) == Some(&hash) {
-                            held.push(event);
-                            let needed = resumed_at.head.len().min(resumed_at.lines as usize);
-                            if held.len() >= needed {
-                                tracing::info!(source = %self.shared.source, container = %self.container, stream = self.stream.as_str(), lines = resumed_at.lines, "server replayed the stream from its start (offset ignored); skipping lines already read");
-                                let left = resumed_at.lines.saturating_sub(held.len() as u64);
-                                if left > 0 {
-                                    Resume::Skipping(left)
-                                } else {
-                                    Resume::Fresh
-                                }
-                            } else {
-                                Resume::Checking { resumed_at, held }
-                            }
-                        } else {
-                            for held_event in held {
-                                self.emit(held_event, None, now, builder).await?;
-                            }
-                            self.emit(event, None, now, builder).await?;
-                            Resume::Fresh
-                        }
-                    }
-                };
-            }
-            if any {
-                reconnect.healthy();
-            }
-            if !builder.is_empty() {
-                self.send(builder).await?;
-            }
+            None => self.unnumbered(frame, now, ctx, out),
         }
     }
 
-    /// Turns one SSE event into a log event and advances the position.
-    async fn emit(
-        &mut self,
-        event: SseEvent,
-        id: Option<u64>,
-        now: i64,
-        builder: &mut PieceBuilder,
-    ) -> Result<(), Stopped> {
-        let position = &mut self.position;
-        position.offset = id.unwrap_or(position.offset + event.data_len as u64 + 1);
-        if position.head.len() < HEAD_LINES && position.lines == position.head.len() as u64 {
-            position.head.push(xxh3_64(event.data.as_bytes()));
-        }
-        position.lines += 1;
-        if event.data.is_empty() {
-            return Ok(());
-        }
-        let shared = &self.shared;
-        let mut log = Event::new(
-            Arc::clone(&shared.source),
-            Arc::clone(&shared.provider),
-            event.data,
-            now,
-        );
-        log.stream = Some(self.stream.as_str().to_string());
-        log.origin.deployment = Some(shared.deployment.clone());
-        log.origin.instance = Some(self.container.clone());
-        log.origin.host.clone_from(&self.host);
-        if event.truncated {
-            log.fields
-                .insert("truncated".into(), serde_json::Value::Bool(true));
-        }
-        if builder.push(log) {
-            self.send(builder).await?;
-        }
-        Ok(())
-    }
-
-    async fn send(&self, builder: &mut PieceBuilder) -> Result<(), Stopped> {
-        let cursor = serde_json::to_value(&self.position)
+    fn cursor(&self) -> Option<(String, serde_json::Value)> {
+        serde_json::to_value(&self.position)
             .ok()
-            .map(|v| (self.key.clone(), v));
-        let piece = builder.take(cursor);
-        tokio::select! {
-            () = self.stop.cancelled() => Err(Stopped),
-            sent = self.pieces.send(piece) => sent.map_err(|_| Stopped),
-        }
+            .map(|v| (self.key.clone(), v))
     }
 }

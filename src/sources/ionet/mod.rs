@@ -12,22 +12,20 @@
 mod discovery;
 mod follow;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
-use super::merge::{self, PieceSender};
-use super::{Source, SourceContext};
-use crate::config::{Secret, resolve_secret};
+use super::provider::{self, Context, Follow};
+use super::{Source, SourceContext, SourceOptions};
+use crate::config::{Secret, require_secret};
+use crate::http::api::Api;
+use crate::http::auth::Credentials;
 use crate::http::client::{AuthHeader, build_client, validate_endpoint};
-use crate::http::stream::default_request_timeout;
-use crate::http::stream::{AuthReport, StreamOptions};
+use crate::http::stream::StreamOptions;
 
 /// The io.net API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.io.solutions";
@@ -77,11 +75,8 @@ pub struct IonetConfig {
     /// Default true.
     #[serde(default = "default_true")]
     pub lifecycle_events: bool,
-    /// Timeout of a containers-list request. Default 30 s.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// The shared stream options (`idle_timeout`, `connect_timeout`, backoff,
-    /// `auth_retry_interval`, `max_event_bytes`), set by the config layer.
+    /// The shared options (`idle_timeout`, `request_timeout`, backoff, …), which
+    /// the config layer reads from the same table.
     #[serde(skip)]
     pub stream: StreamOptions,
 }
@@ -98,8 +93,8 @@ fn default_discovery_interval() -> Duration {
 fn default_true() -> bool {
     true
 }
-impl IonetConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl SourceOptions for IonetConfig {
+    fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
         if self.api_key.is_none() && self.api_key_file.is_none() {
             return Err(
@@ -126,161 +121,86 @@ impl IonetConfig {
     }
 }
 
-/// What the followers and the discovery loop share.
-pub(crate) struct Shared {
-    pub source: Arc<str>,
-    /// `"ionet"`, shared by every event.
-    pub provider: Arc<str>,
-    pub client: reqwest::Client,
-    pub auth: AuthHeader,
-    pub auth_report: AuthReport,
-    pub base: String,
-    pub deployment: String,
-    pub options: StreamOptions,
-    pub request_timeout: Duration,
-    pub max_events: usize,
-    pub max_bytes: usize,
+/// The deployment every request of the source is about, and where its routes are.
+pub(crate) struct Deployment {
+    /// `{endpoint}/enterprise/v1/io-cloud/caas`.
+    base: String,
+    pub id: String,
 }
 
-impl Shared {
-    pub fn url(&self, path: &str) -> Result<url::Url, url::ParseError> {
-        url::Url::parse(&format!("{}{CAAS_PREFIX}{path}", self.base))
+impl Deployment {
+    pub fn new(endpoint: &str, id: &str) -> Self {
+        Deployment {
+            base: format!("{}{CAAS_PREFIX}", endpoint.trim_end_matches('/')),
+            id: id.to_string(),
+        }
+    }
+
+    /// The URL of `path` under `/deployment/{id}`.
+    pub fn url(&self, path: &str) -> Result<url::Url, crate::http::stream::Ended> {
+        url::Url::parse(&format!("{}/deployment/{}{path}", self.base, self.id))
+            .map_err(|e| crate::http::stream::Ended::Lost(format!("bad URL: {e}")))
     }
 }
 
 pub struct IonetSource {
     config: IonetConfig,
-    auth: AuthHeader,
-    client: reqwest::Client,
+    api: Api,
 }
 
-impl IonetSource {
-    pub fn new(config: IonetConfig) -> anyhow::Result<Self> {
-        let key = resolve_secret(
+impl TryFrom<IonetConfig> for IonetSource {
+    type Error = anyhow::Error;
+
+    fn try_from(config: IonetConfig) -> anyhow::Result<Self> {
+        let key = require_secret(
             "api_key",
             config.api_key.as_ref(),
             config.api_key_file.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?
-        .ok_or_else(|| anyhow::anyhow!("no API key: set `api_key` or `api_key_file`"))?;
+        )?;
         let auth = AuthHeader::new("x-api-key", "", &key)?;
         let client = build_client(config.stream.connect_timeout)?;
         Ok(IonetSource {
+            api: Api::new(client, Credentials::fixed(auth)),
             config,
-            auth,
-            client,
         })
     }
 }
 
 #[async_trait]
 impl Source for IonetSource {
-    async fn run(self: Box<Self>, mut ctx: SourceContext) -> anyhow::Result<()> {
-        let config = self.config;
-        let shared = Arc::new(Shared {
-            source: Arc::clone(&ctx.id),
-            provider: Arc::from("ionet"),
-            client: self.client,
-            auth: self.auth,
-            auth_report: AuthReport::default(),
-            base: config.endpoint.trim_end_matches('/').to_string(),
-            deployment: config.deployment_id.clone(),
-            options: config.stream.clone(),
-            request_timeout: config.request_timeout,
-            max_events: ctx.limits.batch_max_events,
-            max_bytes: ctx.limits.batch_max_bytes,
-        });
-        let (tx, mut rx) = merge::channel();
-        let stop = ctx.shutdown.child_token();
-        let mut tasks = JoinSet::new();
-        let manager = Manager {
-            shared: Arc::clone(&shared),
-            streams: config.streams.clone(),
-            checkpoint: ctx.checkpoint.clone(),
-            pieces: tx,
-            stop: stop.clone(),
-            followers: BTreeMap::new(),
-        };
-        tasks.spawn(discovery::run(manager, config));
-        let result = merge::forward(&mut rx, &mut ctx).await;
-        stop.cancel();
-        drop(rx);
-        while tasks.join_next().await.is_some() {}
-        result
+    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
+        let IonetSource { config, api } = *self;
+        let options = config.stream.clone();
+        provider::run(ctx, "ionet", api, options, |ctx| {
+            discovery::run(ctx, config)
+        })
+        .await
     }
 }
 
-/// Starts and stops the followers of containers.
-pub(crate) struct Manager {
-    pub shared: Arc<Shared>,
-    pub streams: Vec<LogStream>,
-    pub checkpoint: crate::checkpoint::Cursors,
-    pub pieces: PieceSender,
-    pub stop: CancellationToken,
-    /// Per followed container: the token that tells its followers to finish at the
-    /// end of their stream, and their tasks.
-    pub followers: BTreeMap<String, (CancellationToken, JoinSet<()>)>,
-}
-
-impl Manager {
-    /// Follows `container` (with `host` as the event host) if not already followed.
-    pub fn follow(&mut self, container: &str, host: Option<&str>) {
-        if let Some((_, tasks)) = self.followers.get_mut(container) {
-            while tasks.try_join_next().is_some() {}
-            if !tasks.is_empty() {
-                return;
-            }
-        }
-        let finish = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        for &stream in &self.streams {
-            let key = cursor_key(&self.shared.deployment, container, stream.as_str());
-            let position = self
-                .checkpoint
-                .get(&key)
-                .and_then(|v| serde_json::from_value::<follow::Position>(v.clone()).ok())
-                .unwrap_or_default();
-            let follower = follow::Follower {
-                shared: Arc::clone(&self.shared),
-                container: container.to_string(),
-                host: host.map(str::to_string),
+/// The streams of one container, each resuming from its committed position.
+pub(crate) fn container_streams(
+    ctx: &Context,
+    deployment: &Arc<Deployment>,
+    streams: &[LogStream],
+    container: &str,
+    host: Option<&str>,
+) -> Vec<Box<dyn Follow>> {
+    streams
+        .iter()
+        .map(|&stream| {
+            let key = cursor_key(&deployment.id, container, stream.as_str());
+            let position = ctx.saved(&key).unwrap_or_default();
+            Box::new(follow::ContainerStream::new(
+                Arc::clone(deployment),
+                container,
+                host,
                 stream,
                 key,
                 position,
-                pieces: self.pieces.clone(),
-                stop: self.stop.clone(),
-                finish: finish.clone(),
-            };
-            tasks.spawn(follower.run());
-        }
-        tracing::info!(source = %self.shared.source, container, "following container");
-        self.followers
-            .insert(container.to_string(), (finish, tasks));
-    }
-
-    /// Lets the followers of `container` end with their current stream.
-    pub fn finish(&mut self, container: &str) {
-        if let Some((finish, _)) = self.followers.get(container) {
-            if !finish.is_cancelled() {
-                tracing::info!(source = %self.shared.source, container, "container is gone; following it to the end of its stream");
-            }
-            finish.cancel();
-        }
-    }
-
-    /// Forgets followers whose tasks have all ended.
-    pub fn reap(&mut self) {
-        self.followers.retain(|_, (_, tasks)| {
-            while tasks.try_join_next().is_some() {}
-            !tasks.is_empty()
-        });
-    }
-
-    pub async fn shutdown(mut self) {
-        for (_, (_, mut tasks)) in std::mem::take(&mut self.followers) {
-            while tasks.join_next().await.is_some() {}
-        }
-    }
+            )) as Box<dyn Follow>
+        })
+        .collect()
 }
 
 pub(crate) fn cursor_key(deployment: &str, container: &str, stream: &str) -> String {

@@ -144,7 +144,7 @@ impl Decoder {
         if let Some(Value::Object(_)) = object.get("fields")
             && let Some(Value::Object(fields)) = object.remove("fields")
         {
-            event.fields = fields;
+            event.fields = fields.into();
         }
         event.fields.extend(object);
         Ok(event)

@@ -55,6 +55,14 @@ impl KafkaSource {
     }
 }
 
+impl TryFrom<Box<KafkaSourceConfig>> for KafkaSource {
+    type Error = anyhow::Error;
+
+    fn try_from(config: Box<KafkaSourceConfig>) -> anyhow::Result<Self> {
+        KafkaSource::new(*config)
+    }
+}
+
 #[async_trait]
 impl Source for KafkaSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {

@@ -1,9 +1,11 @@
 //! Finding a level in free text: the header of a line as common loggers write it
 //! (`ERROR`, `[warn]`, `E1120 …`, `level=info`, `WARNING:`, Python, Java, Go, Rust,
 //! Rails, nginx), then error markers anywhere (`Traceback`, `panicked at`,
-//! `Exception`). Lower-case words count only where a logger puts a level (in
-//! brackets, between tabs, after `level=`, or leading with a colon), so prose such as
-//! "more info" is not mistaken for one.
+//! `Exception`, a Go runtime crash, the stack frames of a merged trace). Lower-case
+//! words count only where a logger puts a level (in brackets, between tabs, after
+//! `level=`, or leading with a colon), so prose such as "more info" is not mistaken
+//! for one. In a multi-line event (see the `multiline` transform) only the first line
+//! is its header: the words of a stack trace's code lines are not levels.
 
 use aho_corasick::AhoCorasick;
 
@@ -11,6 +13,21 @@ use crate::event::Level;
 
 /// How many leading bytes of a line count as its header.
 pub const DEFAULT_HEADER_BYTES: usize = 200;
+
+/// Markers searched in the whole message, and the level each means.
+const ERROR_MARKERS: [(&str, Level); 9] = [
+    ("Traceback (most recent call last)", Level::Error),
+    ("panicked at", Level::Error),
+    ("Exception", Level::Error),
+    // The Go runtime's own crash, and a goroutine dump (a recovered panic).
+    ("fatal error: ", Level::Fatal),
+    ("\ngoroutine ", Level::Error),
+    // Stack frames of a merged trace: Java, Node, .NET, Ruby.
+    ("\n\tat ", Level::Error),
+    ("\n    at ", Level::Error),
+    ("\n   at ", Level::Error),
+    ("\n\tfrom ", Level::Error),
+];
 
 /// The compiled text rules.
 #[derive(Debug, Clone)]
@@ -21,12 +38,8 @@ pub struct TextRules {
 
 impl TextRules {
     pub fn new(header_bytes: usize) -> Self {
-        let error_markers = AhoCorasick::new([
-            "Traceback (most recent call last)",
-            "panicked at",
-            "Exception",
-        ])
-        .expect("fixed patterns compile");
+        let error_markers = AhoCorasick::new(ERROR_MARKERS.map(|(marker, _)| marker))
+            .expect("fixed patterns compile");
         TextRules {
             header_bytes,
             error_markers,
@@ -38,11 +51,15 @@ impl TextRules {
         if let Some(level) = prefix_letter(bytes) {
             return Some(level);
         }
-        let header = &bytes[..bytes.len().min(self.header_bytes)];
+        let first_line = memchr::memchr(b'\n', bytes).map_or(bytes, |end| &bytes[..end]);
+        let header = &first_line[..first_line.len().min(self.header_bytes)];
         if let Some(level) = header_word(header) {
             return Some(level);
         }
-        self.error_markers.is_match(text).then_some(Level::Error)
+        self.error_markers
+            .find_iter(text)
+            .map(|m| ERROR_MARKERS[m.pattern().as_usize()].1)
+            .max()
     }
 }
 
@@ -209,6 +226,53 @@ mod tests {
         ];
         for (line, expected) in cases {
             assert_eq!(rules.level_of(line), *expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_merged_trace_is_an_error_whatever_its_first_line() {
+        let rules = TextRules::new(DEFAULT_HEADER_BYTES);
+        let cases: &[(&str, Option<Level>)] = &[
+            (
+                "Traceback (most recent call last):\n  File \"/app/x.py\", line 3, in <module>\n    DEBUG = load()\nValueError: bad",
+                Some(Level::Error),
+            ),
+            (
+                "Exception in thread \"main\" java.lang.IllegalStateException: boom\n\tat com.example.App.main(App.java:5)",
+                Some(Level::Error),
+            ),
+            (
+                "java.lang.StackOverflowError\n\tat com.example.App.loop(App.java:9)",
+                Some(Level::Error),
+            ),
+            (
+                "panic: runtime error: index out of range [5] with length 3\n\ngoroutine 1 [running]:\nmain.main()",
+                Some(Level::Fatal),
+            ),
+            (
+                "fatal error: all goroutines are asleep - deadlock!\n\ngoroutine 1 [chan receive]:",
+                Some(Level::Fatal),
+            ),
+            (
+                "2026/11/20 10:00:00 http: panic serving 10.0.0.1:5050: boom\ngoroutine 7 [running]:",
+                Some(Level::Error),
+            ),
+            (
+                "TypeError: Cannot read properties of undefined (reading 'id')\n    at handler (/app/server.js:12:9)",
+                Some(Level::Error),
+            ),
+            (
+                "/app/app.rb:3:in 'divide': divided by 0 (ZeroDivisionError)\n\tfrom /app/app.rb:7:in '<main>'",
+                Some(Level::Error),
+            ),
+            (
+                "WARN retrying\njava.io.IOException: reset\n\tat x.Y.z(Y.java:1)",
+                Some(Level::Warn),
+            ),
+            ("request done\n  INFO words on a later line", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(rules.level_of(text), *expected, "{text}");
         }
     }
 

@@ -15,7 +15,7 @@ pub use timestamp::TimestampFormat;
 
 use super::pattern::Pattern;
 use super::{Transform, drop_counter};
-use crate::event::Event;
+use crate::event::{Event, Fields};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,7 +120,7 @@ impl ParseConfig {
 /// (syslog, provider lines): it replaces the value that was parsed.
 #[derive(Debug, Default, PartialEq)]
 pub struct Parsed {
-    pub fields: Map<String, Value>,
+    pub fields: Fields,
     pub message: Option<String>,
     pub timestamp: Option<i64>,
     pub component: Option<String>,
@@ -130,9 +130,9 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    fn fields(fields: Map<String, Value>) -> Self {
+    fn fields(fields: impl Into<Fields>) -> Self {
         Parsed {
-            fields,
+            fields: fields.into(),
             ..Parsed::default()
         }
     }
@@ -204,14 +204,15 @@ impl Parse {
             format => format,
         };
         let parsed = match format {
-            Format::Json => {
+            Format::Json if self.config.format == Format::Auto => {
                 let object = json_object(text)?;
-                if self.config.format == Format::Auto && provider::looks_like_dcos(&object) {
+                if provider::looks_like_dcos(&object) {
                     provider::dcos(object)?
                 } else {
                     Parsed::fields(object)
                 }
             }
+            Format::Json => Parsed::fields(json_fields(text)?),
             Format::Dcos => provider::dcos(json_object(text)?)?,
             Format::Logfmt => Parsed::fields(logfmt::parse(text)?),
             Format::Regex => Parsed::fields(self.captures(text)?),
@@ -223,7 +224,7 @@ impl Parse {
         Ok(Some(parsed))
     }
 
-    fn captures(&self, text: &str) -> Result<Map<String, Value>, String> {
+    fn captures(&self, text: &str) -> Result<Fields, String> {
         let pattern = self
             .config
             .pattern
@@ -272,7 +273,7 @@ impl Parse {
             }
         }
         if let Some(name) = &self.config.timestamp_field
-            && let Some(value) = lookup(&fields, name)
+            && let Some(value) = fields.lookup(name)
         {
             match timestamp::read(value, &self.config.timestamp_formats) {
                 Some(t) => event.timestamp = t,
@@ -287,7 +288,7 @@ impl Parse {
         }
         match &self.config.target {
             Some(target) => {
-                event.fields.insert(target.clone(), Value::Object(fields));
+                event.fields.insert(target.clone(), fields.into());
             }
             None if event.fields.is_empty() => event.fields = fields,
             None => event.fields.extend(fields),
@@ -301,22 +302,19 @@ impl Transform for Parse {
     }
 }
 
+/// A JSON object read straight into fields, in its own order.
+fn json_fields(text: &str) -> Result<Fields, String> {
+    serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => "not a JSON object".to_string(),
+        _ => e.to_string(),
+    })
+}
+
 fn json_object(text: &str) -> Result<Map<String, Value>, String> {
     match serde_json::from_str(text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err("not a JSON object".into()),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-fn lookup<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(v) = fields.get(path) {
-        return Some(v);
-    }
-    let (head, rest) = path.split_once('.')?;
-    match fields.get(head)? {
-        Value::Object(inner) => lookup(inner, rest),
-        _ => None,
     }
 }
 

@@ -42,7 +42,7 @@ pub fn parse(line: &str) -> Result<Parsed, String> {
         fields.insert("structured_data".into(), Value::Object(data));
     }
     Ok(Parsed {
-        fields,
+        fields: fields.into(),
         message: Some(message.msg.to_string()),
         timestamp: message.timestamp.and_then(|t| t.timestamp_nanos_opt()),
         component: message.appname.map(str::to_string),

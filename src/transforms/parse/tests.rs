@@ -22,7 +22,7 @@ fn run(parse: &mut Parse, message: &str) -> Vec<Event> {
 fn fields_of(options: &str, message: &str) -> Value {
     let mut parse = parser(options);
     let events = run(&mut parse, message);
-    Value::Object(events[0].fields.clone())
+    Value::from(events[0].fields.clone())
 }
 
 #[test]
@@ -232,7 +232,7 @@ fn parsed_fields_merge_over_existing_ones() {
     events[0].fields.insert("z".into(), json!(0));
     parse.apply(&mut events);
     assert_eq!(
-        Value::Object(events[0].fields.clone()),
+        Value::from(events[0].fields.clone()),
         json!({"a":2,"b":3,"z":0})
     );
 }

@@ -11,6 +11,7 @@ use base64::Engine;
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
+use super::texts::Joined;
 use crate::transforms::pattern::Pattern;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -325,7 +326,7 @@ impl Scanner {
         found.clear();
         let hits = self.set.matches(text.as_bytes());
         if hits.matched_any() {
-            self.locate(text, hits.iter(), found);
+            self.locate(text, hits.iter(), found, |_, _| true);
         }
     }
 
@@ -333,10 +334,30 @@ impl Scanner {
     /// include this one), in priority order: skips the multi-pattern pass.
     pub fn scan_rules(&self, text: &str, rules: &[usize], found: &mut Vec<Found>) {
         found.clear();
-        self.locate(text, rules.iter().copied(), found);
+        self.locate(text, rules.iter().copied(), found, |_, _| true);
     }
 
-    fn locate(&self, text: &str, rules: impl Iterator<Item = usize>, found: &mut Vec<Found>) {
+    /// The matches of `rules` in every text of `joined` at once, in joined positions:
+    /// what scanning each text by itself finds, with one search per rule. The
+    /// patterns see a newline as they see the edge of a text, so a match inside one
+    /// text is found the same either way; `false` (and `found` unusable) when a match
+    /// runs across texts, which a text-by-text scan would not see whole.
+    pub fn scan_joined(&self, joined: &Joined, rules: &[usize], found: &mut Vec<Found>) -> bool {
+        found.clear();
+        self.locate(&joined.text, rules.iter().copied(), found, |start, end| {
+            joined.within_one(start, end)
+        })
+    }
+
+    /// Fills `found` from the matches of `rules` in `text`; stops with `false` as
+    /// soon as a whole match fails `keep_whole`.
+    fn locate(
+        &self,
+        text: &str,
+        rules: impl Iterator<Item = usize>,
+        found: &mut Vec<Found>,
+        keep_whole: impl Fn(usize, usize) -> bool,
+    ) -> bool {
         let hay = text.as_bytes();
         for index in rules {
             let compiled = &self.rules[index];
@@ -360,17 +381,24 @@ impl Scanner {
             };
             if compiled.groups {
                 for caps in compiled.regex.captures_iter(hay) {
+                    if caps.get(0).is_some_and(|m| !keep_whole(m.start(), m.end())) {
+                        return false;
+                    }
                     if let Some(m) = caps.iter().skip(1).flatten().next() {
                         consider(m.start(), m.end());
                     }
                 }
             } else {
                 for m in compiled.regex.find_iter(hay) {
+                    if !keep_whole(m.start(), m.end()) {
+                        return false;
+                    }
                     consider(m.start(), m.end());
                 }
             }
         }
         found.sort_unstable_by_key(|f| f.start);
+        true
     }
 }
 

@@ -7,17 +7,19 @@
 
 mod detectors;
 mod scope;
+mod texts;
 
 use std::path::PathBuf;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::Sha256;
 
 pub use detectors::Detector;
 use detectors::{Found, Scanner};
 use scope::{DEFAULT_SENSITIVE_KEYS, FieldPath, FieldScope, Reach, SensitiveKeys};
+use texts::{Joined, Object};
 
 use super::Transform;
 use super::pattern::Pattern;
@@ -205,18 +207,27 @@ pub struct Redact {
     rules: Vec<(&'static str, metrics::Counter)>,
     /// Values redacted whole because of their key.
     sensitive_matches: metrics::Counter,
+    /// Every text of the current event in scope, joined: one multi-pattern pass tells
+    /// whether the event holds anything at all (most hold nothing) and which rules
+    /// occur, then one search per such rule finds their matches in every text.
+    joined: Joined,
+    /// The rules found in `joined`.
+    candidates: Vec<usize>,
     found: Vec<Found>,
-    /// Every text of one event in scope, joined by newlines: one scan tells whether
-    /// the event holds anything at all (most hold nothing), and which rules to try
-    /// on its texts one by one when it does.
-    joined: String,
-    /// The rules found in the joined texts of the current event; `None` when they
-    /// could not be joined (each text then gets the multi-pattern pass itself).
-    candidates: Option<Vec<usize>>,
+    /// Where the matches of the texts being rewritten come from.
+    source: MatchSource,
 }
 
-/// A `joined` buffer grown past this by a huge event is given back afterwards.
-const JOINED_KEEP_BYTES: usize = 64 << 10;
+/// How [`Redact::redacted`] finds the matches of the text it is given.
+enum MatchSource {
+    /// Found already in the joined texts (`found`, in joined positions): the text is
+    /// the `text`-th of `joined`, its matches start at `found[next]`.
+    Joined { text: usize, next: usize },
+    /// Scanned text by text with the candidate rules (a match ran across texts).
+    Candidates,
+    /// Scanned text by text with every rule (custom patterns cannot be joined).
+    Everything,
+}
 
 impl Redact {
     pub fn new(id: &str, config: &RedactConfig) -> anyhow::Result<Self> {
@@ -281,89 +292,47 @@ impl Redact {
                 "transform" => id.to_string(),
                 "detector" => SENSITIVE_KEY
             ),
+            joined: Joined::default(),
+            candidates: Vec::new(),
             found: Vec::new(),
-            joined: String::new(),
-            candidates: None,
+            source: MatchSource::Everything,
         })
     }
 
-    /// Redacts `text` in place; leaves it untouched (no allocation) when clean.
-    fn redact_text(&mut self, text: &mut String) {
-        if let Some(redacted) = self.redacted(text) {
-            *text = redacted;
-        }
-    }
-
-    /// The redacted form of `text`, or `None` when it holds nothing to redact.
-    fn redacted(&mut self, text: &str) -> Option<String> {
-        match &self.candidates {
-            Some(rules) => self.scanner.scan_rules(text, rules, &mut self.found),
-            None => self.scanner.scan(text, &mut self.found),
-        }
-        if self.found.is_empty() {
-            return None;
-        }
-        let mut out = String::with_capacity(text.len() + 16 * self.found.len());
-        let mut last = 0;
-        for found in &self.found {
-            out.push_str(&text[last..found.start]);
-            let (name, counter) = &self.rules[found.rule];
-            counter.increment(1);
-            self.render_one(name, &text[found.start..found.end], &mut out);
-            last = found.end;
-        }
-        out.push_str(&text[last..]);
-        Some(out)
-    }
-
-    fn render_one(&self, detector: &str, value: &str, out: &mut String) {
-        match &self.render {
-            Render::Template(parts, mac) => {
-                for part in parts {
-                    match part {
-                        Part::Text(text) => out.push_str(text),
-                        Part::Detector => out.push_str(detector),
-                        Part::Hash => {
-                            if let Some(mac) = mac {
-                                let mut mac = mac.clone();
-                                mac.update(value.as_bytes());
-                                let digest = mac.finalize().into_bytes();
-                                push_hex(&digest, self.hash_length, out);
-                            }
-                        }
-                    }
-                }
-            }
-            Render::Partial {
-                prefix,
-                suffix,
-                mask,
-            } => {
-                let count = value.chars().count();
-                if count <= prefix + suffix {
-                    out.extend(std::iter::repeat_n(*mask, count));
-                } else {
-                    for (i, c) in value.chars().enumerate() {
-                        let shown = i < *prefix || i >= count - suffix;
-                        out.push(if shown { c } else { *mask });
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whether `event` may hold something to redact: joins every text in scope and
-    /// scans them once, keeping the rules found as the candidates for its texts.
-    /// `true` whenever the scanner cannot answer that way.
-    fn may_hold_secrets(&mut self, event: &Event) -> bool {
+    /// Redacts whatever `event` holds: gathers its texts in scope, finds out with
+    /// one pass whether anything is there, and only then rewrites it.
+    fn redact_event(&mut self, event: &mut Event) {
         if !self.scanner.joinable() {
-            return true;
+            self.source = MatchSource::Everything;
+            self.rewrite(event);
+            return;
         }
         let mut joined = std::mem::take(&mut self.joined);
         joined.clear();
-        joined.push_str(&event.message);
+        let sensitive = self.gather(event, &mut joined);
+        self.scanner.candidates(&joined.text, &mut self.candidates);
+        if sensitive || !self.candidates.is_empty() {
+            let whole = self
+                .scanner
+                .scan_joined(&joined, &self.candidates, &mut self.found);
+            self.source = if whole {
+                MatchSource::Joined { text: 0, next: 0 }
+            } else {
+                MatchSource::Candidates
+            };
+            self.joined = joined;
+            self.rewrite(event);
+        } else {
+            self.joined = joined;
+        }
+    }
+
+    /// Pushes every text of `event` in scope to `joined`, in the order [`Redact::rewrite`]
+    /// visits them; `true` when a sensitive key in scope holds a value to replace.
+    fn gather(&self, event: &Event, joined: &mut Joined) -> bool {
+        joined.push(&event.message);
         let mut path = Vec::new();
-        let sensitive = self.gather(&event.fields, &mut path, Reach::In, &mut joined);
+        let sensitive = self.gather_object(&event.fields, &mut path, Reach::In, joined);
         if self.include_origin {
             let origin = &event.origin;
             for name in [
@@ -376,37 +345,25 @@ impl Redact {
             .into_iter()
             .flatten()
             {
-                joined.push('\n');
-                joined.push_str(name);
+                joined.push(name);
             }
             if let Some(file) = &origin.file {
-                joined.push('\n');
-                joined.push_str(file);
+                joined.push(file);
             }
         }
-        let mut candidates = self.candidates.take().unwrap_or_default();
-        self.scanner.candidates(&joined, &mut candidates);
-        let found = sensitive || !candidates.is_empty();
-        self.candidates = Some(candidates);
-        if joined.capacity() > JOINED_KEEP_BYTES {
-            joined = String::new();
-        }
-        self.joined = joined;
-        found
+        sensitive
     }
 
-    /// Appends the keys and string values in scope to `joined`, newline-separated;
-    /// `true` when a sensitive key in scope holds a value to replace.
-    fn gather(
+    fn gather_object(
         &self,
-        map: &Map<String, Value>,
+        object: &impl Object,
         path: &mut Vec<String>,
         reach: Reach,
-        joined: &mut String,
+        joined: &mut Joined,
     ) -> bool {
         let track = !self.scope.is_everything();
         let mut sensitive = false;
-        for (key, value) in map {
+        for (key, value) in object.entries() {
             let reach = if track {
                 path.push(key.clone());
                 self.scope.reach(path)
@@ -414,11 +371,11 @@ impl Redact {
                 reach
             };
             if reach == Reach::In {
-                joined.push('\n');
-                joined.push_str(key);
-                sensitive |= self.sensitive.contains(key) && holds_text(value);
+                joined.push(key);
             }
-            if reach != Reach::Out {
+            if reach == Reach::In && self.sensitive.contains(key) {
+                sensitive |= holds_text(value);
+            } else if reach != Reach::Out {
                 sensitive |= self.gather_value(value, path, reach, joined);
             }
             if track {
@@ -433,65 +390,123 @@ impl Redact {
         value: &Value,
         path: &mut Vec<String>,
         reach: Reach,
-        joined: &mut String,
+        joined: &mut Joined,
     ) -> bool {
         match value {
             Value::String(text) if reach == Reach::In => {
-                joined.push('\n');
-                joined.push_str(text);
+                joined.push(text);
                 false
             }
             Value::Array(items) => items
                 .iter()
                 .fold(false, |s, v| self.gather_value(v, path, reach, joined) | s),
-            Value::Object(map) => self.gather(map, path, reach, joined),
+            Value::Object(map) => self.gather_object(map, path, reach, joined),
             Value::String(_) | Value::Null | Value::Bool(_) | Value::Number(_) => false,
         }
     }
 
-    /// Redacts the parsed fields in scope: string values, and keys that hold a
-    /// secret themselves (a map keyed by address or e-mail); values under sensitive
-    /// keys are replaced whole.
-    fn redact_fields(&mut self, fields: &mut Map<String, Value>) {
+    /// Rewrites every text of `event` in scope, in the order [`Redact::gather`] pushed
+    /// them: the message, the fields (each key, then its value), the origin names.
+    fn rewrite(&mut self, event: &mut Event) {
+        self.redact_text(&mut event.message);
         let mut path = Vec::new();
-        self.redact_map(fields, &mut path, Reach::In);
+        self.redact_object(&mut event.fields, &mut path, Reach::In);
+        if self.include_origin {
+            self.redact_origin(&mut event.origin);
+        }
     }
 
-    /// `path` is tracked only when the scope is narrowed (`fields`, `exclude_fields`).
-    fn redact_map(&mut self, map: &mut Map<String, Value>, path: &mut Vec<String>, reach: Reach) {
+    /// Redacts `text` in place; leaves it untouched (no allocation) when clean.
+    fn redact_text(&mut self, text: &mut String) {
+        if let Some(redacted) = self.redacted(text) {
+            *text = redacted;
+        }
+    }
+
+    /// The redacted form of `text` (the next text in gathering order), or `None` when
+    /// it holds nothing to redact.
+    fn redacted(&mut self, text: &str) -> Option<String> {
+        let (found, offset) = match &mut self.source {
+            MatchSource::Joined { text: index, next } => {
+                let (start, end) = self.joined.spans[*index];
+                *index += 1;
+                let first = *next;
+                while self.found.get(*next).is_some_and(|f| f.start < end) {
+                    *next += 1;
+                }
+                (&self.found[first..*next], start)
+            }
+            MatchSource::Candidates => {
+                self.scanner
+                    .scan_rules(text, &self.candidates, &mut self.found);
+                (&self.found[..], 0)
+            }
+            MatchSource::Everything => {
+                self.scanner.scan(text, &mut self.found);
+                (&self.found[..], 0)
+            }
+        };
+        if found.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len() + 16 * found.len());
+        let mut last = 0;
+        for f in found {
+            let (start, end) = (f.start - offset, f.end - offset);
+            out.push_str(&text[last..start]);
+            let (name, counter) = &self.rules[f.rule];
+            counter.increment(1);
+            render_one(
+                &self.render,
+                self.hash_length,
+                name,
+                &text[start..end],
+                &mut out,
+            );
+            last = end;
+        }
+        out.push_str(&text[last..]);
+        Some(out)
+    }
+
+    /// Redacts the keys and values of `object` in scope: string values, and keys
+    /// that hold a secret themselves (a map keyed by address or e-mail); values under
+    /// sensitive keys are replaced whole. `path` is tracked only when the scope is
+    /// narrowed (`fields`, `exclude_fields`).
+    fn redact_object(&mut self, object: &mut impl Object, path: &mut Vec<String>, reach: Reach) {
         let track = !self.scope.is_everything();
         let mut renamed = Vec::new();
-        for (key, value) in map.iter_mut() {
+        for (key, value) in object.entries_mut() {
             let reach = if track {
                 path.push(key.clone());
                 self.scope.reach(path)
             } else {
                 reach
             };
-            match reach {
-                Reach::Out => {}
-                Reach::In if self.sensitive.contains(key) => self.redact_whole(value),
-                _ => self.redact_value(value, path, reach),
-            }
             if reach == Reach::In
                 && let Some(new_key) = self.redacted(key)
             {
                 renamed.push((key.clone(), new_key));
+            }
+            match reach {
+                Reach::Out => {}
+                Reach::In if self.sensitive.contains(key) => self.redact_whole(value),
+                _ => self.redact_value(value, path, reach),
             }
             if track {
                 path.pop();
             }
         }
         for (old, new) in renamed {
-            if let Some(value) = map.remove(&old) {
+            if let Some(value) = object.take(&old) {
                 // Masks of different keys are alike: number them rather than lose a value.
                 let mut key = new.clone();
                 let mut n = 2;
-                while map.contains_key(&key) {
+                while object.has(&key) {
                     key = format!("{new}#{n}");
                     n += 1;
                 }
-                map.insert(key, value);
+                object.put(key, value);
             }
         }
     }
@@ -502,7 +517,7 @@ impl Redact {
             Value::Array(items) => items
                 .iter_mut()
                 .for_each(|v| self.redact_value(v, path, reach)),
-            Value::Object(map) => self.redact_map(map, path, reach),
+            Value::Object(map) => self.redact_object(map, path, reach),
             Value::String(_) | Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
     }
@@ -520,7 +535,13 @@ impl Redact {
         };
         self.sensitive_matches.increment(1);
         let mut out = String::new();
-        self.render_one(SENSITIVE_KEY, &text, &mut out);
+        render_one(
+            &self.render,
+            self.hash_length,
+            SENSITIVE_KEY,
+            &text,
+            &mut out,
+        );
         *value = Value::String(out);
     }
 
@@ -541,6 +562,43 @@ impl Redact {
             && let Some(redacted) = self.redacted(file)
         {
             origin.file = Some(redacted.into());
+        }
+    }
+}
+
+/// Appends what replaces `value`, found by `detector`.
+fn render_one(render: &Render, hash_length: usize, detector: &str, value: &str, out: &mut String) {
+    match render {
+        Render::Template(parts, mac) => {
+            for part in parts {
+                match part {
+                    Part::Text(text) => out.push_str(text),
+                    Part::Detector => out.push_str(detector),
+                    Part::Hash => {
+                        if let Some(mac) = mac {
+                            let mut mac = mac.clone();
+                            mac.update(value.as_bytes());
+                            let digest = mac.finalize().into_bytes();
+                            push_hex(&digest, hash_length, out);
+                        }
+                    }
+                }
+            }
+        }
+        Render::Partial {
+            prefix,
+            suffix,
+            mask,
+        } => {
+            let count = value.chars().count();
+            if count <= prefix + suffix {
+                out.extend(std::iter::repeat_n(*mask, count));
+            } else {
+                for (i, c) in value.chars().enumerate() {
+                    let shown = i < *prefix || i >= count - suffix;
+                    out.push(if shown { c } else { *mask });
+                }
+            }
         }
     }
 }
@@ -572,16 +630,7 @@ fn push_hex(bytes: &[u8], len: usize, out: &mut String) {
 impl Transform for Redact {
     fn apply(&mut self, events: &mut Vec<Event>) {
         for event in events.iter_mut() {
-            if !self.may_hold_secrets(event) {
-                continue;
-            }
-            self.redact_text(&mut event.message);
-            if !event.fields.is_empty() {
-                self.redact_fields(&mut event.fields);
-            }
-            if self.include_origin {
-                self.redact_origin(&mut event.origin);
-            }
+            self.redact_event(event);
         }
     }
 }

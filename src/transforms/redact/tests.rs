@@ -449,7 +449,7 @@ proptest! {
     ) {
         let Value::Object(fields) = tree.0 else { unreachable!() };
         let mut event = Event::new("s".into(), "demo".into(), message.join(" "), 0);
-        event.fields = fields;
+        event.fields = fields.into();
         let mut joined = vec![event.clone()];
         redactor("").apply(&mut joined);
         let mut per_text = vec![event];
@@ -465,7 +465,7 @@ proptest! {
         let (fields, secrets) = tree;
         let mut event = Event::new("s".into(), "demo".into(), "line".into(), 0);
         let Value::Object(map) = fields else { unreachable!() };
-        event.fields = map;
+        event.fields = map.into();
         let options = if hash { "mode = \"hash\"\nkey = \"k\"" } else { "" };
         let mut events = vec![event];
         redactor(options).apply(&mut events);

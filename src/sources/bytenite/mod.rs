@@ -1,0 +1,315 @@
+//! The `bytenite` source: logs of ByteNite jobs — their partitioner, assembler
+//! and task runners — polled from `POST /v1/customer/logs`.
+//!
+//! The API key is exchanged for an access token sent raw in `Authorization`
+//! (`auth.rs`). Jobs are the configured `job_ids`, or else the account's running
+//! jobs, found in `GET /v1/customer/jobs`; each is polled every `poll_interval`
+//! until `finished_job_grace` after its `endedAt` (`jobs.rs`). ByteNite has no
+//! cursor and every answer repeats all the job's lines so far, newest first: the
+//! answer is decoded as it arrives, keeping only what may be new (`answer.rs`),
+//! and deduplicated per sub-stream — job, service, task, container — by a
+//! [`DedupeCursor`](super::provider::DedupeCursor) under the checkpoint key
+//! `"{job}/{service}/{task}/{container}"` (`follow.rs`).
+
+pub mod answer;
+mod auth;
+mod follow;
+mod jobs;
+mod wire;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use self::answer::Selection;
+use self::auth::AccessToken;
+pub use self::wire::{LogLevel, Service};
+use super::provider;
+use super::{Source, SourceContext, SourceOptions};
+use crate::config::{Secret, require_secret};
+use crate::http::api::Api;
+use crate::http::auth::Credentials;
+use crate::http::client::{build_client, validate_endpoint};
+use crate::http::stream::StreamOptions;
+
+/// ByteNite's API host.
+pub const DEFAULT_ENDPOINT: &str = "https://api.bytenite.com";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByteniteConfig {
+    /// API base URL; `/v1/customer/…` and `/v1/auth/…` are added to it (a
+    /// trailing `/v1/customer` or `/v1` is taken off). Default
+    /// `https://api.bytenite.com`.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// The API key, exchanged for access tokens; usually `"${BYTENITE_API_KEY}"`.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// A file holding only the API key (instead of `api_key`).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// The jobs to follow. Default empty: every running job of the account, and
+    /// each one that starts later.
+    #[serde(default)]
+    pub job_ids: Vec<String>,
+    /// Services to ship: `partitioner`, `assembler`, `taskrunner`. Default empty:
+    /// all.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Levels to ship: `unknown`, `trace`, `debug`, `info`, `warn`, `error`,
+    /// `fatal`, `panic`. Default empty: all.
+    #[serde(default)]
+    pub levels: Vec<LogLevel>,
+    /// Task ids whose task-runner lines to ship. Default empty: all tasks.
+    #[serde(default)]
+    pub task_ids: Vec<String>,
+    /// How often to ask for each job's logs, and for the jobs' states. Default 5 s.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Keep polling a job this long after its `endedAt` (lines keep arriving
+    /// for a while), then poll it once more and stop. Default 2 min.
+    #[serde(default = "default_finished_job_grace", with = "humantime_serde")]
+    pub finished_job_grace: Duration,
+    /// Most bytes of new lines taken from one answer (text plus 80 bytes per
+    /// line); the rest are taken by the next poll, at once. Default 32 MiB.
+    #[serde(default = "default_max_poll_bytes")]
+    pub max_poll_bytes: usize,
+    /// The shared stream options (`connect_timeout`, `request_timeout` — of a poll
+    /// with its whole answer, the jobs list or a token exchange —, backoff,
+    /// `auth_retry_interval`, `max_event_bytes`), set by the config layer.
+    #[serde(skip)]
+    pub stream: StreamOptions,
+}
+
+fn default_endpoint() -> String {
+    DEFAULT_ENDPOINT.into()
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_finished_job_grace() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_max_poll_bytes() -> usize {
+    32 << 20
+}
+
+impl SourceOptions for ByteniteConfig {
+    fn validate(&self) -> Result<(), String> {
+        validate_endpoint(&self.endpoint)?;
+        match (&self.api_key, &self.api_key_file) {
+            (None, None) => {
+                return Err(
+                    "give the API key with `api_key` (e.g. \"${BYTENITE_API_KEY}\") or `api_key_file`"
+                        .into(),
+                );
+            }
+            (Some(_), Some(_)) => {
+                return Err("give either `api_key` or `api_key_file`, not both".into());
+            }
+            _ => {}
+        }
+        if self.job_ids.iter().any(|id| id.trim().is_empty()) {
+            return Err("`job_ids` holds an empty id".into());
+        }
+        if self.task_ids.iter().any(|id| id.trim().is_empty()) {
+            return Err("`task_ids` holds an empty id".into());
+        }
+        if self.poll_interval.is_zero() {
+            return Err("`poll_interval` must be more than zero".into());
+        }
+        if self.max_poll_bytes == 0 {
+            return Err("`max_poll_bytes` must be at least 1".into());
+        }
+        self.stream.validate()
+    }
+}
+
+/// What the source's tasks share: routes, intervals, and what to keep.
+pub(crate) struct Settings {
+    /// `{base}/v1/customer/logs`.
+    pub logs_url: String,
+    /// `{base}/v1/customer/jobs`.
+    pub jobs_url: String,
+    pub poll_interval: Duration,
+    pub finished_job_grace: Duration,
+    pub request_timeout: Duration,
+    /// Filters and budget; the marks are each job's own.
+    pub selection: Selection,
+}
+
+impl Settings {
+    fn new(config: &ByteniteConfig) -> Self {
+        let base = api_base(&config.endpoint);
+        Settings {
+            logs_url: format!("{base}/v1/customer/logs"),
+            jobs_url: format!("{base}/v1/customer/jobs"),
+            poll_interval: config.poll_interval,
+            finished_job_grace: config.finished_job_grace,
+            request_timeout: config.stream.request_timeout,
+            selection: Selection {
+                marks: Default::default(),
+                budget: config.max_poll_bytes,
+                max_line_bytes: config.stream.max_event_bytes,
+                services: config.services.clone(),
+                task_ids: config.task_ids.iter().cloned().collect::<HashSet<_>>(),
+                levels: config.levels.clone(),
+            },
+        }
+    }
+
+    /// The filters of a `logsGetLogsRequest`, by enum name (empty ones left out).
+    pub fn request(&self, job: &str) -> serde_json::Value {
+        let selection = &self.selection;
+        let mut body = serde_json::json!({ "jobId": job });
+        if !selection.task_ids.is_empty() {
+            let mut tasks: Vec<&String> = selection.task_ids.iter().collect();
+            tasks.sort();
+            body["taskIds"] = serde_json::json!(tasks);
+        }
+        if !selection.levels.is_empty() {
+            let levels: Vec<&str> = selection.levels.iter().map(|l| l.wire_name()).collect();
+            body["levels"] = serde_json::json!(levels);
+        }
+        if !selection.services.is_empty() {
+            let services: Vec<&str> = selection.services.iter().map(|s| s.wire_name()).collect();
+            body["services"] = serde_json::json!(services);
+        }
+        body
+    }
+}
+
+/// The host part of `endpoint`: a trailing `/`, `/v1/customer` or `/v1` taken off.
+fn api_base(endpoint: &str) -> &str {
+    let base = endpoint.trim_end_matches('/');
+    let base = base.strip_suffix("/v1/customer").unwrap_or(base);
+    base.strip_suffix("/v1").unwrap_or(base)
+}
+
+pub struct ByteniteSource {
+    config: ByteniteConfig,
+    api: Api,
+}
+
+impl TryFrom<ByteniteConfig> for ByteniteSource {
+    type Error = anyhow::Error;
+
+    fn try_from(config: ByteniteConfig) -> anyhow::Result<Self> {
+        let api_key = require_secret(
+            "api_key",
+            config.api_key.as_ref(),
+            config.api_key_file.as_deref(),
+        )?;
+        let credentials = Credentials::exchanged(AccessToken {
+            url: format!("{}/v1/auth/access_token", api_base(&config.endpoint)),
+            api_key,
+            timeout: config.stream.request_timeout,
+        });
+        let client = build_client(config.stream.connect_timeout)?;
+        Ok(ByteniteSource {
+            api: Api::new(client, credentials),
+            config,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for ByteniteSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
+        let ByteniteSource { config, api } = *self;
+        let options = config.stream.clone();
+        let settings = Arc::new(Settings::new(&config));
+        provider::run(ctx, "bytenite", api, options, |ctx| {
+            jobs::run(ctx, settings, config.job_ids)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(source: &str) -> Result<ByteniteConfig, String> {
+        let text =
+            format!("[sources.b]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"b\"]\n");
+        let config = crate::config::parse(&text, Path::new("ferry.toml"), |name| {
+            (name == "BYTENITE_API_KEY").then(|| "k".to_string())
+        })
+        .map_err(|e| e.to_string())?;
+        let crate::sources::SourceConfig::Bytenite(bytenite) = &config.sources["b"].config else {
+            panic!("not a bytenite source");
+        };
+        Ok(bytenite.clone())
+    }
+
+    #[test]
+    fn defaults_and_errors_are_clear() {
+        let config = parse("type = \"bytenite\"\napi_key = \"${BYTENITE_API_KEY}\"").unwrap();
+        assert_eq!(config.endpoint, DEFAULT_ENDPOINT);
+        assert!(config.job_ids.is_empty() && config.services.is_empty());
+        assert_eq!(config.poll_interval, Duration::from_secs(5));
+        assert_eq!(config.finished_job_grace, Duration::from_secs(120));
+        assert_eq!(config.max_poll_bytes, 32 << 20);
+        assert_eq!(format!("{:?}", config.api_key), "Some(***)");
+
+        let missing = parse("type = \"bytenite\"").unwrap_err();
+        assert!(
+            missing.contains("ferry.toml:1:1") && missing.contains("api_key"),
+            "{missing}"
+        );
+        let both =
+            parse("type = \"bytenite\"\napi_key = \"k\"\napi_key_file = \"/k\"").unwrap_err();
+        assert!(both.contains("not both"), "{both}");
+        let service =
+            parse("type = \"bytenite\"\napi_key = \"k\"\nservices = [\"scheduler\"]").unwrap_err();
+        assert!(service.contains("unknown service `scheduler`"), "{service}");
+        let level = parse("type = \"bytenite\"\napi_key = \"k\"\nlevels = [\"loud\"]").unwrap_err();
+        assert!(level.contains("unknown level `loud`"), "{level}");
+        let unknown = parse("type = \"bytenite\"\napi_key = \"k\"\njob = \"j\"").unwrap_err();
+        assert!(unknown.contains("unknown field `job`"), "{unknown}");
+        let zero =
+            parse("type = \"bytenite\"\napi_key = \"k\"\npoll_interval = \"0s\"").unwrap_err();
+        assert!(zero.contains("poll_interval"), "{zero}");
+    }
+
+    #[test]
+    fn filters_go_into_the_request_by_enum_name() {
+        let config = parse(
+            "type = \"bytenite\"\napi_key = \"k\"\nservices = [\"taskrunner\", \"PARTITIONER\"]\nlevels = [\"error\", \"panic\"]\ntask_ids = [\"t2\", \"t1\"]",
+        )
+        .unwrap();
+        let settings = Settings::new(&config);
+        assert_eq!(
+            settings.request("j1"),
+            serde_json::json!({
+                "jobId": "j1",
+                "taskIds": ["t1", "t2"],
+                "levels": ["ERROR", "PANIC"],
+                "services": ["TASKRUNNER", "PARTITIONER"],
+            })
+        );
+        let plain = Settings::new(&parse("type = \"bytenite\"\napi_key = \"k\"").unwrap());
+        assert_eq!(plain.request("j1"), serde_json::json!({ "jobId": "j1" }));
+        assert_eq!(plain.logs_url, "https://api.bytenite.com/v1/customer/logs");
+    }
+
+    #[test]
+    fn the_endpoint_may_name_the_api_version() {
+        for endpoint in [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/",
+            "http://127.0.0.1:8080/v1",
+            "http://127.0.0.1:8080/v1/customer/",
+        ] {
+            assert_eq!(api_base(endpoint), "http://127.0.0.1:8080", "{endpoint}");
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The `scalingo` source: an app's logs from Scalingo, as its CLI reads them.
+//!
+//! The API token is exchanged at the auth service for a one-hour JWT
+//! (`POST {auth_endpoint}/v1/tokens/exchange`, Basic with an empty user; see
+//! `auth.rs`), renewed before its `exp` and when refused. With it,
+//! `GET {endpoint}/v1/apps/{app}/logs` gives a signed `logs_url` on the logs host,
+//! which takes no credentials of its own: `?n=N` dumps the last lines as text,
+//! `?stream=true` streams new ones over a websocket (see `follow.rs`). The signed
+//! URL is fetched again only when the logs host refuses it.
+//!
+//! The stream sends only lines published after it opened and Scalingo gives no
+//! cursor, so every connection opens the socket first, then dumps history and
+//! merges both through the dedupe cursor (`cursor.rs`): on the first start the last
+//! `history_lines`, after a reconnect or a restart the last `resume_lines`.
+//!
+//! Scalingo allows 60 API requests a minute per account: every request of the
+//! source — token exchange, logs URL, websocket, dump — waits for the source's
+//! [`RateBudget`](crate::http::rate::RateBudget), so a reconnect loop stays within it.
+
+mod auth;
+mod cursor;
+mod follow;
+pub mod frames;
+pub mod line;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use self::follow::{AppLogs, Settings};
+use super::provider::{self, Follow, Followers};
+use super::{Source, SourceContext, SourceOptions};
+use crate::config::{Secret, require_secret};
+use crate::http::api::Api;
+use crate::http::auth::Credentials;
+use crate::http::client::{build_client, validate_endpoint};
+use crate::http::rate::RateBudget;
+use crate::http::stream::StreamOptions;
+
+/// Scalingo's first region; the CLI's default too.
+pub const DEFAULT_REGION: &str = "osc-fr1";
+/// The auth service that exchanges API tokens, shared by every region.
+pub const DEFAULT_AUTH_ENDPOINT: &str = "https://auth.scalingo.com";
+
+/// The API of `region`: `https://api.{region}.scalingo.com`.
+pub fn region_endpoint(region: &str) -> String {
+    format!("https://api.{region}.scalingo.com")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingoConfig {
+    /// The API token (`tk-us-…`), usually `"${SCALINGO_API_TOKEN}"`; `token` is
+    /// accepted too, as the design's example config spells it.
+    #[serde(default, alias = "token")]
+    pub api_token: Option<Secret>,
+    /// A file holding only the API token (instead of `api_token`; or `token_file`).
+    #[serde(default, alias = "token_file")]
+    pub api_token_file: Option<PathBuf>,
+    /// The region whose API to use (`osc-fr1`, `osc-secnum-fr1`, …). Default
+    /// `osc-fr1`, unless `endpoint` is given.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The API base URL, instead of `region`. Default
+    /// `https://api.{region}.scalingo.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Where API tokens are exchanged. Default `https://auth.scalingo.com`.
+    #[serde(default = "default_auth_endpoint")]
+    pub auth_endpoint: String,
+    /// The app (name or id).
+    pub app: String,
+    /// Only these containers: a name (`web-1`), a type (`web`) or an alternation
+    /// (`web|worker`), as the logs host reads it. Default all.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Lines of history shipped on the first start (no saved cursor); 0 starts
+    /// with the live stream. Default 1000.
+    #[serde(default = "default_history_lines")]
+    pub history_lines: u32,
+    /// Lines of history read after a reconnect or a restart, merged with what was
+    /// shipped so that lines logged while disconnected are not lost: it should
+    /// cover the app's lines of the longest outage. Default 10000.
+    #[serde(default = "default_resume_lines")]
+    pub resume_lines: u32,
+    /// Most requests of the source (API, auth and logs host together) in any
+    /// `rate_limit_window`. Default 60, Scalingo's limit per account.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// The sliding window of `rate_limit` (advanced: for a proxy with another
+    /// limit, or tests). Default 60 s.
+    #[serde(default = "default_rate_limit_window", with = "humantime_serde")]
+    pub rate_limit_window: Duration,
+    /// The shared stream options (`idle_timeout`, `connect_timeout`,
+    /// `request_timeout` — of a token exchange, logs URL or history request —,
+    /// backoff, `auth_retry_interval`, `max_event_bytes`), set by the config layer.
+    #[serde(skip)]
+    pub stream: StreamOptions,
+}
+
+fn default_auth_endpoint() -> String {
+    DEFAULT_AUTH_ENDPOINT.into()
+}
+fn default_history_lines() -> u32 {
+    1000
+}
+fn default_resume_lines() -> u32 {
+    10_000
+}
+fn default_rate_limit() -> u32 {
+    60
+}
+fn default_rate_limit_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl ScalingoConfig {
+    /// The API base URL, from `endpoint` or `region`.
+    pub fn api_endpoint(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => endpoint.trim_end_matches('/').to_string(),
+            None => region_endpoint(self.region.as_deref().unwrap_or(DEFAULT_REGION)),
+        }
+    }
+}
+
+impl SourceOptions for ScalingoConfig {
+    fn validate(&self) -> Result<(), String> {
+        match (&self.api_token, &self.api_token_file) {
+            (None, None) => {
+                return Err("give the API token with `api_token` (e.g. \"${SCALINGO_API_TOKEN}\") or `api_token_file`".into());
+            }
+            (Some(_), Some(_)) => {
+                return Err("give either `api_token` or `api_token_file`, not both".into());
+            }
+            _ => {}
+        }
+        if let Some(region) = &self.region {
+            if self.endpoint.is_some() {
+                return Err("give either `region` or `endpoint`, not both".into());
+            }
+            let valid = !region.is_empty()
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err(format!(
+                    "`region` {region:?} is not a region name such as \"osc-fr1\""
+                ));
+            }
+        }
+        if let Some(endpoint) = &self.endpoint {
+            validate_endpoint(endpoint)?;
+        }
+        validate_endpoint(&self.auth_endpoint)
+            .map_err(|e| e.replace("`endpoint`", "`auth_endpoint`"))?;
+        if self.app.trim().is_empty() {
+            return Err("`app` is empty".into());
+        }
+        if self.filter.as_deref().is_some_and(|f| f.trim().is_empty()) {
+            return Err("`filter` is empty; leave it out to read every container".into());
+        }
+        if self.resume_lines == 0 {
+            return Err(
+                "`resume_lines` must be at least 1: lines logged during a reconnect would be lost"
+                    .into(),
+            );
+        }
+        if self.rate_limit == 0 || self.rate_limit_window.is_zero() {
+            return Err("`rate_limit` and `rate_limit_window` must be more than zero".into());
+        }
+        self.stream.validate()
+    }
+}
+
+pub struct ScalingoSource {
+    settings: Arc<Settings>,
+    api: Api,
+    options: StreamOptions,
+}
+
+impl TryFrom<ScalingoConfig> for ScalingoSource {
+    type Error = anyhow::Error;
+
+    fn try_from(config: ScalingoConfig) -> anyhow::Result<Self> {
+        let token = require_secret(
+            "api_token",
+            config.api_token.as_ref(),
+            config.api_token_file.as_deref(),
+        )?;
+        let exchange =
+            auth::Exchange::new(&config.auth_endpoint, token, config.stream.request_timeout);
+        let client = build_client(config.stream.connect_timeout)?;
+        let budget = RateBudget::new(config.rate_limit, config.rate_limit_window);
+        Ok(ScalingoSource {
+            settings: Arc::new(Settings::new(&config)?),
+            api: Api::new(client, Credentials::exchanged(exchange)).with_budget(budget),
+            options: config.stream,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for ScalingoSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
+        let ScalingoSource {
+            settings,
+            api,
+            options,
+        } = *self;
+        provider::run(ctx, "scalingo", api, options, |ctx| async move {
+            let mut followers = Followers::new(Arc::clone(&ctx));
+            let group = settings.key.clone();
+            followers.follow(&group, || {
+                vec![Box::new(AppLogs::new(&ctx, settings)) as Box<dyn Follow>]
+            });
+            ctx.stop.cancelled().await;
+            followers.shutdown().await;
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::ScalingoConfig;
+
+    fn parse(source: &str) -> Result<crate::config::Config, String> {
+        let text =
+            format!("[sources.sc]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"sc\"]\n");
+        crate::config::parse(&text, Path::new("ferry.toml"), |name| {
+            (name == "SCALINGO_API_TOKEN").then(|| "tk-us-x".to_string())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn scalingo(source: &str) -> ScalingoConfig {
+        let config = parse(source).unwrap();
+        let crate::sources::SourceConfig::Scalingo(scalingo) = &config.sources["sc"].config else {
+            panic!("not a scalingo source");
+        };
+        scalingo.clone()
+    }
+
+    #[test]
+    fn defaults_follow_the_public_service() {
+        let config = scalingo(
+            "type = \"scalingo\"\napi_token = \"${SCALINGO_API_TOKEN}\"\napp = \"my-app\"",
+        );
+        assert_eq!(config.api_endpoint(), "https://api.osc-fr1.scalingo.com");
+        assert_eq!(config.auth_endpoint, super::DEFAULT_AUTH_ENDPOINT);
+        assert_eq!(config.filter, None);
+        assert_eq!((config.history_lines, config.resume_lines), (1000, 10_000));
+        assert_eq!(config.rate_limit, 60);
+        assert_eq!(config.rate_limit_window, Duration::from_secs(60));
+        assert_eq!(format!("{:?}", config.api_token), "Some(***)");
+
+        let secnum = scalingo(
+            "type = \"scalingo\"\napi_token = \"t\"\napp = \"a\"\nregion = \"osc-secnum-fr1\"",
+        );
+        assert_eq!(
+            secnum.api_endpoint(),
+            "https://api.osc-secnum-fr1.scalingo.com"
+        );
+        let explicit = scalingo(
+            "type = \"scalingo\"\napi_token = \"t\"\napp = \"a\"\nendpoint = \"http://127.0.0.1:9/\"\nidle_timeout = \"5s\"",
+        );
+        assert_eq!(explicit.api_endpoint(), "http://127.0.0.1:9");
+        assert_eq!(explicit.stream.idle_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn mistakes_are_clear_errors() {
+        let base = "type = \"scalingo\"\napp = \"a\"";
+        let none = parse(base).unwrap_err();
+        assert!(none.contains("api_token"), "{none}");
+        let with_token = format!("{base}\napi_token = \"t\"");
+        for (extra, expected) in [
+            ("region = \"osc-fr1\"\nendpoint = \"http://x\"", "not both"),
+            ("region = \"OSC FR1\"", "region name"),
+            ("endpoint = \"ftp://x\"", "http://"),
+            ("auth_endpoint = \"nope\"", "`auth_endpoint`"),
+            ("filter = \" \"", "`filter` is empty"),
+            ("resume_lines = 0", "resume_lines"),
+            ("rate_limit = 0", "rate_limit"),
+            ("api_key = \"t\"", "unknown field `api_key`"),
+        ] {
+            let error = parse(&format!("{with_token}\n{extra}")).unwrap_err();
+            assert!(error.contains(expected), "{extra}: {error}");
+        }
+        let blank_app = parse("type = \"scalingo\"\napi_token = \"t\"\napp = \"\"").unwrap_err();
+        assert!(blank_app.contains("`app` is empty"), "{blank_app}");
+        let both = parse(&format!("{with_token}\napi_token_file = \"/etc/t\"")).unwrap_err();
+        assert!(both.contains("not both"), "{both}");
+        let spelled_token = scalingo("type = \"scalingo\"\napp = \"a\"\ntoken = \"t\"");
+        assert!(spelled_token.api_token.is_some());
+    }
+}

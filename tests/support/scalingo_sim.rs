@@ -1,0 +1,594 @@
+//! A local model of Scalingo's application logs (seed 003 and providers.md §4), for
+//! ferry's tests, benchmarks and demos, on the shared `sim_server`. One server plays
+//! the three hosts:
+//!
+//! - auth: `POST /v1/tokens/exchange` with `Authorization: Basic base64(":<api
+//!   token>")` → `{"token": "<JWT>"}` whose `exp` is [`SimConfig::token_ttl`] away
+//!   (401 `{"error": …}` otherwise);
+//! - API: `GET /v1/apps/{app}/logs` (`{app}` the name or the id) with `Authorization:
+//!   Bearer <JWT>` → `{"app": {…}, "logs_url": "<signed URL>"}`; 401 for a missing,
+//!   unknown or expired JWT, 404 `{"resource":"app","error":"not found"}`, and
+//!   Scalingo's limit of [`SimConfig::api_limit`] requests per sliding
+//!   [`SimConfig::api_window`]: past it, 429 with the plain-text body `Retry later`;
+//! - logs host: `GET /apps/{app_id}/logs?timestamp=…&token=…` (the signed URL; it
+//!   expires after [`SimConfig::url_ttl`] or [`ScalingoSim::expire_urls`]: 401) with
+//!   `n` and `filter` dumps the last `n` lines (default 20) as `text/plain`, 204 when
+//!   there are none; with `stream=true` it upgrades to a websocket when asked to
+//!   (else, or with [`SimConfig::websocket`] off, answers SSE with the same JSON in
+//!   `data:`) and sends each line published after it opened as
+//!   `{"event":"log","log":"<line>\n","timestamp":…}`, a `ping` event after
+//!   [`SimConfig::ping_every`] of silence, keyed `event`, `name` or both
+//!   ([`EventKey`]). `filter` is a container name (`web-1`), a type (`web`) or an
+//!   alternation (`web|worker`), matched whole.
+//!
+//! Lines are `2026-03-01 00:00:00.00125 +0000 UTC [web-1] message`: Go's time format
+//! with the fraction trimmed, from a clock advancing [`SimConfig::step`] per line.
+//! Faults: queued [`Fault`]s and the random 5xx of `sim_server` apply to every
+//! request; [`SimConfig::drops`] makes every stream drop after a random number of
+//! frames. Errors echo the refused token, as careless servers do, so that clients
+//! must scrub it.
+//!
+//! Run it by hand: `cargo run --example scalingo_sim -- [LINES]`.
+
+#![allow(dead_code)]
+
+#[path = "sim_server.rs"]
+mod sim_server;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use rand::{Rng, SeedableRng};
+
+pub use sim_server::Fault;
+use sim_server::{
+    Configured, Flow, Frames, RateLimit, Server, Sim, StreamSpec, Tokens, json, text,
+};
+
+/// Which key names the type of a stream event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKey {
+    /// `{"event": "log", …}`, as Scalingo's CLI and scalingo.js read it.
+    Event,
+    /// `{"name": "log", …}`, as the documentation shows it.
+    Name,
+    Both,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub api_token: String,
+    pub app: String,
+    pub app_id: String,
+    pub token_ttl: Duration,
+    pub url_ttl: Duration,
+    pub ping_every: Duration,
+    pub event_key: EventKey,
+    /// Upgrade `stream=true` requests that ask for a websocket; off: always SSE.
+    pub websocket: bool,
+    pub api_limit: usize,
+    pub api_window: Duration,
+    /// Lines per `log` event (Scalingo may pack several).
+    pub lines_per_event: usize,
+    /// Every stream drops after a random number of frames in `1..=N`.
+    pub drops: Option<usize>,
+    /// Clock step between published lines, in ns.
+    pub step: i64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            api_token: "tk-us-Qm9vYmFyYmF6cXV4".into(),
+            app: "my-app".into(),
+            app_id: "66b24069fb0de6002981dd79".into(),
+            token_ttl: Duration::from_secs(3600),
+            url_ttl: Duration::from_secs(3600),
+            ping_every: Duration::from_secs(25),
+            event_key: EventKey::Event,
+            websocket: true,
+            api_limit: 60,
+            api_window: Duration::from_secs(60),
+            lines_per_event: 1,
+            drops: None,
+            step: 1_250_000,
+        }
+    }
+}
+
+/// What a request was, as the simulator saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Exchange,
+    LogsUrl,
+    Dump,
+    Stream,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub at: Instant,
+    pub kind: Kind,
+    pub status: u16,
+    pub n: Option<String>,
+    pub filter: Option<String>,
+    /// The request asked for a websocket.
+    pub upgrade: bool,
+}
+
+#[derive(Debug, Clone)]
+struct LogLine {
+    container: String,
+    text: String,
+}
+
+pub struct ScalingoState {
+    config: SimConfig,
+    lines: Vec<LogLine>,
+    clock: i64,
+    tokens: Tokens,
+    /// Every JWT issued (for tests that look for leaks).
+    jwts: Vec<String>,
+    /// Signed-URL token → (its `timestamp`, expiry).
+    signed: BTreeMap<String, (u64, Instant)>,
+    api_limit: RateLimit,
+    rng: rand::rngs::StdRng,
+}
+
+type Shared = Arc<Sim<ScalingoState>>;
+
+sim_server::simulator!(
+    /// A running simulator (see [`Server`] for `url` — of every host —, `config`,
+    /// `set_config`); stops when dropped.
+    ScalingoSim(ScalingoState)
+);
+
+/// 2026-03-01 00:00:00 UTC, the clock's start.
+const CLOCK_START: i64 = 1_772_323_200_000_000_000;
+
+impl ScalingoSim {
+    pub async fn start(config: SimConfig) -> ScalingoSim {
+        let state = ScalingoState {
+            api_limit: RateLimit::new(config.api_limit, config.api_window),
+            config,
+            lines: Vec::new(),
+            clock: CLOCK_START,
+            tokens: Tokens::default(),
+            jwts: Vec::new(),
+            signed: BTreeMap::new(),
+            rng: rand::rngs::StdRng::seed_from_u64(3),
+        };
+        ScalingoSim(
+            Server::start(state, |router| {
+                router
+                    .route("/v1/tokens/exchange", post(exchange))
+                    .route("/v1/apps/{app}/logs", get(logs_url))
+                    .route("/apps/{app_id}/logs", get(logs))
+            })
+            .await,
+        )
+    }
+
+    /// Publishes `messages` from `container`, one line each on the clock; returns
+    /// the lines as served.
+    pub fn publish<S: AsRef<str>>(
+        &self,
+        container: &str,
+        messages: impl IntoIterator<Item = S>,
+    ) -> Vec<String> {
+        self.sim.update(|s| {
+            let mut published = Vec::new();
+            for message in messages {
+                s.clock += s.config.step;
+                let time = s.clock;
+                published.push(s.push_line(time, container, message.as_ref()));
+            }
+            published
+        })
+    }
+
+    /// Publishes one line at `time` (Unix ns), the clock left as it is.
+    pub fn publish_at(&self, time: i64, container: &str, message: &str) -> String {
+        self.sim.update(|s| s.push_line(time, container, message))
+    }
+
+    /// The clock (Unix ns of the last line published on it).
+    pub fn clock(&self) -> i64 {
+        self.sim.lock().clock
+    }
+
+    pub fn push_fault(&self, fault: Fault) {
+        self.sim.push_fault(fault);
+    }
+
+    /// Answers this share (per mille) of all requests with a 5xx.
+    pub fn set_error_rate(&self, per_mille: u32, seed: u64) {
+        self.sim.set_error_rate(per_mille, seed);
+    }
+
+    /// Every JWT issued so far stops working.
+    pub fn expire_tokens(&self) {
+        self.sim.lock().tokens.expire_all();
+    }
+
+    /// Every signed logs URL issued so far stops working.
+    pub fn expire_urls(&self) {
+        self.sim.lock().signed.clear();
+    }
+
+    /// Cuts every open stream.
+    pub fn disconnect_all(&self) {
+        self.sim.disconnect_all();
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.sim.open_streams()
+    }
+
+    /// The secrets the simulator handed out: the API token, every JWT and every
+    /// signed-URL token.
+    pub fn secrets(&self) -> Vec<String> {
+        let state = self.sim.lock();
+        let mut secrets = vec![state.config.api_token.clone()];
+        secrets.extend(state.jwts.iter().cloned());
+        secrets.extend(
+            self.sim
+                .requests()
+                .iter()
+                .filter_map(|seen| seen.param("token")),
+        );
+        secrets.sort();
+        secrets.dedup();
+        secrets
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.sim
+            .requests()
+            .into_iter()
+            .map(|seen| {
+                let kind = if seen.path.ends_with("/tokens/exchange") {
+                    Kind::Exchange
+                } else if seen.path.starts_with("/v1/") {
+                    Kind::LogsUrl
+                } else if seen.param("stream").as_deref() == Some("true") {
+                    Kind::Stream
+                } else {
+                    Kind::Dump
+                };
+                Request {
+                    at: seen.at,
+                    kind,
+                    status: seen.status,
+                    n: seen.param("n"),
+                    filter: seen.param("filter"),
+                    upgrade: seen.header("upgrade").is_some(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl ScalingoState {
+    fn push_line(&mut self, time: i64, container: &str, message: &str) -> String {
+        assert!(!message.contains('\n'), "one line at a time");
+        let text = format!("{} [{container}] {message}", go_time(time));
+        self.lines.push(LogLine {
+            container: container.to_string(),
+            text: text.clone(),
+        });
+        text
+    }
+
+    fn sign(&mut self, base: &str) -> String {
+        let token: String = (0..32)
+            .map(|_| char::from(b"0123456789abcdef"[self.rng.random_range(0..16)]))
+            .collect();
+        let timestamp = sim_server::unix_now();
+        self.signed.insert(
+            token.clone(),
+            (timestamp, Instant::now() + self.config.url_ttl),
+        );
+        format!(
+            "{base}/apps/{}/logs?timestamp={timestamp}&token={token}",
+            self.config.app_id
+        )
+    }
+
+    fn signed_valid(&self, token: Option<&str>, timestamp: Option<&str>) -> bool {
+        let (Some(token), Some(timestamp)) = (token, timestamp) else {
+            return false;
+        };
+        self.signed.get(token).is_some_and(|(issued, expiry)| {
+            issued.to_string() == timestamp && Instant::now() < *expiry
+        })
+    }
+
+    /// The JSON of a stream event of type `kind`.
+    fn event(&self, kind: &str, mut body: serde_json::Value) -> String {
+        match self.config.event_key {
+            EventKey::Event => body["event"] = kind.into(),
+            EventKey::Name => body["name"] = kind.into(),
+            EventKey::Both => {
+                body["event"] = kind.into();
+                body["name"] = kind.into();
+            }
+        }
+        body["timestamp"] = Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            .into();
+        body.to_string()
+    }
+}
+
+/// Go's `time.Time.String()` of `time` (Unix ns) in UTC: the fraction trimmed.
+pub fn go_time(time: i64) -> String {
+    let t: DateTime<Utc> = DateTime::from_timestamp_nanos(time);
+    let mut text = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let nanos = time.rem_euclid(1_000_000_000);
+    if nanos > 0 {
+        let fraction = format!("{nanos:09}");
+        text.push('.');
+        text.push_str(fraction.trim_end_matches('0'));
+    }
+    text.push_str(" +0000 UTC");
+    text
+}
+
+/// Whether `container` passes `filter`: its name or its type matches one of the
+/// alternatives whole.
+fn filter_matcher(filter: Option<&str>) -> Result<Option<regex::Regex>, ()> {
+    filter
+        .map(|f| regex::Regex::new(&format!("^(?:{f})$")).map_err(|_| ()))
+        .transpose()
+}
+
+fn passes(filter: &Option<regex::Regex>, container: &str) -> bool {
+    let Some(filter) = filter else {
+        return true;
+    };
+    let kind = match container.rsplit_once('-') {
+        Some((kind, n)) if !kind.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => kind,
+        _ => container,
+    };
+    filter.is_match(container) || filter.is_match(kind)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+/// Records the request with its answer's status.
+fn answer(sim: &Shared, uri: &Uri, headers: &HeaderMap, method: Method, r: Response) -> Response {
+    sim.record(&method, uri, headers, r.status().as_u16());
+    r
+}
+
+/// The queued or random fault's answer, if it is a status.
+fn fault_answer(fault: Option<&Fault>) -> Option<Response> {
+    fault?.answer(|status| {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            text(status, "Retry later")
+        } else {
+            error(status, "the server failed, try again")
+        }
+    })
+}
+
+async fn exchange(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+    let fault = sim.next_fault();
+    if let Some(response) = fault_answer(fault.as_ref()) {
+        return answer(&sim, &uri, &headers, Method::POST, response);
+    }
+    let mut state = sim.lock();
+    let response = match sim_server::basic(&headers) {
+        Some((user, token)) if user.is_empty() && token == state.config.api_token => {
+            let ttl = state.config.token_ttl;
+            let jwt = state.tokens.issue("ferry", Some(ttl));
+            state.jwts.push(jwt.clone());
+            json(StatusCode::OK, serde_json::json!({ "token": jwt }))
+        }
+        Some((_, token)) => error(
+            StatusCode::UNAUTHORIZED,
+            &format!("invalid API token {token}"),
+        ),
+        None => error(StatusCode::UNAUTHORIZED, "no API token given"),
+    };
+    drop(state);
+    answer(&sim, &uri, &headers, Method::POST, response)
+}
+
+async fn logs_url(
+    State(sim): State<Shared>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let fault = sim.next_fault();
+    let mut state = sim.lock();
+    state.api_limit.max = state.config.api_limit;
+    state.api_limit.window = state.config.api_window;
+    let response = if state.api_limit.check().is_err() {
+        text(StatusCode::TOO_MANY_REQUESTS, "Retry later")
+    } else if let Some(response) = fault_answer(fault.as_ref()) {
+        response
+    } else {
+        match sim_server::bearer(&headers) {
+            Some(jwt) if state.tokens.valid(jwt) => {
+                if app != state.config.app && app != state.config.app_id {
+                    json(
+                        StatusCode::NOT_FOUND,
+                        serde_json::json!({ "resource": "app", "error": "not found" }),
+                    )
+                } else {
+                    let base = format!(
+                        "http://{}",
+                        sim_server::header_str(&headers, "host").unwrap_or("127.0.0.1")
+                    );
+                    let logs_url = state.sign(&base);
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({
+                            "app": { "id": state.config.app_id, "name": state.config.app },
+                            "logs_url": logs_url,
+                        }),
+                    )
+                }
+            }
+            Some(jwt) => error(
+                StatusCode::UNAUTHORIZED,
+                &format!("token {jwt} is invalid or expired"),
+            ),
+            None => error(StatusCode::UNAUTHORIZED, "authentication required"),
+        }
+    };
+    drop(state);
+    answer(&sim, &uri, &headers, Method::GET, response)
+}
+
+async fn logs(
+    State(sim): State<Shared>,
+    Path(app_id): Path<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let params = sim_server::query(&uri);
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let record = |response: Response| answer(&sim, &uri, &headers, Method::GET, response);
+    let mut state = sim.lock();
+    if app_id != state.config.app_id {
+        drop(state);
+        return record(text(StatusCode::NOT_FOUND, "404 page not found"));
+    }
+    if !state.signed_valid(param("token"), param("timestamp")) {
+        let token = param("token").unwrap_or("");
+        drop(state);
+        return record(text(
+            StatusCode::UNAUTHORIZED,
+            &format!("invalid or expired token {token}"),
+        ));
+    }
+    let Ok(filter) = filter_matcher(param("filter")) else {
+        drop(state);
+        return record(error(StatusCode::BAD_REQUEST, "invalid filter"));
+    };
+    let n: usize = match param("n").map(str::parse) {
+        None => 20,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            drop(state);
+            return record(error(StatusCode::BAD_REQUEST, "invalid n"));
+        }
+    };
+    let fault = sim.next_fault().or_else(|| {
+        let drops = state.config.drops?;
+        Some(Fault::DropAfter(state.rng.random_range(1..=drops.max(1))))
+    });
+    if let Some(response) = fault_answer(fault.as_ref()) {
+        drop(state);
+        return record(response);
+    }
+    let history: Vec<usize> = {
+        let mut matching: Vec<usize> = (0..state.lines.len())
+            .rev()
+            .filter(|&i| passes(&filter, &state.lines[i].container))
+            .take(n)
+            .collect();
+        matching.reverse();
+        matching
+    };
+    if param("stream") != Some("true") {
+        let body: String = history
+            .iter()
+            .map(|&i| format!("{}\n", state.lines[i].text))
+            .collect();
+        drop(state);
+        if body.is_empty() {
+            return record(
+                Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            );
+        }
+        return record(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(axum::body::Body::from(body))
+                .unwrap(),
+        );
+    }
+    // A stream: the last `n` lines, then every line published from now on.
+    let upgrade = upgrade.ok().filter(|_| state.config.websocket);
+    let sse = upgrade.is_none();
+    let mut pending = history;
+    let mut next = state.lines.len();
+    let per_event = state.config.lines_per_event.max(1);
+    let ping = state.event("ping", serde_json::json!({}));
+    let every = state.config.ping_every;
+    drop(state);
+    sim.record(&Method::GET, &uri, &headers, if sse { 200 } else { 101 });
+    let mut spec = StreamSpec::new(fault);
+    let ping = if sse {
+        format!("data: {ping}\n\n")
+    } else {
+        ping
+    };
+    spec.keepalive = Some((every, Box::new(move || Bytes::from(ping.clone()))));
+    let mut sent = 0;
+    let feed = move |state: &ScalingoState, frames: &mut Frames| {
+        pending.extend(
+            (next..state.lines.len()).filter(|&i| passes(&filter, &state.lines[i].container)),
+        );
+        next = state.lines.len();
+        while sent < pending.len() && !frames.is_full() {
+            let chunk = &pending[sent..pending.len().min(sent + per_event)];
+            sent += chunk.len();
+            let mut log = String::new();
+            for &i in chunk {
+                log.push_str(&state.lines[i].text);
+                log.push('\n');
+            }
+            let message = state.event("log", serde_json::json!({ "log": log }));
+            if sse {
+                frames.push(format!("data: {message}\n\n").as_bytes());
+            } else {
+                frames.push(message.as_bytes());
+            }
+        }
+        if sent == pending.len() {
+            pending.clear();
+            sent = 0;
+        }
+        Flow::More
+    };
+    match upgrade {
+        Some(upgrade) => sim_server::ws_stream(upgrade, sim, spec, feed),
+        None => sim_server::stream_body(sim, "text/event-stream", spec, feed),
+    }
+}
+
+/// The `n`th test message of `container`, padded with `x` to `len` bytes.
+pub fn message(container: &str, n: usize, len: usize) -> String {
+    let mut message = format!("{container} message {n:07} ");
+    while message.len() < len {
+        message.push('x');
+    }
+    message
+}
