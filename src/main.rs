@@ -1,4 +1,4 @@
-//! The `ferry` command line: `run`, `validate` and `checkpoints`.
+//! The `ferry` command line: `run`, `validate`, `checkpoints` and `buffer`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         action: CheckpointAction,
     },
+    /// Inspect the sinks' disk buffers (read-only: safe while ferry runs).
+    Buffer {
+        #[command(subcommand)]
+        action: BufferAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -51,6 +56,20 @@ enum CheckpointAction {
     List,
     /// Forget a source's cursors: it starts over (per its own `read_from` rules).
     Reset { source: String },
+}
+
+#[derive(Subcommand)]
+enum BufferAction {
+    /// Undelivered records, events and bytes, the oldest one's age, and disk use.
+    Stats {
+        /// One sink's buffer (default: every buffer under data_dir).
+        sink: Option<String>,
+    },
+    /// Checks the CRC of every record in every segment; exits 1 if any is damaged.
+    Verify {
+        /// One sink's buffer (default: every buffer under data_dir).
+        sink: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +98,14 @@ fn main() -> ExitCode {
         },
         Command::Checkpoints { action } => match checkpoints(&cli.config, action) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Buffer { action } => match buffers(&cli.config, action) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
             Err(error) => {
                 eprintln!("error: {error:#}");
                 ExitCode::FAILURE
@@ -127,4 +154,31 @@ fn checkpoints(path: &std::path::Path, action: CheckpointAction) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// Prints the buffers' stats, or verifies them; false when a verify found damage.
+fn buffers(path: &std::path::Path, action: BufferAction) -> anyhow::Result<bool> {
+    let config = config::load(path)?;
+    let (sink, verify) = match action {
+        BufferAction::Stats { sink } => (sink, false),
+        BufferAction::Verify { sink } => (sink, true),
+    };
+    let sinks = match sink {
+        Some(sink) => vec![sink],
+        None => ferry::buffer::on_disk(&config.data_dir),
+    };
+    let mut intact = true;
+    for sink in sinks {
+        let dir = ferry::buffer::directory(&config.data_dir, &sink);
+        anyhow::ensure!(dir.is_dir(), "sinks.{sink} has no disk buffer in {}", dir.display());
+        let report = ferry::buffer::inspect::stats(&dir)?;
+        println!("sinks.{sink}: {report}");
+        if verify {
+            for segment in &report.segments {
+                println!("  {segment}");
+            }
+            intact &= report.damaged_stretches() == 0;
+        }
+    }
+    Ok(intact)
 }

@@ -78,6 +78,8 @@ pub(super) struct State {
     /// When the next record the reader will hand out was appended.
     pub next_appended_at: Option<i64>,
     pub writer_done: bool,
+    /// Damaged records cut off or skipped since the buffer was opened.
+    pub corrupt_records: u64,
     /// The reader has finished; the gauges stop updating.
     pub closed: bool,
 }
@@ -175,6 +177,12 @@ impl Shared {
         self.gauges.oldest_age.set(age);
     }
 
+    /// Counts `records` damaged records cut off or skipped.
+    pub fn count_corrupt(&self, records: u64) {
+        self.gauges.corrupt.increment(records);
+        self.state().corrupt_records += records;
+    }
+
     /// Deletes segment files no longer needed.
     pub fn delete_segments(&self, ids: &[u64]) {
         for id in ids {
@@ -235,7 +243,7 @@ impl DiskBuffer {
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("cannot create the buffer directory {}", dir.display()))?;
-        let ledger = Ledger::open(dir)
+        let mut ledger = Ledger::open(dir)
             .with_context(|| format!("cannot open the ledger in {}", dir.display()))?;
         let max_bytes = config.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
         let limits = Limits {
@@ -246,6 +254,12 @@ impl DiskBuffer {
         };
         let gauges = Gauges::new(sink);
         let state = recover(dir, sink, &ledger, &gauges)?;
+        if ledger.is_fresh() {
+            // From now on a damaged first record is counted, not taken for delivered.
+            ledger
+                .release(state.released, true)
+                .with_context(|| format!("cannot write the ledger in {}", dir.display()))?;
+        }
         let shared = Arc::new(Shared {
             sink: Arc::from(sink),
             dir: dir.to_path_buf(),
@@ -323,6 +337,7 @@ fn recover(dir: &Path, sink: &str, ledger: &Ledger, gauges: &Gauges) -> Result<S
         in_flight: VecDeque::new(),
         next_appended_at: None,
         writer_done: false,
+        corrupt_records: 0,
         closed: false,
     };
     let ids = segment::list(dir)
@@ -382,6 +397,7 @@ fn recover(dir: &Path, sink: &str, ledger: &Ledger, gauges: &Gauges) -> Result<S
             "cut off a damaged tail of the disk buffer (a write torn by a crash or a power loss, or a damaged disk); the records before it are kept"
         );
         gauges.corrupt.increment(tail_records);
+        state.corrupt_records = tail_records;
     }
     Ok(state)
 }
@@ -410,3 +426,7 @@ fn cut_tail(dir: &Path, state: &mut State, last_intact: Option<(usize, u64)>) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "disk_tests.rs"]
+mod tests;

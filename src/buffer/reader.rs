@@ -174,7 +174,7 @@ async fn replay(
                     records = lost,
                     "skipped damaged records in the disk buffer; the records after them are kept"
                 );
-                shared.gauges.corrupt.increment(lost);
+                shared.count_corrupt(lost);
             }
             damage = None;
             last_seq = header.seq;
@@ -182,7 +182,7 @@ async fn replay(
                 Ok(events) => events,
                 Err(reason) => {
                     tracing::warn!(sink = %shared.sink, seq = header.seq, "skipped a disk buffer record whose events do not decode: {reason}");
-                    shared.gauges.corrupt.increment(1);
+                    shared.count_corrupt(1);
                     let mut state = shared.state();
                     state.buffered_events = state.buffered_events.saturating_sub(u64::from(header.events));
                     state.buffered_bytes = state.buffered_bytes.saturating_sub(header.record_len());

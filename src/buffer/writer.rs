@@ -134,9 +134,9 @@ impl Writer {
                     // Write what came before, then wait for the sink to free space;
                     // the batch stays unsettled, so the sources wait too.
                     let record = self.group.bytes.split_off(start);
-                    let space = self.shared.space.notified();
                     if self.group.records.is_empty() {
-                        space.await;
+                        let shared = Arc::clone(&self.shared);
+                        shared.space.notified().await;
                     } else {
                         self.flush().await?;
                     }
