@@ -170,7 +170,11 @@ fn buffers(path: &std::path::Path, action: BufferAction) -> anyhow::Result<bool>
     let mut intact = true;
     for sink in sinks {
         let dir = ferry::buffer::directory(&config.data_dir, &sink);
-        anyhow::ensure!(dir.is_dir(), "sinks.{sink} has no disk buffer in {}", dir.display());
+        anyhow::ensure!(
+            dir.is_dir(),
+            "sinks.{sink} has no disk buffer in {}",
+            dir.display()
+        );
         let report = ferry::buffer::inspect::stats(&dir)?;
         println!("sinks.{sink}: {report}");
         if verify {

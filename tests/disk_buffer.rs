@@ -70,7 +70,10 @@ fn a_restart_in_the_middle_loses_nothing_and_keeps_the_order() {
 
     let (ok, stats) = buffer_command(&config, "stats");
     assert!(ok);
-    assert!(stats.starts_with("sinks.out: 0 undelivered records"), "{stats}");
+    assert!(
+        stats.starts_with("sinks.out: 0 undelivered records"),
+        "{stats}"
+    );
 }
 
 #[test]
@@ -113,7 +116,10 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_the_in_flight_win
     let replay_window = 16;
     let bound = kills * (window + replay_window) * batch;
     eprintln!("{written} lines, {kills} kills, {duplicates} duplicates (bound {bound})");
-    assert!(duplicates <= bound, "{duplicates} duplicates exceed {bound}");
+    assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates exceed {bound}"
+    );
     let (ok, stats) = buffer_command(&config, "verify");
     assert!(ok, "verify found damage after a clean stop: {stats}");
 }

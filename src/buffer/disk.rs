@@ -4,8 +4,8 @@
 //! the tracker commits through the ledger ([`CursorLog`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
 use std::fs::{DirBuilder, File};
+use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -89,7 +89,11 @@ impl State {
     /// now wholly delivered (taken out of the state, to be deleted).
     fn release(&mut self, seq: u64) -> Vec<u64> {
         self.released = self.released.max(seq);
-        while self.in_flight.front().is_some_and(|r| r.seq <= self.released) {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|r| r.seq <= self.released)
+        {
             if let Some(done) = self.in_flight.pop_front() {
                 self.buffered_events = self.buffered_events.saturating_sub(done.events);
                 self.buffered_bytes = self.buffered_bytes.saturating_sub(done.bytes);
@@ -407,7 +411,9 @@ fn recover(dir: &Path, sink: &str, ledger: &Ledger, gauges: &Gauges) -> Result<S
 fn cut_tail(dir: &Path, state: &mut State, last_intact: Option<(usize, u64)>) -> Result<()> {
     let (keep, end) = last_intact.map_or((0, 0), |(index, end)| (index + 1, end));
     while state.segments.len() > keep {
-        let Some(gone) = state.segments.pop_back() else { break };
+        let Some(gone) = state.segments.pop_back() else {
+            break;
+        };
         state.disk_bytes -= gone.size;
         let path = segment::path(dir, gone.id);
         std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;

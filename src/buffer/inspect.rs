@@ -55,8 +55,7 @@ impl Report {
 pub fn stats(dir: &Path) -> Result<Report> {
     let released = ledger::read(dir)
         .with_context(|| format!("cannot read the ledger in {}", dir.display()))?;
-    let ids =
-        segment::list(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let ids = segment::list(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     let mut report = Report {
         dir: dir.to_path_buf(),
         released,
@@ -98,7 +97,11 @@ pub fn stats(dir: &Path) -> Result<Report> {
                         report.oldest.get_or_insert(header.appended_at);
                     }
                 }
-                Item::Damaged { offset, len, starts } => segment.damaged.push((offset, len, starts)),
+                Item::Damaged {
+                    offset,
+                    len,
+                    starts,
+                } => segment.damaged.push((offset, len, starts)),
             }
         }
         segment.unfinished_tail = bytes - scanner.position();

@@ -89,7 +89,8 @@ fn read_slots(file: &File) -> io::Result<(u64, u64)> {
         .chunks_exact(SLOT)
         .filter(|slot| {
             slot[0..4] == MAGIC
-                && crc32c::crc32c(&slot[8..]) == u32::from_le_bytes([slot[4], slot[5], slot[6], slot[7]])
+                && crc32c::crc32c(&slot[8..])
+                    == u32::from_le_bytes([slot[4], slot[5], slot[6], slot[7]])
         })
         .map(|slot| {
             let word = |at: usize| {

@@ -19,9 +19,9 @@
 mod disk;
 pub mod inspect;
 mod ledger;
+mod reader;
 pub mod record;
 pub mod segment;
-mod reader;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -61,7 +61,9 @@ impl Cursor {
                         events: record::decode(self.scanner.payload()),
                     });
                 }
-                Some(Item::Damaged { offset, len, .. }) => found.push(Found::Damaged { offset, len }),
+                Some(Item::Damaged { offset, len, .. }) => {
+                    found.push(Found::Damaged { offset, len })
+                }
             }
         }
         Ok(found)
@@ -71,7 +73,11 @@ impl Cursor {
 /// What to read next.
 enum Next {
     /// Segment `id`, durable up to `size`; `sealed` when nothing more will be written.
-    Read { id: u64, size: u64, sealed: bool },
+    Read {
+        id: u64,
+        size: u64,
+        sealed: bool,
+    },
     Wait,
     Finished,
 }
@@ -124,7 +130,9 @@ async fn replay(
                     },
                     // Deleted meanwhile: it was wholly delivered.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot open {}", path.display()));
+                    }
                 }
             }
         };
@@ -137,7 +145,10 @@ async fn replay(
         .context("buffer read task failed")?;
         let mut current = back;
         let found = found.with_context(|| {
-            format!("cannot read {}", super::segment::path(&shared.dir, id).display())
+            format!(
+                "cannot read {}",
+                super::segment::path(&shared.dir, id).display()
+            )
         })?;
         if found.is_empty() {
             if sealed {
@@ -184,7 +195,9 @@ async fn replay(
                     tracing::warn!(sink = %shared.sink, seq = header.seq, "skipped a disk buffer record whose events do not decode: {reason}");
                     shared.count_corrupt(1);
                     let mut state = shared.state();
-                    state.buffered_events = state.buffered_events.saturating_sub(u64::from(header.events));
+                    state.buffered_events = state
+                        .buffered_events
+                        .saturating_sub(u64::from(header.events));
                     state.buffered_bytes = state.buffered_bytes.saturating_sub(header.record_len());
                     continue;
                 }
@@ -245,7 +258,9 @@ fn next(shared: &Shared, cursor: Option<&Cursor>) -> Next {
 pub(super) async fn keep_gauges(shared: Weak<Shared>) {
     loop {
         tokio::time::sleep(GAUGE_INTERVAL).await;
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         if shared.state().closed {
             return;
         }

@@ -258,16 +258,11 @@ impl std::fmt::Debug for Delivery {
 /// source, a disk buffer's ledger for the records it replays to its sink.
 pub trait CursorLog: Send + Sync + 'static {
     /// Applies `updates` (`None` forgets a key) durably, all or nothing.
-    fn commit(&self, owner: &str, updates: &BTreeMap<String, Option<Value>>)
-    -> anyhow::Result<()>;
+    fn commit(&self, owner: &str, updates: &BTreeMap<String, Option<Value>>) -> anyhow::Result<()>;
 }
 
 impl CursorLog for CheckpointStore {
-    fn commit(
-        &self,
-        owner: &str,
-        updates: &BTreeMap<String, Option<Value>>,
-    ) -> anyhow::Result<()> {
+    fn commit(&self, owner: &str, updates: &BTreeMap<String, Option<Value>>) -> anyhow::Result<()> {
         CheckpointStore::commit(self, owner, updates)
     }
 }

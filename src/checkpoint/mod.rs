@@ -7,7 +7,7 @@ mod budget;
 mod store;
 
 pub use ack::{
-    Acker, BatchStatus, CursorLog, CursorUpdate, Delivery, TrackerHandle, TrackerOwner, spawn_tracker,
-    spawn_tracker_into,
+    Acker, BatchStatus, CursorLog, CursorUpdate, Delivery, TrackerHandle, TrackerOwner,
+    spawn_tracker, spawn_tracker_into,
 };
 pub use store::{CheckpointStore, Cursors};
