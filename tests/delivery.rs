@@ -15,7 +15,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use ferry_process::{Ferry, free_port, http_get, metric, scaled, wait_until};
-use line_files::{Output, Rng, Setup, Writer, append_lines, line};
+use line_files::{Output, Setup, Writer, append_lines, line, sigkill_while_writing};
 
 const HANG_GUARD: Duration = Duration::from_secs(600);
 
@@ -47,34 +47,8 @@ fn file_to_file_a_million_lines_exactly_once_in_order() {
 fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_the_in_flight_window() {
     let setup = Setup::new();
     let (window, batch) = (8u64, 200u64);
-    let config = setup.config(
-        "in/app.log",
-        &format!("max_in_flight_batches = {window}\nbatch_max_events = {batch}"),
-        "",
-        None,
-    );
-    let writer = Writer::start(
-        setup.path("in/app.log"),
-        0,
-        scaled(500) as u64,
-        Duration::from_millis(10),
-    );
-    let mut rng = Rng::seeded();
     let kills = 12;
-    for _ in 0..kills {
-        let ferry = Ferry::start(&config);
-        std::thread::sleep(Duration::from_millis(150 + rng.below(450)));
-        ferry.kill();
-    }
-    let written = writer.finish();
-    let mut ferry = Ferry::start(&config);
-    wait_until(HANG_GUARD, "every line delivered", || {
-        setup.output().unique() as u64 >= written
-    });
-    assert!(ferry.is_running());
-    assert!(ferry.terminate().success());
-
-    let output = setup.output();
+    let (output, written) = sigkill_while_writing(&setup, (window, batch), "", kills);
     output.assert_complete(0, written);
     let duplicates = output.lines as u64 - written;
     let bound = kills * window * batch;

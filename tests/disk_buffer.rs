@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_process::{Ferry, free_port, metric, scaled, wait_until};
-use line_files::{Rng, Setup, Writer, append_lines};
+use line_files::{Setup, append_lines, sigkill_while_writing};
 
 const HANG_GUARD: Duration = Duration::from_secs(600);
 
@@ -80,35 +80,8 @@ fn a_restart_in_the_middle_loses_nothing_and_keeps_the_order() {
 fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_the_in_flight_windows() {
     let setup = Setup::new();
     let (window, batch) = (8u64, 200u64);
-    let config = setup.config(
-        "in/app.log",
-        &format!("max_in_flight_batches = {window}\nbatch_max_events = {batch}"),
-        DISK_BUFFER,
-        None,
-    );
-    let writer = Writer::start(
-        setup.path("in/app.log"),
-        0,
-        scaled(500) as u64,
-        Duration::from_millis(10),
-    );
-    let mut rng = Rng::seeded();
     let kills = 20;
-    for _ in 0..kills {
-        let ferry = Ferry::start(&config);
-        std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
-        ferry.kill();
-    }
-    let written = writer.finish();
-    let mut ferry = Ferry::start(&config);
-    wait_until(HANG_GUARD, "every line delivered", || {
-        setup.output().unique() as u64 >= written
-    });
-    assert!(ferry.is_running());
-    let log = ferry.log_text();
-    assert!(ferry.terminate().success(), "{log}");
-
-    let output = setup.output();
+    let (output, written) = sigkill_while_writing(&setup, (window, batch), DISK_BUFFER, kills);
     output.assert_complete(0, written);
     let duplicates = output.lines as u64 - written;
     // Per kill: the source's unsettled window (batches not yet appended) and the
@@ -120,6 +93,6 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_the_in_flight_win
         duplicates <= bound,
         "{duplicates} duplicates exceed {bound}"
     );
-    let (ok, stats) = buffer_command(&config, "verify");
+    let (ok, stats) = buffer_command(&setup.path("ferry.toml"), "verify");
     assert!(ok, "verify found damage after a clean stop: {stats}");
 }

@@ -1,7 +1,8 @@
 //! Line files for end-to-end delivery tests: numbered input lines
 //! (`f<file> <seq, 9 digits> <padding>`), a file source → text file sink config, the
 //! sink's output parsed and checked for loss, duplicates and per-file order, a
-//! writer thread appending at a steady pace, and a seeded random sequence.
+//! writer thread appending at a steady pace, a seeded random sequence, and SIGKILLs
+//! at random moments while lines are written.
 
 #![allow(dead_code)]
 
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+use super::ferry_process::{Ferry, scaled, wait_until};
 
 pub const PADDING: &str =
     "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor";
@@ -254,4 +257,43 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
+}
+
+/// Runs ferry on a config of `setup` (a window of `window` batches of `batch` events,
+/// `sink_extra` in the sink) while a writer appends to `in/app.log`, SIGKILLs it at
+/// `kills` random moments, then runs it once more until every line is out and stops
+/// it with SIGTERM. Returns the output and the lines written.
+pub fn sigkill_while_writing(
+    setup: &Setup,
+    (window, batch): (u64, u64),
+    sink_extra: &str,
+    kills: u64,
+) -> (Output, u64) {
+    let config = setup.config(
+        "in/app.log",
+        &format!("max_in_flight_batches = {window}\nbatch_max_events = {batch}"),
+        sink_extra,
+        None,
+    );
+    let writer = Writer::start(
+        setup.path("in/app.log"),
+        0,
+        scaled(500) as u64,
+        Duration::from_millis(10),
+    );
+    let mut rng = Rng::seeded();
+    for _ in 0..kills {
+        let ferry = Ferry::start(&config);
+        std::thread::sleep(Duration::from_millis(150 + rng.below(450)));
+        ferry.kill();
+    }
+    let written = writer.finish();
+    let mut ferry = Ferry::start(&config);
+    wait_until(Duration::from_secs(600), "every line delivered", || {
+        setup.output().unique() as u64 >= written
+    });
+    assert!(ferry.is_running());
+    let log = ferry.log_text();
+    assert!(ferry.terminate().success(), "{log}");
+    (setup.output(), written)
 }
