@@ -4,15 +4,16 @@
 //! counted.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::buffer::BufferKind;
 use crate::buffer::record;
-use crate::checkpoint::BatchStatus;
-use crate::event::Event;
+use crate::buffer::{BufferKind, MIN_MAX_BYTES};
+use crate::checkpoint::{BatchStatus, Delivery};
+use crate::event::{Batch, Event};
 use crate::topology::batch_channel;
 
 /// Where one record of a test buffer sits.
@@ -199,4 +200,101 @@ proptest! {
         prop_assert!(again.is_empty(), "delivered records are not replayed: {:?}", again);
         prop_assert_eq!(corrupt_again, 0);
     }
+}
+
+/// Sends `batches` batches into a buffer of the smallest `max_bytes` whose sink takes
+/// nothing until every batch was taken in (`drop_newest`) or the buffer is full
+/// (`block`), then drains it. Returns (events delivered, the most bytes its segment
+/// files held, the segment size).
+fn fill_then_drain(when_full: WhenFull, batches: usize) -> (usize, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = BufferConfig {
+            kind: BufferKind::Disk,
+            max_bytes: Some(MIN_MAX_BYTES),
+            when_full,
+            fsync: None,
+        };
+        let buffer = DiskBuffer::open(dir.path(), "t", &config).unwrap();
+        let shared = Arc::clone(&buffer.shared);
+        let (sender, input) = batch_channel(64 << 20);
+        let attached = buffer.start(input, Arc::new(Health::default()), CancellationToken::new());
+        let tasks: Vec<_> = attached
+            .tasks
+            .into_iter()
+            .map(|(_, task)| tokio::spawn(task))
+            .collect();
+        let on_disk = || -> u64 {
+            segment::list(dir.path())
+                .unwrap()
+                .iter()
+                .filter_map(|id| std::fs::metadata(segment::path(dir.path(), *id)).ok())
+                .map(|m| m.len())
+                .sum()
+        };
+        for n in 0..batches {
+            let events = (0..50)
+                .map(|i| {
+                    Event::new(
+                        "s".into(),
+                        "file".into(),
+                        format!("{n} {i} {}", "x".repeat(200)),
+                        0,
+                    )
+                })
+                .collect();
+            sender
+                .send(Batch {
+                    events,
+                    delivery: Delivery::detached(),
+                })
+                .await
+                .unwrap();
+        }
+        drop(sender);
+        let full =
+            |state: &State| state.writer_done || state.disk_bytes + (64 << 10) > MIN_MAX_BYTES;
+        let began = std::time::Instant::now();
+        while !full(&shared.state()) {
+            assert!(
+                began.elapsed() < Duration::from_secs(60),
+                "the buffer never filled"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut peak = on_disk();
+        let mut sink = attached.input;
+        let mut delivered = 0;
+        while let Some(batch) = sink.recv().await {
+            delivered += batch.events.len();
+            batch.delivery.settle(BatchStatus::Delivered);
+            peak = peak.max(on_disk());
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        attached.tracker.await.unwrap();
+        assert_eq!(on_disk(), 0, "every delivered segment deleted");
+        (delivered, peak, shared.limits.segment_bytes)
+    })
+}
+
+#[test]
+fn a_full_buffer_drops_the_newest_or_holds_the_input_within_max_bytes_and_one_segment() {
+    let batches = 200;
+    let (delivered, peak, segment) = fill_then_drain(WhenFull::DropNewest, batches);
+    assert!(peak <= MIN_MAX_BYTES + segment, "{peak} bytes on disk");
+    assert!(
+        delivered > 0 && delivered < batches * 50,
+        "{delivered} delivered: some dropped"
+    );
+
+    let (delivered, peak, segment) = fill_then_drain(WhenFull::Block, batches);
+    assert!(peak <= MIN_MAX_BYTES + segment, "{peak} bytes on disk");
+    assert_eq!(delivered, batches * 50, "block loses nothing");
 }

@@ -108,7 +108,7 @@ impl Writer {
             batch.delivery.settle(BatchStatus::Delivered);
             return Ok(());
         }
-        let start = self.group.bytes.len();
+        let mut start = self.group.bytes.len();
         let seq = self.shared.state().next_seq + self.group.records.len() as u64;
         let header = record::encode(&mut self.group.bytes, seq, now_nanos(), &batch.events);
         let len = header.record_len();
@@ -140,7 +140,9 @@ impl Writer {
                     } else {
                         self.flush().await?;
                     }
+                    // The group is empty now: the record is all of it.
                     self.group.bytes = record;
+                    start = 0;
                 }
             }
         }
