@@ -55,6 +55,45 @@ fn write_buffer(dir: &Path, sizes: &[usize], per_segment: usize) -> Vec<Placed> 
     placed
 }
 
+/// A buffer opened in `dir` and started: its state, the sender feeding it, the
+/// sink's receiver, and its tasks and release tracker.
+struct Started {
+    shared: Arc<Shared>,
+    sender: crate::topology::BatchSender,
+    sink: crate::topology::BatchReceiver,
+    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+    tracker: TrackerHandle,
+}
+
+impl Started {
+    /// Must run inside a tokio runtime (the tasks are spawned on it).
+    fn new(dir: &Path, config: &BufferConfig) -> Started {
+        let buffer = DiskBuffer::open(dir, "t", config).unwrap();
+        let shared = Arc::clone(&buffer.shared);
+        let (sender, input) = batch_channel(64 << 20);
+        let attached = buffer.start(input, Arc::new(Health::default()), CancellationToken::new());
+        Started {
+            shared,
+            sender,
+            sink: attached.input,
+            tasks: attached
+                .tasks
+                .into_iter()
+                .map(|(_, task)| tokio::spawn(task))
+                .collect(),
+            tracker: attached.tracker,
+        }
+    }
+}
+
+/// Waits for a started buffer's tasks and tracker (after its sink saw the end).
+async fn finish(tasks: Vec<tokio::task::JoinHandle<Result<()>>>, tracker: TrackerHandle) {
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    tracker.await.unwrap();
+}
+
 /// Opens the buffer in `dir` and replays it to the end: the record numbers the sink
 /// got (read back from the events) and the damaged records counted.
 fn replay(dir: &Path) -> (Vec<u64>, u64) {
@@ -67,17 +106,14 @@ fn replay(dir: &Path) -> (Vec<u64>, u64) {
             kind: BufferKind::Disk,
             ..BufferConfig::default()
         };
-        let buffer = DiskBuffer::open(dir, "t", &config).unwrap();
-        let shared = Arc::clone(&buffer.shared);
-        let (sender, input) = batch_channel(1 << 20);
+        let Started {
+            shared,
+            sender,
+            mut sink,
+            tasks,
+            tracker,
+        } = Started::new(dir, &config);
         drop(sender);
-        let attached = buffer.start(input, Arc::new(Health::default()), CancellationToken::new());
-        let tasks: Vec<_> = attached
-            .tasks
-            .into_iter()
-            .map(|(_, task)| tokio::spawn(task))
-            .collect();
-        let mut sink = attached.input;
         let mut seqs = Vec::new();
         while let Some(batch) = sink.recv().await {
             let seq = batch.events[0]
@@ -98,10 +134,7 @@ fn replay(dir: &Path) -> (Vec<u64>, u64) {
             seqs.push(seq);
             batch.delivery.settle(BatchStatus::Delivered);
         }
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
-        attached.tracker.await.unwrap();
+        finish(tasks, tracker).await;
         let corrupt = shared.state().corrupt_records;
         (seqs, corrupt)
     })
@@ -220,15 +253,13 @@ fn fill_then_drain(when_full: WhenFull, batches: usize) -> (usize, u64, u64) {
             when_full,
             fsync: None,
         };
-        let buffer = DiskBuffer::open(dir.path(), "t", &config).unwrap();
-        let shared = Arc::clone(&buffer.shared);
-        let (sender, input) = batch_channel(64 << 20);
-        let attached = buffer.start(input, Arc::new(Health::default()), CancellationToken::new());
-        let tasks: Vec<_> = attached
-            .tasks
-            .into_iter()
-            .map(|(_, task)| tokio::spawn(task))
-            .collect();
+        let Started {
+            shared,
+            sender,
+            mut sink,
+            tasks,
+            tracker,
+        } = Started::new(dir.path(), &config);
         let on_disk = || -> u64 {
             segment::list(dir.path())
                 .unwrap()
@@ -268,17 +299,13 @@ fn fill_then_drain(when_full: WhenFull, batches: usize) -> (usize, u64, u64) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut peak = on_disk();
-        let mut sink = attached.input;
         let mut delivered = 0;
         while let Some(batch) = sink.recv().await {
             delivered += batch.events.len();
             batch.delivery.settle(BatchStatus::Delivered);
             peak = peak.max(on_disk());
         }
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
-        attached.tracker.await.unwrap();
+        finish(tasks, tracker).await;
         assert_eq!(on_disk(), 0, "every delivered segment deleted");
         (delivered, peak, shared.limits.segment_bytes)
     })
