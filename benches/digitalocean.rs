@@ -11,6 +11,8 @@
 
 #[path = "../tests/support/digitalocean_sim.rs"]
 mod digitalocean_sim;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -25,35 +27,6 @@ fn env_number(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(default)
-}
-
-/// A field of `/proc/PID/status` in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// User + system CPU seconds of process `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / per_second
 }
 
 fn main() {
@@ -142,8 +115,8 @@ fsync = "none"
         );
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_seconds(pid);
-    let peak = status_kib(pid, "VmHWM:");
+    let cpu = measure::cpu_seconds(&pid.to_string());
+    let peak = measure::status_kib(&pid.to_string(), "VmHWM:");
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);

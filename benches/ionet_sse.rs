@@ -9,6 +9,8 @@
 
 #[path = "../tests/support/ionet_sim.rs"]
 mod ionet_sim;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,17 +20,6 @@ use ferry::telemetry::Health;
 use ionet_sim::{IonetSim, SimConfig, line};
 
 const LINE_BYTES: usize = 200;
-
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
 
 fn main() {
     let events: usize = std::env::var("FERRY_BENCH_EVENTS")
@@ -85,7 +76,7 @@ fsync = "none"
         ferry::config::parse(&text, std::path::Path::new("bench.toml"), |_| None).expect("config");
     std::fs::create_dir_all(&config.data_dir).unwrap();
     let store = Arc::new(CheckpointStore::open(&config.data_dir).expect("store"));
-    let cpu_before = cpu_seconds();
+    let cpu_before = measure::cpu_seconds("self");
     let started = Instant::now();
     let pipeline =
         ferry::topology::start(&config, store, Arc::new(Health::default())).expect("pipeline");
@@ -114,7 +105,7 @@ fsync = "none"
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_seconds() - cpu_before;
+    let cpu = measure::cpu_seconds("self") - cpu_before;
     let _ = stop.send(());
     let _ = task.await;
     let mb = (events * (LINE_BYTES + 1)) as f64 / 1e6;

@@ -14,6 +14,9 @@
 //!
 //!     eval "$(scripts/kafka-broker start)"; export FERRY_TEST_KAFKA FERRY_TEST_TANSU
 //!     cargo bench --bench kafka       # FERRY_BENCH_EVENTS sets the count (1,000,000)
+//!
+//! `FERRY_BENCH_ONLY=sink` or `source` runs one side; `FERRY_BENCH_SOURCE_OPTIONS` adds
+//! lines to the source's config (e.g. `fetch_buffer_bytes = 4194304`).
 
 #[path = "support/events.rs"]
 mod events;
@@ -21,6 +24,8 @@ mod events;
 mod ferry_process;
 #[path = "../tests/support/kafka.rs"]
 mod kafka;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,32 +39,6 @@ use ferry::telemetry::Health;
 use ferry::topology::batch_channel;
 use ferry_process::Ferry;
 use kafka::{broker, create_topic, produce, unique};
-
-/// Peak resident memory of process `pid` ("self" for this one), in MiB.
-fn peak_rss_mib(pid: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-/// CPU time (user + system) of `/proc/PATH` (`self`, `thread-self`, a pid), in
-/// seconds: the rate per CPU-second is what one core sustains, also on a busy machine.
-fn cpu_seconds(path: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{path}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|t| t.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn report(what: &str, total: usize, seconds: f64, cpu: f64, rss: f64) {
     println!(
@@ -96,7 +75,7 @@ fn sink(broker: &str, total: usize, encoding: &str) {
         .enable_all()
         .build()
         .expect("sink runtime");
-    let cpu_before = cpu_seconds("thread-self");
+    let cpu_before = measure::cpu_seconds("thread-self");
     let elapsed = runtime.block_on(async {
         let sink = Box::new(KafkaSink::new(&config).expect("sink builds"));
         let ctx = SinkContext {
@@ -107,14 +86,14 @@ fn sink(broker: &str, total: usize, encoding: &str) {
         sink.run(receiver, ctx).await.expect("sink ends cleanly");
         started.elapsed()
     });
-    let sink_cpu = cpu_seconds("thread-self") - cpu_before;
+    let sink_cpu = measure::cpu_seconds("thread-self") - cpu_before;
     generator.join().expect("generator");
     report(
         &format!("kafka sink, {encoding}, lz4 (sink thread)"),
         total,
         elapsed.as_secs_f64(),
         sink_cpu,
-        peak_rss_mib("self"),
+        measure::peak_rss_mib("self"),
     );
 }
 
@@ -143,6 +122,7 @@ topics = ["{topic}"]
 decoding = "text"
 metadata_field = ""
 session_timeout = "6s"
+{extra}
 [sinks.out]
 type = "file"
 inputs = ["bus"]
@@ -152,6 +132,7 @@ encoding = "text"
             data = dir.path().join("data").display(),
             group = unique("bench"),
             out = out.display(),
+            extra = std::env::var("FERRY_BENCH_SOURCE_OPTIONS").unwrap_or_default(),
         ),
     )
     .expect("config");
@@ -164,15 +145,15 @@ encoding = "text"
         assert!(Instant::now() < limit, "no record arrived");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let first = (Instant::now(), size(), cpu_seconds(&pid));
+    let first = (Instant::now(), size(), measure::cpu_seconds(&pid));
     while size() < expected {
         assert!(Instant::now() < limit, "not every record arrived");
         std::thread::sleep(Duration::from_millis(5));
     }
     let seconds = first.0.elapsed().as_secs_f64();
     let counted = total - (first.1 / (LINE_BYTES as u64 + 1)) as usize;
-    let cpu = cpu_seconds(&pid) - first.2;
-    let rss = peak_rss_mib(&pid);
+    let cpu = measure::cpu_seconds(&pid) - first.2;
+    let rss = measure::peak_rss_mib(&pid);
     assert!(ferry.terminate().success());
     report(
         "kafka source → file sink (ferry process)",
@@ -188,8 +169,13 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    let only = std::env::var("FERRY_BENCH_ONLY").unwrap_or_default();
     let broker = broker();
-    sink(&broker, total, "text");
-    sink(&broker, total, "native");
-    source(&broker, total);
+    if only.is_empty() || only == "sink" {
+        sink(&broker, total, "text");
+        sink(&broker, total, "native");
+    }
+    if only.is_empty() || only == "source" {
+        source(&broker, total);
+    }
 }

@@ -25,6 +25,9 @@
 //! median is reported), `FERRY_BENCH_SCENARIOS` (a comma list to run a subset),
 //! `FERRY_BENCH_BIN` (another `ferry` binary to measure, e.g. main's build).
 
+#[path = "support/measure.rs"]
+mod measure;
+
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -161,7 +164,7 @@ fn reap(child: Child) -> (std::process::ExitStatus, Duration, u64) {
     let mut peak = 0;
     loop {
         // A process that has exited (a zombie) has no VmHWM left.
-        let hwm = rss_kib(child.id(), "VmHWM:");
+        let hwm = measure::status_kib(&child.id().to_string(), "VmHWM:");
         if hwm == 0 {
             break;
         }
@@ -180,15 +183,6 @@ fn reap(child: Child) -> (std::process::ExitStatus, Duration, u64) {
     let cpu = time(usage.ru_utime) + time(usage.ru_stime);
     use std::os::unix::process::ExitStatusExt;
     (std::process::ExitStatus::from_raw(status), cpu, peak)
-}
-
-fn rss_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 struct Bench {
@@ -251,7 +245,7 @@ impl Bench {
             }
             Scenario::Idle => {
                 std::thread::sleep(Duration::from_secs(5));
-                let rss = rss_kib(child.id(), "VmRSS:");
+                let rss = measure::status_kib(&child.id().to_string(), "VmRSS:");
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
                 let (status, cpu, _) = reap(child);
@@ -272,7 +266,7 @@ impl Bench {
                 };
                 wait_for_lines(&output, awaited, &child);
                 let wall = start.elapsed();
-                let peak_before_stop = rss_kib(child.id(), "VmHWM:");
+                let peak_before_stop = measure::status_kib(&child.id().to_string(), "VmHWM:");
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
                 let (status, cpu, peak_after_stop) = reap(child);
@@ -329,12 +323,15 @@ impl Bench {
     /// The demo's committed cursor is the number of events delivered.
     fn check_demo(&self, config: &Path) {
         let listed = Command::new(&self.ferry)
-            .args(["checkpoints", "list", "--config"])
+            .args(["checkpoints", "list", "--json", "--config"])
             .arg(config)
             .output()
             .unwrap();
-        let cursors: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-        let sent = cursors["in"]["sequence"].as_u64();
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+        let sent = rows
+            .iter()
+            .find(|row| row["source"] == "in" && row["stream"] == "sequence")
+            .and_then(|row| row["cursor"].as_u64());
         assert_eq!(sent, Some(self.lines), "demo delivered {sent:?} events");
     }
 }
@@ -360,7 +357,7 @@ fn wait_for_lines(output: &Path, lines: u64, child: &Child) {
         }
         if seen < lines {
             assert!(
-                rss_kib(child.id(), "VmRSS:") > 0,
+                measure::status_kib(&child.id().to_string(), "VmRSS:") > 0,
                 "ferry exited with {seen} of {lines} lines written"
             );
             std::thread::sleep(Duration::from_millis(2));

@@ -12,6 +12,8 @@
 //! and the process's peak RSS. `cargo bench --bench scalingo`;
 //! `FERRY_BENCH_EVENTS` sets `N` (default 300000).
 
+#[path = "support/measure.rs"]
+mod measure;
 #[path = "../tests/support/scalingo_sim.rs"]
 mod scalingo_sim;
 
@@ -25,28 +27,6 @@ use scalingo_sim::{ScalingoSim, SimConfig, message};
 /// Bytes of a line's prefix: time, offset, zone and `[web-1] `.
 const PREFIX_BYTES: usize = 45;
 const LINE_BYTES: usize = 200;
-
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// The process's peak resident memory, in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
 
 fn main() {
     let events: usize = std::env::var("FERRY_BENCH_EVENTS")
@@ -108,7 +88,7 @@ fsync = "none"
     let pipeline =
         ferry::topology::start(&config, store, Arc::new(Health::default())).expect("pipeline");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut cpu_before = cpu_seconds();
+    let mut cpu_before = measure::cpu_seconds("self");
     let mut started = Instant::now();
     let task = tokio::spawn(pipeline.run(
         async {
@@ -121,7 +101,7 @@ fsync = "none"
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         bytes = publish(&sim);
-        cpu_before = cpu_seconds();
+        cpu_before = measure::cpu_seconds("self");
         started = Instant::now();
     }
     let mut written = Lines::default();
@@ -130,7 +110,7 @@ fsync = "none"
     }
     let counted = written.lines;
     let elapsed = started.elapsed();
-    let cpu = cpu_seconds() - cpu_before;
+    let cpu = measure::cpu_seconds("self") - cpu_before;
     let _ = stop.send(());
     let _ = task.await;
     println!(
@@ -141,7 +121,7 @@ fsync = "none"
         bytes as f64 / 1e6 / elapsed.as_secs_f64(),
         cpu,
         events as f64 / cpu,
-        peak_rss_mib(),
+        measure::peak_rss_mib("self"),
     );
 }
 

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod inspect;
 pub mod kafka;
 pub mod sinks;
 pub mod sources;

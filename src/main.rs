@@ -1,14 +1,17 @@
-//! The `ferry` command line: `run`, `validate`, `checkpoints` and `buffer`.
+//! The `ferry` command line: `run`, `validate`, `checkpoints`, `buffer`, and the
+//! shell completions and man page generated from this definition.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ferry::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
 use ferry::topology::Outcome;
 
 /// mimalloc keeps the many small per-event allocations fast and, unlike glibc's
-/// per-thread arenas, keeps peak memory close to what is really in flight.
+/// per-thread arenas, keeps peak memory close to what is really in flight. Built
+/// without transparent huge pages (`no_thp`): with them, each arena touched took
+/// 2 MiB at once, and an idle ferry held 24 MiB instead of 15.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -19,7 +22,8 @@ const EXIT_CONFIG: u8 = 78;
 #[command(
     name = "ferry",
     version,
-    about = "A log shipping agent with durable checkpoints"
+    about = "A log shipping agent with durable checkpoints",
+    after_help = "Examples:\n  ferry validate -c /etc/ferry/ferry.toml\n  ferry run -c /etc/ferry/ferry.toml\n  ferry checkpoints list --json"
 )]
 struct Cli {
     /// The TOML config file.
@@ -35,37 +39,62 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the pipeline until SIGTERM/SIGINT (or until every source has finished).
+    #[command(after_help = "Example:\n  FERRY_LOG=info ferry run -c /etc/ferry/ferry.toml")]
     Run,
     /// Check the config and exit: 0 when valid, 78 with `PATH:LINE:COL: message` when not.
+    #[command(after_help = "Example:\n  ferry validate -c ferry.toml && systemctl reload ferry")]
     Validate,
     /// Inspect or reset committed cursors (stop ferry first).
+    #[command(after_help = "Examples:\n  ferry checkpoints list\n  ferry checkpoints reset web")]
     Checkpoints {
         #[command(subcommand)]
         action: CheckpointAction,
     },
     /// Inspect the sinks' disk buffers (read-only: safe while ferry runs).
+    #[command(after_help = "Examples:\n  ferry buffer stats\n  ferry buffer verify loki")]
     Buffer {
         #[command(subcommand)]
         action: BufferAction,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  ferry completions bash > /etc/bash_completion.d/ferry\n  ferry completions zsh > \"${fpath[1]}/_ferry\"\n  ferry completions fish > ~/.config/fish/completions/ferry.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  ferry man | gzip > /usr/share/man/man1/ferry.1.gz")]
+    Man,
 }
 
 #[derive(Subcommand)]
 enum CheckpointAction {
-    /// Print every source's committed cursors as JSON.
-    List,
+    /// Show every source's committed cursors: sub-stream, cursor, commit time and the
+    /// bytes a followed file has left to read.
+    #[command(
+        after_help = "Examples:\n  ferry checkpoints list -c /etc/ferry/ferry.toml\n  ferry checkpoints list --json | jq '.[] | select(.lag_bytes > 0)'"
+    )]
+    List {
+        /// Print a JSON array (source, type, stream, cursor, committed_at, lag_bytes).
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget a source's cursors: it starts over (per its own `read_from` rules).
+    #[command(
+        after_help = "Example:\n  systemctl stop ferry && ferry checkpoints reset web && systemctl start ferry"
+    )]
     Reset { source: String },
 }
 
 #[derive(Subcommand)]
 enum BufferAction {
     /// Undelivered records, events and bytes, the oldest one's age, and disk use.
+    #[command(after_help = "Example:\n  ferry buffer stats loki -c /etc/ferry/ferry.toml")]
     Stats {
         /// One sink's buffer (default: every buffer under data_dir).
         sink: Option<String>,
     },
     /// Checks the CRC of every record in every segment; exits 1 if any is damaged.
+    #[command(after_help = "Example:\n  ferry buffer verify loki || echo damaged")]
     Verify {
         /// One sink's buffer (default: every buffer under data_dir).
         sink: Option<String>,
@@ -96,6 +125,19 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: cannot write the man page: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Checkpoints { action } => match checkpoints(&cli.config, action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -142,14 +184,16 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 fn checkpoints(path: &std::path::Path, action: CheckpointAction) -> anyhow::Result<()> {
-    let store = ferry::app::open_store(path)?;
     match action {
-        CheckpointAction::List => {
-            let all = store.load_all()?;
-            println!("{}", serde_json::to_string_pretty(&all)?);
+        CheckpointAction::List { json } => {
+            let rows = ferry::inspect::checkpoint_rows(path)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&rows)?),
+                false => print!("{}", ferry::inspect::table(&rows)),
+            }
         }
         CheckpointAction::Reset { source } => {
-            let removed = store.reset(&source)?;
+            let removed = ferry::app::open_store(path)?.reset(&source)?;
             println!("sources.{source}: {removed} cursors removed");
         }
     }
@@ -185,4 +229,28 @@ fn buffers(path: &std::path::Path, action: BufferAction) -> anyhow::Result<bool>
         }
     }
     Ok(intact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command, down to the leaves, shows an example under `--help`.
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            let help = command.get_after_help().map(|h| h.to_string());
+            if !help.is_some_and(|h| h.starts_with("Example")) {
+                missing.push(path.clone());
+            }
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no example in --help: {missing:?}");
+        Cli::command().debug_assert();
+    }
 }

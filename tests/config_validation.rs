@@ -1,6 +1,8 @@
 //! Broken configs are refused before anything starts, by `ferry validate` and by
 //! `ferry run`, with `PATH:LINE:COL: message`. Each file in `tests/configs/invalid/`
-//! states on its first line what the error must say: `# expect: LINE:COL: text`.
+//! states on its first line what the error must say: `# expect: LINE:COL: text`, the
+//! text starting with the full option path when one option is at fault; each `# and:
+//! text` line after it is more text the message must hold (the accepted values).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +24,8 @@ fn invalid_configs() -> Vec<PathBuf> {
     files
 }
 
-fn expectation(path: &Path) -> (String, String) {
+/// The position the error must have and the texts its message must hold.
+fn expectation(path: &Path) -> (String, Vec<String>) {
     let text = std::fs::read_to_string(path).unwrap();
     let first = text.lines().next().unwrap();
     let spec = first
@@ -31,7 +34,14 @@ fn expectation(path: &Path) -> (String, String) {
     let (position, message) = spec
         .split_once(": ")
         .unwrap_or((spec.trim_end_matches(':'), ""));
-    (position.to_string(), message.to_string())
+    let mut messages = vec![message.to_string()];
+    messages.extend(
+        text.lines()
+            .skip(1)
+            .map_while(|line| line.strip_prefix("# and: "))
+            .map(str::to_string),
+    );
+    (position.to_string(), messages)
 }
 
 #[test]
@@ -44,7 +54,7 @@ fn every_broken_config_is_refused_with_its_position_and_problem() {
     );
     let mut failures = Vec::new();
     for path in &files {
-        let (position, message) = expectation(path);
+        let (position, messages) = expectation(path);
         let output = ferry()
             .arg("validate")
             .arg("--config")
@@ -55,11 +65,12 @@ fn every_broken_config_is_refused_with_its_position_and_problem() {
         let prefix = format!("{}:{position}: ", path.display());
         let ok = output.status.code() == Some(78)
             && stderr.starts_with(&prefix)
-            && stderr.contains(&message);
+            && messages.iter().all(|m| stderr.contains(m.as_str()));
         if !ok {
             failures.push(format!(
-                "{}\n  expected exit 78 and `{prefix}…{message}…`\n  got {:?}: {}",
+                "{}\n  expected exit 78 and `{prefix}…{}…`\n  got {:?}: {}",
                 path.display(),
+                messages.join("…"),
                 output.status.code(),
                 stderr.trim()
             ));

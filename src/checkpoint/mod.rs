@@ -10,4 +10,4 @@ pub use ack::{
     Acker, BatchStatus, CursorLog, CursorUpdate, Delivery, TrackerHandle, TrackerOwner,
     spawn_tracker, spawn_tracker_into,
 };
-pub use store::{CheckpointStore, Cursors};
+pub use store::{CheckpointStore, CommittedCursor, Cursors};

@@ -1,22 +1,34 @@
 //! The crash-safe cursor store: a `redb` database under `data_dir`, keyed by
 //! (source id, cursor key), values JSON. Each commit is one fsynced transaction, so a
-//! crash leaves either the old or the new cursors, never a torn mix.
+//! crash leaves either the old or the new cursors, never a torn mix. Each cursor's
+//! commit time is kept beside it (in the same transaction), for `checkpoints list`.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
 const CURSORS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("cursors");
+/// When each cursor was last committed, in milliseconds since the Unix epoch. Stores
+/// written before this table existed have no entry: the time is then unknown.
+const COMMITTED_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("committed_at");
 
 /// A source's committed cursors: cursor key → value. Sources with a single position
 /// use one key; the file source keeps one key per file.
 pub type Cursors = BTreeMap<String, Value>;
+
+/// A committed cursor and when it was committed (unknown for older stores).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedCursor {
+    pub value: Value,
+    pub committed_at: Option<SystemTime>,
+}
 
 pub struct CheckpointStore {
     /// `None` only while being reopened after an I/O error.
@@ -52,6 +64,7 @@ impl CheckpointStore {
         })?;
         let txn = db.begin_write()?;
         txn.open_table(CURSORS)?;
+        txn.open_table(COMMITTED_AT)?;
         txn.commit()?;
         Ok(db)
     }
@@ -106,23 +119,31 @@ impl CheckpointStore {
         Ok(cursors)
     }
 
-    /// Every source's cursors, for `ferry checkpoints list`.
-    pub fn load_all(&self) -> Result<BTreeMap<String, Cursors>> {
+    /// Every source's cursors with their commit times, for `ferry checkpoints list`.
+    pub fn load_all(&self) -> Result<BTreeMap<String, BTreeMap<String, CommittedCursor>>> {
         self.with_db(Self::read_all)
     }
 
-    fn read_all(db: &Database) -> Result<BTreeMap<String, Cursors>> {
+    fn read_all(db: &Database) -> Result<BTreeMap<String, BTreeMap<String, CommittedCursor>>> {
         let txn = db.begin_read()?;
         let table = txn.open_table(CURSORS)?;
-        let mut all: BTreeMap<String, Cursors> = BTreeMap::new();
+        let times = txn.open_table(COMMITTED_AT)?;
+        let mut all: BTreeMap<String, BTreeMap<String, CommittedCursor>> = BTreeMap::new();
         for entry in table.iter()? {
             let (key, value) = entry?;
             let (owner, name) = key.value();
             let value: Value = serde_json::from_slice(value.value())
                 .with_context(|| format!("corrupt cursor {owner}/{name}"))?;
-            all.entry(owner.to_string())
-                .or_default()
-                .insert(name.to_string(), value);
+            let committed_at = times
+                .get((owner, name))?
+                .map(|millis| SystemTime::UNIX_EPOCH + Duration::from_millis(millis.value()));
+            all.entry(owner.to_string()).or_default().insert(
+                name.to_string(),
+                CommittedCursor {
+                    value,
+                    committed_at,
+                },
+            );
         }
         Ok(all)
     }
@@ -141,17 +162,24 @@ impl CheckpointStore {
     }
 
     fn write(db: &Database, source: &str, updates: &BTreeMap<String, Option<Value>>) -> Result<()> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(CURSORS)?;
+            let mut times = txn.open_table(COMMITTED_AT)?;
             for (name, value) in updates {
+                let key = (source, name.as_str());
                 match value {
                     Some(value) => {
                         let bytes = serde_json::to_vec(value)?;
-                        table.insert((source, name.as_str()), bytes.as_slice())?;
+                        table.insert(key, bytes.as_slice())?;
+                        times.insert(key, now)?;
                     }
                     None => {
-                        table.remove((source, name.as_str()))?;
+                        table.remove(key)?;
+                        times.remove(key)?;
                     }
                 }
             }
@@ -197,6 +225,11 @@ mod tests {
         assert_eq!(s1["a"], json!({"offset": 10}));
         assert_eq!(store.load("s10").unwrap()["a"], json!(99));
         assert!(store.load("s").unwrap().is_empty());
+        let all = store.load_all().unwrap();
+        assert_eq!(all.len(), 2);
+        let committed = all["s1"]["a"].committed_at.expect("a commit time");
+        let age = SystemTime::now().duration_since(committed).unwrap();
+        assert!(age < Duration::from_secs(3600), "{age:?}");
         let mode = fs::metadata(store.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(store.reset("s1").unwrap(), 1);

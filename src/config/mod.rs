@@ -10,8 +10,10 @@
 mod error;
 mod interpolate;
 mod lint;
+mod options;
 mod secret;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -20,10 +22,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
-use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeString, DeTable, DeValue};
 
 pub use error::{ConfigError, line_column};
 pub use interpolate::interpolate;
+pub use options::{OptionsDeserializer, did_you_mean, quoted_list, read_table};
 pub use secret::{Secret, require_secret, resolve_secret};
 
 use crate::buffer::BufferConfig;
@@ -141,6 +144,8 @@ impl Default for InputCommon {
 
 impl InputCommon {
     const KEYS: &[&str] = &["buffer_max_bytes"];
+    /// Every key such a component accepts besides its type's own.
+    const KEYS_AND_INPUTS: [&str; 2] = ["buffer_max_bytes", "inputs"];
 }
 
 #[derive(Debug)]
@@ -168,6 +173,8 @@ struct SinkBuffer {
 
 impl SinkBuffer {
     const KEYS: &[&str] = &["buffer"];
+    /// Every key a sink accepts besides its type's own.
+    const KEYS_AND_SHARED: [&str; 3] = ["buffer", "buffer_max_bytes", "inputs"];
 }
 
 /// Reads and validates the config at `path`.
@@ -184,7 +191,11 @@ pub fn parse(
     path: &Path,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let reader = Reader { text, path };
+    let reader = Reader {
+        text,
+        path,
+        from_env: RefCell::new(Vec::new()),
+    };
     let mut root = DeTable::parse(text).map_err(|e| ConfigError::from_toml(path, text, &e, ""))?;
     reader.interpolate_table(root.get_mut(), &env)?;
     let root_span = root.span();
@@ -201,7 +212,11 @@ pub fn parse(
             }
         };
     }
-    let top: TopLevel = reader.deserialize(table_value(root_span.clone(), top), "")?;
+    let top: TopLevel = reader.deserialize(
+        table_value(root_span.clone(), top),
+        "",
+        &["sources", "transforms", "sinks"],
+    )?;
 
     let sources = reader.components(sections.remove("sources"), "sources")?;
     let transforms = reader.components(sections.remove("transforms"), "transforms")?;
@@ -221,14 +236,16 @@ pub fn parse(
     for component in sources {
         let context = format!("sources.{}", component.id);
         let (specific, common) = component.split(SourceCommon::KEYS);
-        let common: SourceCommon = reader.deserialize(common, &context)?;
+        let common: SourceCommon = reader.deserialize(common, &context, &[])?;
         let streaming = SourceConfig::streams(component.type_name.get_ref());
+        let mut shared = SourceCommon::KEYS.to_vec();
         let (specific, stream) = match streaming {
             true => {
+                shared.extend(StreamOptions::KEYS);
                 let (specific, stream) = split_table(specific, StreamOptions::KEYS);
                 (
                     specific,
-                    Some(reader.deserialize::<StreamOptions>(stream, &context)?),
+                    Some(reader.deserialize::<StreamOptions>(stream, &context, &[])?),
                 )
             }
             false => (specific, None),
@@ -236,7 +253,7 @@ pub fn parse(
         let mut source = reader.typed(
             &component,
             specific,
-            &context,
+            (&context, &shared),
             SourceConfig::TYPES,
             SourceConfig::deserialize_type,
         )?;
@@ -256,12 +273,12 @@ pub fn parse(
     for component in transforms {
         let context = format!("transforms.{}", component.id);
         let (specific, common) = component.split(InputCommon::KEYS);
-        let common: InputCommon = reader.deserialize(common, &context)?;
+        let common: InputCommon = reader.deserialize(common, &context, &[])?;
         let inputs = reader.inputs(&component, &context)?;
         let transform = reader.typed(
             &component,
             specific,
-            &context,
+            (&context, &InputCommon::KEYS_AND_INPUTS),
             TransformConfig::TYPES,
             TransformConfig::deserialize_type,
         )?;
@@ -280,12 +297,16 @@ pub fn parse(
         let context = format!("sinks.{}", component.id);
         let (specific, common) = component.split(&[InputCommon::KEYS, SinkBuffer::KEYS].concat());
         let (common, buffer) = split_table(common, SinkBuffer::KEYS);
-        let common: InputCommon = reader.deserialize(common, &context)?;
-        let SinkBuffer { buffer } = reader.deserialize(buffer, &context)?;
+        let common: InputCommon = reader.deserialize(common, &context, &[])?;
+        let SinkBuffer { buffer } = reader.deserialize(buffer, &context, &[])?;
         let inputs = reader.inputs(&component, &context)?;
-        let sink = reader.typed(&component, specific, &context, SinkConfig::TYPES, |t, d| {
-            SinkConfig::deserialize_type(t, d)
-        })?;
+        let sink = reader.typed(
+            &component,
+            specific,
+            (&context, &SinkBuffer::KEYS_AND_SHARED),
+            SinkConfig::TYPES,
+            SinkConfig::deserialize_type,
+        )?;
         graph.add(&reader, &component, &context, Some(&inputs))?;
         config_ok(&reader, &component, &context, sink.validate())?;
         config_ok(&reader, &component, &context, buffer.validate())?;
@@ -379,20 +400,29 @@ fn table_value<'i>(
 struct Reader<'a> {
     text: &'a str,
     path: &'a Path,
+    /// The values `${VAR}`s were replaced with: secrets, often, that no error may echo.
+    from_env: RefCell<Vec<String>>,
 }
 
 impl<'a> Reader<'a> {
     fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        let mut message = message.into();
+        for value in self.from_env.borrow().iter().filter(|v| v.len() >= 4) {
+            message = message.replace(value.as_str(), "***");
+        }
         ConfigError::at(self.path, self.text, span, message)
     }
 
+    /// Reads the table or value at option path `path`; `more_keys` are the keys the
+    /// table also accepts that were taken out of it to be read elsewhere.
     fn deserialize<'i, T: Deserialize<'i>>(
         &self,
         value: Spanned<DeValue<'i>>,
-        context: &str,
+        path: &str,
+        more_keys: &[&str],
     ) -> Result<T, ConfigError> {
-        T::deserialize(ValueDeserializer::from(value))
-            .map_err(|e| ConfigError::from_toml(self.path, self.text, &e, context))
+        T::deserialize(OptionsDeserializer::new(value, path.to_string()))
+            .map_err(|e| self.error(e.span(), e.describe(path, more_keys)))
     }
 
     fn interpolate_table(
@@ -414,7 +444,13 @@ impl<'a> Reader<'a> {
         let span = value.span();
         match value.get_mut() {
             DeValue::String(s) if s.contains('$') => {
-                let replaced = interpolate(s, env).map_err(|m| self.error(Some(span), m))?;
+                let recording_env = |name: &str| {
+                    let value = env(name);
+                    self.from_env.borrow_mut().extend(value.clone());
+                    value
+                };
+                let replaced =
+                    interpolate(s, recording_env).map_err(|m| self.error(Some(span), m))?;
                 *s = DeString::Owned(replaced);
             }
             DeValue::Array(items) => {
@@ -516,8 +552,24 @@ impl<'a> Reader<'a> {
                 format!("{context}: missing required option `inputs` (the ids of the components that feed it)"),
             ));
         };
-        let inputs: Vec<Spanned<String>> =
-            self.deserialize(value.clone(), &format!("{context}.inputs"))?;
+        let not_ids = |span| {
+            self.error(
+                Some(span),
+                format!(
+                    "{context}.inputs: expected an array of component ids, as in [\"my_source\"]"
+                ),
+            )
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(not_ids(value.span()));
+        };
+        let inputs = items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::String(id) => Ok(Spanned::new(item.span(), id.to_string())),
+                _ => Err(not_ids(item.span())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if inputs.is_empty() {
             return Err(self.error(
                 Some(value.span()),
@@ -527,31 +579,33 @@ impl<'a> Reader<'a> {
         Ok(inputs)
     }
 
+    /// Reads a component's own options by its `type`; `shared` are the keys every
+    /// component of its kind accepts, read elsewhere.
     fn typed<'i, T>(
         &self,
         component: &Component<'i>,
         specific: Spanned<DeValue<'i>>,
-        context: &str,
+        (context, shared): (&str, &[&str]),
         types: &[&str],
-        deserialize: impl FnOnce(&str, ValueDeserializer<'i>) -> Option<Result<T, toml::de::Error>>,
+        deserialize: impl FnOnce(
+            &str,
+            OptionsDeserializer<'i>,
+        ) -> Option<Result<T, options::OptionError>>,
     ) -> Result<T, ConfigError> {
         let type_name = component.type_name.get_ref();
-        match deserialize(type_name, ValueDeserializer::from(specific)) {
+        match deserialize(
+            type_name,
+            OptionsDeserializer::new(specific, context.to_string()),
+        ) {
             None => Err(self.error(
                 Some(component.type_name.span()),
                 format!(
-                    "{context}: unknown type `{type_name}`, expected one of: {}",
-                    types.join(", ")
+                    "{context}.type: unknown type `{type_name}`{}: {}",
+                    did_you_mean(type_name, types, '`'),
+                    quoted_list(types, '`')
                 ),
             )),
-            Some(result) => result.map_err(|e| {
-                ConfigError::from_toml(
-                    self.path,
-                    self.text,
-                    &e,
-                    &format!("{context} (type {type_name})"),
-                )
-            }),
+            Some(result) => result.map_err(|e| self.error(e.span(), e.describe(context, shared))),
         }
     }
 }

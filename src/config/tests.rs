@@ -44,7 +44,9 @@ inputs = ["g"]
     let error = parse(demo, Path::new("t.toml"), env).unwrap_err();
     assert_eq!(error.position, Some((3, 1)));
     assert!(
-        error.message.contains("unknown field `idle_timeout`"),
+        error
+            .message
+            .contains("sources.d.idle_timeout: unknown option"),
         "{error}"
     );
 }

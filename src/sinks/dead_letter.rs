@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::{BatchStatus, Delivery};
+use crate::config::{did_you_mean, quoted_list};
 use crate::event::{Batch, Event};
 use crate::sinks::{Sink, SinkConfig, SinkContext};
 use crate::topology::{BatchSender, batch_channel};
@@ -35,16 +36,20 @@ impl<'de> Deserialize<'de> for DeadLetter {
                 ));
             }
         };
-        match SinkConfig::deserialize_type(&type_name, table) {
-            None => Err(D::Error::custom(format!(
-                "dead_letter: unknown sink type `{type_name}`, expected one of: {}",
-                SinkConfig::TYPES.join(", ")
-            ))),
-            Some(Err(error)) => Err(D::Error::custom(format!(
-                "dead_letter (type {type_name}): {error}"
-            ))),
-            Some(Ok(config)) => Ok(DeadLetter(Arc::new(config))),
-        }
+        let config =
+            crate::config::read_table(&table, |options| {
+                match SinkConfig::deserialize_type(&type_name, options) {
+                    None => Err(format!(
+                        "type: unknown type `{type_name}`{}: {}",
+                        did_you_mean(&type_name, SinkConfig::TYPES, '`'),
+                        quoted_list(SinkConfig::TYPES, '`')
+                    )),
+                    Some(result) => result.map_err(|error| format!("{error}")),
+                }
+            });
+        config
+            .map(|config| DeadLetter(Arc::new(config)))
+            .map_err(D::Error::custom)
     }
 }
 

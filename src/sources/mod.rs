@@ -149,6 +149,13 @@ macro_rules! source_types {
         impl SourceConfig {
             pub const TYPES: &[&str] = &[$($name),*];
 
+            /// The config `type` of this source.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(SourceConfig::$variant(_) => $name,)*
+                }
+            }
+
             /// Whether source type `type_name` takes the shared [`StreamOptions`] keys.
             pub fn streams(type_name: &str) -> bool {
                 match type_name {

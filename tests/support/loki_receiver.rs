@@ -23,7 +23,8 @@
 //! Failures can be injected: scripted answers for the next requests (e.g. 429 with
 //! `Retry-After: 3`) or for the request arriving n-th, an outage (every request answered 500/503 until cleared), a
 //! stream-level refusal for streams carrying a chosen label value, or a gateway that
-//! hides Loki's messages behind a generic 400 page.
+//! hides Loki's messages behind a generic 400 page. It can also be slow: every
+//! push answered after a delay.
 //!
 //! Use from an integration test (or bench) with
 //! `#[path = "support/loki_receiver.rs"] mod loki_receiver;`, then
@@ -127,6 +128,8 @@ struct Inner {
     hide_messages: bool,
     store: bool,
     print: bool,
+    /// Every push is answered this much later.
+    delay: Duration,
 }
 
 struct Shared {
@@ -174,6 +177,7 @@ impl LokiReceiver {
                 hide_messages: false,
                 store: true,
                 print: false,
+                delay: Duration::ZERO,
             }),
             changed: tokio::sync::Notify::new(),
         });
@@ -229,6 +233,11 @@ impl LokiReceiver {
     /// Keeps only counts, not entries or bodies (for benchmarks).
     pub fn count_only(&self) {
         self.lock().store = false;
+    }
+
+    /// Answers every push `delay` after it arrived: a slow Loki.
+    pub fn set_delay(&self, delay: Duration) {
+        self.lock().delay = delay;
     }
 
     pub fn set_order(&self, order: OrderRule) {
@@ -351,6 +360,8 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    let delay = shared.inner.lock().unwrap_or_else(|e| e.into_inner()).delay;
+    tokio::time::sleep(delay).await;
     let mut record = ReceivedRequest {
         at: Instant::now(),
         tenant: header("x-scope-orgid"),

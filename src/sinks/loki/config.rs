@@ -373,9 +373,22 @@ auth = { strategy = "basic", user = "u", password = "hunter2" }"#
         .unwrap_err();
         assert!(error.contains("pass"), "{error}");
         let error = sink("endpoint = \"http://l\"\ndead_letter = { type = \"nope\" }").unwrap_err();
-        assert!(error.contains("unknown sink type"), "{error}");
+        assert!(
+            error.contains("dead_letter: type: unknown type `nope`"),
+            "{error}"
+        );
         let error = sink("endpoint = \"http://l\"\ndead_letter = { type = \"file\" }").unwrap_err();
-        assert!(error.contains("path"), "{error}");
+        assert!(
+            error.contains("dead_letter: path: missing required option"),
+            "{error}"
+        );
+        let error =
+            sink("endpoint = \"http://l\"\ndead_letter = { type = \"file\", pth = \"/x\" }")
+                .unwrap_err();
+        assert!(
+            error.contains("pth: unknown option; did you mean `path`?"),
+            "{error}"
+        );
         let error = sink("endpoint = \"http://l\"\nreject_older_than = \"0s\"").unwrap_err();
         assert!(error.contains("reject_older_than"), "{error}");
         let config = sink("endpoint = \"http://l\"\nreject_older_than = \"167h\"").unwrap();

@@ -9,8 +9,10 @@
 //! Work per poll: the whole answer is read (ByteNite repeats everything, so this
 //! grows with the job), but only lines at or past their sub-stream's mark are
 //! kept, at most `max_poll_bytes` of them; an answer with more is polled again at
-//! once for the rest. An answer that no longer reaches back to a sub-stream's mark
-//! (ByteNite kept only its newest lines) is reported: lines between may be lost.
+//! once for the rest. Two jobs of a source poll at once, the others wait their
+//! turn, so memory does not grow with the number of jobs. An answer that no
+//! longer reaches back to a sub-stream's mark (ByteNite kept only its newest
+//! lines) is reported: lines between may be lost.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -216,6 +218,10 @@ impl Follow for JobLogs {
 
     async fn open(&mut self, ctx: &Context, out: &mut Emitter) -> Result<Connection, Ended> {
         self.more = false;
+        let polls = Arc::clone(&self.settings.polls);
+        let Ok(_permit) = polls.acquire().await else {
+            return Err(Ended::Closed);
+        };
         let timeout = self.settings.request_timeout;
         let response = ctx
             .api

@@ -141,7 +141,14 @@ pub(crate) struct Settings {
     pub request_timeout: Duration,
     /// Filters and budget; the marks are each job's own.
     pub selection: Selection,
+    /// Permits to poll: each job holds one from its request until its lines are
+    /// shipped, so the source's memory is [`POLLS_AT_ONCE`] answers' budgets
+    /// whatever the number of jobs it follows.
+    pub polls: Arc<tokio::sync::Semaphore>,
 }
+
+/// Jobs whose answers are read and shipped at once.
+const POLLS_AT_ONCE: usize = 2;
 
 impl Settings {
     fn new(config: &ByteniteConfig) -> Self {
@@ -160,6 +167,7 @@ impl Settings {
                 task_ids: config.task_ids.iter().cloned().collect::<HashSet<_>>(),
                 levels: config.levels.clone(),
             },
+            polls: Arc::new(tokio::sync::Semaphore::new(POLLS_AT_ONCE)),
         }
     }
 
@@ -274,7 +282,7 @@ mod tests {
         let level = parse("type = \"bytenite\"\napi_key = \"k\"\nlevels = [\"loud\"]").unwrap_err();
         assert!(level.contains("unknown level `loud`"), "{level}");
         let unknown = parse("type = \"bytenite\"\napi_key = \"k\"\njob = \"j\"").unwrap_err();
-        assert!(unknown.contains("unknown field `job`"), "{unknown}");
+        assert!(unknown.contains(".job: unknown option"), "{unknown}");
         let zero =
             parse("type = \"bytenite\"\napi_key = \"k\"\npoll_interval = \"0s\"").unwrap_err();
         assert!(zero.contains("poll_interval"), "{zero}");

@@ -343,7 +343,7 @@ mod tests {
             ),
             (
                 "token = \"t\"\napp_id = \"a\"\nfollow = true",
-                "unknown field `follow`",
+                ".follow: unknown option",
             ),
         ];
         for (body, expected) in cases {

@@ -89,6 +89,15 @@ fn patterns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<glob::Patt
         .collect()
 }
 
+/// How many bytes of its file a committed cursor is behind the file's end, when the
+/// file at the cursor's path is still the one it was read from (for `checkpoints list`).
+pub fn lag_bytes(cursor: &serde_json::Value) -> Option<u64> {
+    let cursor = FileCursor::deserialize(cursor).ok()?;
+    let metadata = std::fs::metadata(&cursor.path).ok()?;
+    (metadata.dev() == cursor.dev && metadata.ino() == cursor.ino)
+        .then(|| metadata.len().saturating_sub(cursor.offset))
+}
+
 impl super::SourceOptions for FileSourceConfig {
     fn validate(&self) -> Result<(), String> {
         if self.include.is_empty() {

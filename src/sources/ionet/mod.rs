@@ -244,7 +244,7 @@ mod tests {
             parse("type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nstream = \"stdout\"")
                 .unwrap_err();
         assert!(
-            unknown.contains(":5:") && unknown.contains("unknown field `stream`"),
+            unknown.contains(":5:") && unknown.contains(".stream: unknown option"),
             "{unknown}"
         );
         let bad_stream = parse(

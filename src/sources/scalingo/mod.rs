@@ -289,7 +289,7 @@ mod tests {
             ("filter = \" \"", "`filter` is empty"),
             ("resume_lines = 0", "resume_lines"),
             ("rate_limit = 0", "rate_limit"),
-            ("api_key = \"t\"", "unknown field `api_key`"),
+            ("api_key = \"t\"", ".api_key: unknown option"),
         ] {
             let error = parse(&format!("{with_token}\n{extra}")).unwrap_err();
             assert!(error.contains(expected), "{extra}: {error}");

@@ -37,6 +37,20 @@ const DOCUMENTED: &str = r#"{
 }"#;
 
 #[test]
+fn an_answer_read_as_it_arrives_decodes_as_one_read_whole() {
+    for whole in [0, 1, DOCUMENTED.len() - 1, DOCUMENTED.len(), usize::MAX] {
+        let answer = decode_whole_up_to(DOCUMENTED.as_bytes(), &selection(), whole).unwrap();
+        assert_eq!(kept(&answer), kept(&decode_str(DOCUMENTED, &selection())));
+        assert_eq!(answer.streams.len(), 4);
+    }
+    let cut = &DOCUMENTED[..DOCUMENTED.len() / 2];
+    for whole in [0, cut.len(), usize::MAX] {
+        let error = decode_whole_up_to(cut.as_bytes(), &selection(), whole).unwrap_err();
+        assert!(error.is_eof(), "{error}");
+    }
+}
+
+#[test]
 fn the_documented_answer_flattens_into_sub_streams() {
     let answer = decode_str(DOCUMENTED, &selection());
     let second = 1_750_781_942_000_000_000;
