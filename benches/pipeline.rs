@@ -6,6 +6,8 @@
 //! - `full`: file → parse json → level → redact (every built-in detector) → file (json)
 //! - `parse`: file → parse json → file (json)
 //! - `text`: file → file (text)
+//! - `disk`: file → file (text) through a disk buffer (`fsync = "batch"`): the
+//!   buffer's cost against `text`
 //! - `multiline`: file → multiline (defaults) → file (text): its cost on input
 //!   without traces
 //! - `demo`: demo source at unlimited rate (as many events as the input has lines) →
@@ -70,16 +72,18 @@ enum Scenario {
     Full,
     Parse,
     Text,
+    Disk,
     Multiline,
     Demo,
     Idle,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Full,
         Scenario::Parse,
         Scenario::Text,
+        Scenario::Disk,
         Scenario::Multiline,
         Scenario::Demo,
         Scenario::Idle,
@@ -90,6 +94,7 @@ impl Scenario {
             Scenario::Full => "full",
             Scenario::Parse => "parse",
             Scenario::Text => "text",
+            Scenario::Disk => "disk",
             Scenario::Multiline => "multiline",
             Scenario::Demo => "demo",
             Scenario::Idle => "idle",
@@ -101,6 +106,7 @@ impl Scenario {
             Scenario::Full => "file → parse → level → redact → file json",
             Scenario::Parse => "file → parse json → file json",
             Scenario::Text => "file → file text",
+            Scenario::Disk => "file → disk buffer → file text",
             Scenario::Multiline => "file → multiline → file text",
             Scenario::Demo => "demo (unlimited) → console > /dev/null",
             Scenario::Idle => "demo at 10 events/s → console (idle)",
@@ -127,6 +133,10 @@ impl Scenario {
             ),
             Scenario::Parse => format!("{file_source}{parse}{}", file_sink("parsed", "json")),
             Scenario::Text => format!("{file_source}{}", file_sink("in", "text")),
+            Scenario::Disk => format!(
+                "{file_source}{}buffer = {{ type = \"disk\", max_bytes = 1073741824 }}\n",
+                file_sink("in", "text")
+            ),
             Scenario::Multiline => format!(
                 "{file_source}[transforms.traces]\ntype = \"multiline\"\ninputs = [\"in\"]\n{}",
                 file_sink("traces", "text")

@@ -1,5 +1,8 @@
 //! The normalized log event every component speaks, and the batch that carries events
-//! (with their delivery promise) through the pipeline.
+//! (with their delivery promise) through the pipeline. [`native`] writes a whole
+//! event as bytes and reads it back (Kafka between ferries, the disk buffer).
+
+pub mod native;
 
 use std::borrow::Cow;
 use std::fmt;

@@ -6,6 +6,7 @@
 //! pieces, each owning one concern.
 
 pub mod app;
+pub mod buffer;
 pub mod checkpoint;
 pub mod config;
 pub mod control;

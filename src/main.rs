@@ -1,6 +1,6 @@
-//! The `ferry` command line: `run`, `validate`, `checkpoints`, `tap` and `reload`
-//! against a running agent, and the shell completions and man page generated from
-//! this definition.
+//! The `ferry` command line: `run`, `validate`, `checkpoints`, `buffer`, `tap` and
+//! `reload` against a running agent, and the shell completions and man page
+//! generated from this definition.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +76,12 @@ enum Command {
         #[arg(long)]
         address: Option<std::net::SocketAddr>,
     },
+    /// Inspect the sinks' disk buffers (read-only: safe while ferry runs).
+    #[command(after_help = "Examples:\n  ferry buffer stats\n  ferry buffer verify loki")]
+    Buffer {
+        #[command(subcommand)]
+        action: BufferAction,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  ferry completions bash > /etc/bash_completion.d/ferry\n  ferry completions zsh > \"${fpath[1]}/_ferry\"\n  ferry completions fish > ~/.config/fish/completions/ferry.fish"
@@ -103,6 +109,22 @@ enum CheckpointAction {
         after_help = "Example:\n  systemctl stop ferry && ferry checkpoints reset web && systemctl start ferry"
     )]
     Reset { source: String },
+}
+
+#[derive(Subcommand)]
+enum BufferAction {
+    /// Undelivered records, events and bytes, the oldest one's age, and disk use.
+    #[command(after_help = "Example:\n  ferry buffer stats loki -c /etc/ferry/ferry.toml")]
+    Stats {
+        /// One sink's buffer (default: every buffer under data_dir).
+        sink: Option<String>,
+    },
+    /// Checks the CRC of every record in every segment; exits 1 if any is damaged.
+    #[command(after_help = "Example:\n  ferry buffer verify loki || echo damaged")]
+    Verify {
+        /// One sink's buffer (default: every buffer under data_dir).
+        sink: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -167,6 +189,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Buffer { action } => match buffers(&cli.config, action) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -225,6 +255,37 @@ fn checkpoints(path: &std::path::Path, action: CheckpointAction) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// Prints the buffers' stats, or verifies them; false when a verify found damage.
+fn buffers(path: &std::path::Path, action: BufferAction) -> anyhow::Result<bool> {
+    let config = config::load(path)?;
+    let (sink, verify) = match action {
+        BufferAction::Stats { sink } => (sink, false),
+        BufferAction::Verify { sink } => (sink, true),
+    };
+    let sinks = match sink {
+        Some(sink) => vec![sink],
+        None => ferry::buffer::on_disk(&config.data_dir),
+    };
+    let mut intact = true;
+    for sink in sinks {
+        let dir = ferry::buffer::directory(&config.data_dir, &sink);
+        anyhow::ensure!(
+            dir.is_dir(),
+            "sinks.{sink} has no disk buffer in {}",
+            dir.display()
+        );
+        let report = ferry::buffer::inspect::stats(&dir)?;
+        println!("sinks.{sink}: {report}");
+        if verify {
+            for segment in &report.segments {
+                println!("  {segment}");
+            }
+            intact &= report.damaged_stretches() == 0;
+        }
+    }
+    Ok(intact)
 }
 
 #[cfg(test)]

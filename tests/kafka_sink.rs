@@ -233,14 +233,14 @@ encoding = "json"
         .collect();
     assert_eq!(records.len(), copies.len());
     for (record, copy) in records.iter().zip(&copies) {
-        let event = ferry::kafka::native::decode(&record.payload).unwrap();
+        let event = ferry::event::native::decode(&record.payload).unwrap();
         assert_eq!(
             &event.to_json(),
             copy,
             "the native record is the event the file sink wrote"
         );
     }
-    let warn = ferry::kafka::native::decode(&records[0].payload).unwrap();
+    let warn = ferry::event::native::decode(&records[0].payload).unwrap();
     assert_eq!(warn.level, Some(ferry::event::Level::Warn));
     assert_eq!(warn.fields["disk"]["used"], 0.93);
     assert!(warn.origin.file.as_deref().unwrap().ends_with("in/app.log"));

@@ -11,6 +11,10 @@
 //! and copies what is committed there. The tracker stays the one place that decides
 //! what is finalized; such a source never learns of a batch any other way, so it can
 //! never get ahead of the sinks.
+//!
+//! The same tracker also serves a sink's disk buffer, which replays recorded batches
+//! to its sink: there the "cursor" is the last record the sink has, in order, and the
+//! place it is made durable is the buffer's own ledger ([`CursorLog`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -250,6 +254,52 @@ impl std::fmt::Debug for Delivery {
     }
 }
 
+/// Where a tracker makes finalized cursors durable: the checkpoint store for a
+/// source, a disk buffer's ledger for the records it replays to its sink.
+pub trait CursorLog: Send + Sync + 'static {
+    /// Applies `updates` (`None` forgets a key) durably, all or nothing.
+    fn commit(&self, owner: &str, updates: &BTreeMap<String, Option<Value>>) -> anyhow::Result<()>;
+}
+
+impl CursorLog for CheckpointStore {
+    fn commit(&self, owner: &str, updates: &BTreeMap<String, Option<Value>>) -> anyhow::Result<()> {
+        CheckpointStore::commit(self, owner, updates)
+    }
+}
+
+/// Who a tracker works for, as its logs, metrics and `/health` name it.
+#[derive(Clone)]
+pub struct TrackerOwner {
+    /// The metric label: `source`, or `sink` for a disk buffer's tracker.
+    kind: &'static str,
+    id: Arc<str>,
+    /// The `/health` component its commit failures are reported under.
+    health_key: String,
+}
+
+impl TrackerOwner {
+    pub fn source(id: Arc<str>) -> TrackerOwner {
+        TrackerOwner {
+            kind: "source",
+            health_key: format!("checkpoint:{id}"),
+            id,
+        }
+    }
+
+    /// The disk buffer in front of sink `id`.
+    pub fn sink_buffer(id: Arc<str>) -> TrackerOwner {
+        TrackerOwner {
+            kind: "sink",
+            health_key: format!("buffer-ledger:{id}"),
+            id,
+        }
+    }
+
+    fn label(&self) -> [(&'static str, String); 1] {
+        [(self.kind, self.id.to_string())]
+    }
+}
+
 /// A source's side of the tracker: hands out deliveries in sequence.
 pub struct Acker {
     next_seq: u64,
@@ -319,6 +369,16 @@ pub fn spawn_tracker(
     window: usize,
     health: Arc<Health>,
 ) -> (Acker, TrackerHandle) {
+    spawn_tracker_into(TrackerOwner::source(source), store, window, health)
+}
+
+/// Starts a tracker that commits into `log` on behalf of `owner`.
+pub fn spawn_tracker_into(
+    owner: TrackerOwner,
+    log: Arc<dyn CursorLog>,
+    window: usize,
+    health: Arc<Health>,
+) -> (Acker, TrackerHandle) {
     let (report, settled) = mpsc::unbounded_channel();
     let (published, committed) = watch::channel(Cursors::new());
     let acker = Acker {
@@ -330,8 +390,8 @@ pub fn spawn_tracker(
         committed,
     };
     let tracker = Tracker {
-        source,
-        store,
+        owner,
+        log,
         health,
         published,
         pending: BTreeMap::new(),
@@ -345,8 +405,8 @@ pub fn spawn_tracker(
 }
 
 struct Tracker {
-    source: Arc<str>,
-    store: Arc<CheckpointStore>,
+    owner: TrackerOwner,
+    log: Arc<dyn CursorLog>,
     health: Arc<Health>,
     published: watch::Sender<Cursors>,
     pending: BTreeMap<u64, Settled>,
@@ -389,7 +449,7 @@ impl Tracker {
             tokio::time::sleep(COMMIT_RETRY).await;
         }
         tracing::error!(
-            source = %self.source,
+            owner = %self.owner.id,
             "giving up on the last checkpoint commit; a restart will re-read the batches since the previous one"
         );
     }
@@ -411,17 +471,17 @@ impl Tracker {
             match settled.status {
                 BatchStatus::Errored => {
                     tracing::error!(
-                        source = %self.source,
-                        "a batch was not delivered; this source's checkpoint stays before it until restart"
+                        owner = %self.owner.id,
+                        "a batch was not delivered; the checkpoint stays before it until restart"
                     );
-                    metrics::counter!("ferry_batches_errored_total", "source" => self.source.to_string())
+                    metrics::counter!("ferry_batches_errored_total", &self.owner.label())
                         .increment(1);
                     self.stuck_at = Some(settled.seq);
                     self.pending.insert(settled.seq, settled);
                     return;
                 }
                 BatchStatus::Rejected => {
-                    metrics::counter!("ferry_batches_rejected_total", "source" => self.source.to_string())
+                    metrics::counter!("ferry_batches_rejected_total", &self.owner.label())
                         .increment(1);
                 }
                 BatchStatus::Delivered => {}
@@ -440,10 +500,10 @@ impl Tracker {
             self.held.clear();
             return true;
         }
-        let store = Arc::clone(&self.store);
-        let source = Arc::clone(&self.source);
+        let log = Arc::clone(&self.log);
+        let owner = Arc::clone(&self.owner.id);
         let updates = self.uncommitted.clone();
-        let result = tokio::task::spawn_blocking(move || store.commit(&source, &updates))
+        let result = tokio::task::spawn_blocking(move || log.commit(&owner, &updates))
             .await
             .map_err(anyhow::Error::from)
             .and_then(|r| r);
@@ -459,28 +519,24 @@ impl Tracker {
                 });
                 self.held.clear();
                 if std::mem::take(&mut self.failing) {
-                    tracing::info!(source = %self.source, "checkpoint commits succeed again");
+                    tracing::info!(owner = %self.owner.id, "checkpoint commits succeed again");
                 }
-                self.health.clear(&self.checkpoint_component());
-                metrics::counter!("ferry_checkpoint_commits_total", "source" => self.source.to_string())
+                self.health.clear(&self.owner.health_key);
+                metrics::counter!("ferry_checkpoint_commits_total", &self.owner.label())
                     .increment(1);
                 true
             }
             Err(error) => {
                 let message = format!("checkpoint commit failed: {error:#}");
                 if !std::mem::replace(&mut self.failing, true) {
-                    tracing::error!(source = %self.source, "{message}; retrying every second, holding the source back");
+                    tracing::error!(owner = %self.owner.id, "{message}; retrying every second, holding the source back");
                 }
-                self.health.set(&self.checkpoint_component(), message);
-                metrics::counter!("ferry_checkpoint_errors_total", "source" => self.source.to_string())
+                self.health.set(&self.owner.health_key, message);
+                metrics::counter!("ferry_checkpoint_errors_total", &self.owner.label())
                     .increment(1);
                 false
             }
         }
-    }
-
-    fn checkpoint_component(&self) -> String {
-        format!("checkpoint:{}", self.source)
     }
 }
 

@@ -6,5 +6,8 @@ mod ack;
 mod budget;
 mod store;
 
-pub use ack::{Acker, BatchStatus, CursorUpdate, Delivery, TrackerHandle, spawn_tracker};
+pub use ack::{
+    Acker, BatchStatus, CursorLog, CursorUpdate, Delivery, TrackerHandle, TrackerOwner,
+    spawn_tracker, spawn_tracker_into,
+};
 pub use store::{CheckpointStore, CommittedCursor, Cursors};

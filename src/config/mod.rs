@@ -29,6 +29,7 @@ pub use interpolate::interpolate;
 pub use options::{OptionsDeserializer, did_you_mean, quoted_list, read_table};
 pub use secret::{Secret, require_secret, resolve_secret};
 
+use crate::buffer::BufferConfig;
 use crate::http::stream::StreamOptions;
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
@@ -164,6 +165,21 @@ pub struct SinkSpec {
     /// Every option but `inputs` as given (after `${VAR}`), for a reload to tell
     /// whether it changed.
     pub settings: toml::Table,
+    /// What sits between the sink's channel and the sink (`buffer = { … }`).
+    pub buffer: BufferConfig,
+}
+
+/// The `buffer` table every sink takes, split off with the other shared keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SinkBuffer {
+    buffer: BufferConfig,
+}
+
+impl SinkBuffer {
+    const KEYS: &[&str] = &["buffer"];
+    /// Every key a sink accepts besides its type's own.
+    const KEYS_AND_SHARED: [&str; 3] = ["buffer", "buffer_max_bytes", "inputs"];
 }
 
 /// Reads and validates the config at `path`.
@@ -285,18 +301,21 @@ pub fn parse(
     }
     for component in sinks {
         let context = format!("sinks.{}", component.id);
-        let (specific, common) = component.split(InputCommon::KEYS);
+        let (specific, common) = component.split(&[InputCommon::KEYS, SinkBuffer::KEYS].concat());
+        let (common, buffer) = split_table(common, SinkBuffer::KEYS);
         let common: InputCommon = reader.deserialize(common, &context, &[])?;
+        let SinkBuffer { buffer } = reader.deserialize(buffer, &context, &[])?;
         let inputs = reader.inputs(&component, &context)?;
         let sink = reader.typed(
             &component,
             specific,
-            (&context, &InputCommon::KEYS_AND_INPUTS),
+            (&context, &SinkBuffer::KEYS_AND_SHARED),
             SinkConfig::TYPES,
             SinkConfig::deserialize_type,
         )?;
         graph.add(&reader, &component, &context, Some(&inputs))?;
         config_ok(&reader, &component, &context, sink.validate())?;
+        config_ok(&reader, &component, &context, buffer.validate())?;
         config.sinks.insert(
             component.id.clone(),
             SinkSpec {
@@ -304,6 +323,7 @@ pub fn parse(
                 config: sink,
                 common,
                 settings: component.settings(),
+                buffer,
             },
         );
     }
@@ -352,7 +372,8 @@ impl<'i> Component<'i> {
         settings.insert("type".into(), self.type_name.get_ref().clone().into());
         for (key, value) in &self.entries {
             if &**key.get_ref() != "inputs"
-                && let Ok(value) = toml::Value::deserialize(OptionsDeserializer::new(value.clone(), String::new()))
+                && let Ok(value) =
+                    toml::Value::deserialize(OptionsDeserializer::new(value.clone(), String::new()))
             {
                 settings.insert(key.get_ref().to_string(), value);
             }

@@ -21,6 +21,7 @@ pub use chain::Chain;
 pub use channel::{BatchReceiver, BatchSender, Closed, Fanout, WeakBatchSender, batch_channel};
 pub use route::Route;
 
+use crate::buffer::{self, BufferKind, DiskBuffer};
 use crate::checkpoint::{BatchStatus, CheckpointStore, TrackerHandle, spawn_tracker};
 use crate::config::Config;
 use crate::event::Batch;
@@ -52,6 +53,8 @@ pub struct Pipeline {
     sinks: BTreeMap<String, RunningSink>,
     /// Trackers of sources a reload stopped, still committing.
     retired: Vec<TrackerHandle>,
+    /// Release trackers of the sinks' disk buffers.
+    buffer_trackers: Vec<TrackerHandle>,
     failed: bool,
 }
 
@@ -91,9 +94,11 @@ pub fn start(
         sources: BTreeMap::new(),
         sinks: BTreeMap::new(),
         retired: Vec::new(),
+        buffer_trackers: Vec::new(),
         failed: false,
     };
     let plan = pipeline.plan(config)?;
+    warn_left_behind(config);
     let (_, replacing) = pipeline.launch(config, plan)?;
     for replacement in replacing {
         pipeline.spawn_source(config, replacement)?;
@@ -105,7 +110,7 @@ pub fn start(
 struct Plan {
     sources: Vec<(String, Box<dyn Source>)>,
     transforms: Vec<(String, Stage)>,
-    sinks: Vec<(String, Box<dyn Sink>)>,
+    sinks: Vec<(String, Box<dyn Sink>, Option<DiskBuffer>)>,
     /// The inputs of the sinks that keep running.
     kept_sinks: BTreeMap<String, BatchSender>,
 }
@@ -159,11 +164,31 @@ impl Pipeline {
                 plan.kept_sinks.insert(id.clone(), input);
                 continue;
             }
+            // Two buffers on one directory would interleave their segments.
+            let buffered_before = self.sinks.get(id).is_some_and(|running| {
+                running
+                    .settings
+                    .get("buffer")
+                    .and_then(|buffer| buffer.get("type"))
+                    .and_then(|kind| kind.as_str())
+                    == Some("disk")
+            });
+            if buffered_before
+                || (self.sinks.contains_key(id) && spec.buffer.kind == BufferKind::Disk)
+            {
+                anyhow::bail!(
+                    "sinks.{id} has a disk buffer: a reload cannot change it yet (restart ferry to apply the change)"
+                );
+            }
             let sink = spec
                 .config
                 .build()
                 .with_context(|| format!("cannot start sinks.{id}"))?;
-            plan.sinks.push((id.clone(), sink));
+            let buffer = spec
+                .buffer
+                .open(&config.data_dir, id)
+                .with_context(|| format!("cannot open the disk buffer of sinks.{id}"))?;
+            plan.sinks.push((id.clone(), sink, buffer));
         }
         Ok(plan)
     }
@@ -275,12 +300,21 @@ impl Pipeline {
                 changes.kept.push(format!("sinks.{id}"));
             }
         }
-        for (id, sink) in sinks {
+        for (id, sink, buffer) in sinks {
             let (receiver, weak) = receivers
                 .remove(&id)
                 .context("internal: sink without a channel")?;
             let name = format!("sinks.{id}");
-            let input = receiver.with_tap(taps.point(&name));
+            let mut input = receiver.with_tap(taps.point(&name));
+            if let Some(buffer) = buffer {
+                let attached =
+                    buffer.start(input, Arc::clone(&self.health), self.stop_sources.clone());
+                for (task_name, task) in attached.tasks {
+                    self.spawn(task_name, task);
+                }
+                self.buffer_trackers.push(attached.tracker);
+                input = attached.input;
+            }
             let restarted = self.sinks.contains_key(&id);
             self.sinks.insert(
                 id.clone(),
@@ -440,6 +474,7 @@ impl Pipeline {
     /// at most `shutdown_timeout`). If anything fails to build, nothing changes.
     pub async fn reload(&mut self, config: &Config) -> Result<Changes> {
         let plan = self.plan(config)?;
+        warn_left_behind(config);
         let (changes, replacing) = self.launch(config, plan)?;
         for mut replacement in replacing {
             if let Some(previous) = replacement.previous.take()
@@ -614,7 +649,8 @@ impl Pipeline {
             .sources
             .into_values()
             .map(|source| source.tracker)
-            .chain(self.retired);
+            .chain(self.retired)
+            .chain(self.buffer_trackers);
         for tracker in trackers {
             if tokio::time::timeout_at(deadline, tracker).await.is_err() {
                 return Outcome::TimedOut;
@@ -645,4 +681,17 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Warns about disk buffers on disk whose sink is no longer in `config` (they are
+/// never deleted silently).
+fn warn_left_behind(config: &Config) {
+    buffer::warn_left_behind(
+        &config.data_dir,
+        config
+            .sinks
+            .iter()
+            .filter(|(_, spec)| spec.buffer.kind == BufferKind::Disk)
+            .map(|(id, _)| id.as_str()),
+    );
 }

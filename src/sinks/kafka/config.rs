@@ -108,7 +108,7 @@ pub enum KafkaEncoding {
     Json,
     /// The message alone.
     Text,
-    /// The whole event, for a ferry aggregator (see `crate::kafka::native`).
+    /// The whole event, for a ferry aggregator (see `crate::event::native`).
     Native,
 }
 

@@ -6,7 +6,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use super::config::{KafkaEncoding, KafkaSinkConfig};
 use crate::event::Event;
-use crate::kafka::native;
+use crate::event::native;
 use crate::sinks::encoding::Encoding;
 use crate::template::Template;
 

@@ -10,8 +10,8 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use serde_json::{Map, Value};
 
 use super::config::KafkaDecoding;
+use crate::event::native;
 use crate::event::{Event, Level, now_nanos};
-use crate::kafka::native;
 
 /// The field that says why a record's value did not decode.
 pub const DECODE_ERROR_FIELD: &str = "decode_error";
