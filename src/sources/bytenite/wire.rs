@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 
 use crate::event::Level;
+use crate::sources::provider::time;
 
 /// The part of a job a log line comes from (`logsLogService`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -178,85 +179,13 @@ impl<'de> Deserialize<'de> for LogLevel {
 /// space for the `T` accepted; digits past the ninth ignored). `None` if `text`
 /// is not such a time or lies outside the years 1678–2261 (Unix ns in an `i64`).
 pub fn parse_timestamp(text: &str) -> Option<i64> {
-    let b = text.trim().as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let year = digits(&b[0..4])?;
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return None;
-    }
-    let mut rest = &b[19..];
-    let mut nanos: i64 = 0;
-    if let Some((b'.', fraction)) = rest.split_first() {
-        let count = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
-        if count == 0 {
-            return None;
-        }
-        for (i, c) in fraction[..count].iter().enumerate() {
-            if i < 9 {
-                nanos = nanos * 10 + i64::from(c - b'0');
-            }
-        }
-        nanos *= 10_i64.pow(9 - count.min(9) as u32);
-        rest = &fraction[count..];
-    }
-    let offset_seconds: i64 = match rest {
+    let (local, rest) = time::date_time_prefix(text.trim().as_bytes(), b"Tt ")?;
+    let offset = match rest {
         [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let hours = digits(&[*h1, *h2])?;
-            let minutes = digits(&[*m1, *m2])?;
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            let offset = hours * 3600 + minutes * 60;
-            if *sign == b'-' { -offset } else { offset }
-        }
+        [sign, h1, h2, b':', m1, m2] => time::zone_offset_seconds(*sign, &[*h1, *h2], &[*m1, *m2])?,
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
-    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
-}
-
-fn digits(bytes: &[u8]) -> Option<i64> {
-    bytes.iter().try_fold(0i64, |n, c| {
-        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
-    })
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    time::to_utc(local, offset)
 }
 
 #[cfg(test)]

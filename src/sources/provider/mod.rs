@@ -23,6 +23,7 @@ mod dedupe;
 mod follow;
 mod followers;
 mod merge;
+pub mod time;
 
 use std::future::Future;
 use std::sync::Arc;
