@@ -146,14 +146,30 @@ fsync = "none"
         }
     }
 
-    /// The committed cursors, read with `ferry checkpoints list` (ferry must be stopped).
+    /// The committed cursors by source and sub-stream, read with
+    /// `ferry checkpoints list --json` (ferry must be stopped).
     pub fn checkpoints(&self) -> Value {
         let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["checkpoints", "list", "--config"])
+            .args(["checkpoints", "list", "--json", "--config"])
             .arg(self.config_path())
             .output()
             .expect("ferry checkpoints list");
-        serde_json::from_slice(&output.stdout).expect("checkpoints as JSON")
+        let rows: Vec<Value> =
+            serde_json::from_slice(&output.stdout).expect("checkpoints as JSON rows");
+        let mut sources = serde_json::Map::new();
+        for row in rows {
+            let (Some(source), Some(stream)) = (row["source"].as_str(), row["stream"].as_str())
+            else {
+                panic!("a checkpoint row without source or stream: {row}");
+            };
+            sources
+                .entry(source)
+                .or_insert_with(|| Value::Object(serde_json::Map::new()))
+                .as_object_mut()
+                .expect("an object")
+                .insert(stream.to_string(), row["cursor"].clone());
+        }
+        Value::Object(sources)
     }
 }
 
