@@ -82,7 +82,8 @@ fsync = "none"
         out = out.display(),
     );
     let config =
-        ferry::config::parse(&text, std::path::Path::new("bench.toml"), |_| None).expect("config");
+        ferry::topology::config::parse(&text, std::path::Path::new("bench.toml"), |_| None)
+            .expect("config");
     std::fs::create_dir_all(&config.data_dir).unwrap();
     let store = Arc::new(CheckpointStore::open(&config.data_dir).expect("store"));
     let pipeline =

@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::CheckpointStore;
-use crate::config::{self, Config};
 use crate::notify;
 use crate::telemetry::{self, Health, ReloadRequest};
+use crate::topology::config::{self, Config};
 use crate::topology::{self, Outcome, Pipeline};
 
 /// Reload requests that arrive within this long of each other make one reload.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::ApiConfig;
+use crate::topology::config::ApiConfig;
 
 /// How `ferry reload` ended.
 pub enum ReloadOutcome {

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::checkpoint::{CheckpointStore, CommittedCursor};
-use crate::config;
 use crate::sources::{SourceConfig, file};
+use crate::topology::config;
 
 /// One committed cursor of one source's sub-stream.
 #[derive(Debug, Serialize)]

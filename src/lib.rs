@@ -15,6 +15,7 @@ pub mod http;
 pub mod inspect;
 pub mod kafka;
 pub mod notify;
+pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use ferry::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
+use ferry::config::ConfigError;
 use ferry::topology::Outcome;
+use ferry::topology::config::{self, DEFAULT_CONFIG_PATH};
 
 /// mimalloc keeps the many small per-event allocations fast and, unlike glibc's
 /// per-thread arenas, keeps peak memory close to what is really in flight. Built

@@ -90,7 +90,8 @@ async fn outage_with(buffer: &str, disk: bool) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let text = config(&sim, &loki, &data_dir, buffer);
-    let config = ferry::config::parse(&text, &dir.path().join("ferry.toml"), |_| None).unwrap();
+    let config =
+        ferry::topology::config::parse(&text, &dir.path().join("ferry.toml"), |_| None).unwrap();
     std::fs::create_dir_all(&data_dir).unwrap();
     let store = Arc::new(CheckpointStore::open(&data_dir).unwrap());
     let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default())).unwrap();

@@ -21,8 +21,8 @@ const INSTANCES: [&str; 3] = ["web-1", "web-2", "worker-1"];
 
 /// Runs the pipeline of `config` (TOML) to its end.
 async fn run_pipeline(config: &str, data_dir: &Path) -> Outcome {
-    let config =
-        ferry::config::parse(config, Path::new("test.toml"), |_| None).expect("valid config");
+    let config = ferry::topology::config::parse(config, Path::new("test.toml"), |_| None)
+        .expect("valid config");
     let store = Arc::new(CheckpointStore::open(data_dir).expect("store"));
     let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default()))
         .expect("pipeline starts");

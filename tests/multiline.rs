@@ -294,7 +294,7 @@ fsync = "none"
         deployment = sim.config().deployment_id,
         out = out.display(),
     );
-    let config = ferry::config::parse(&config_text, Path::new("test.toml"), |_| None)
+    let config = ferry::topology::config::parse(&config_text, Path::new("test.toml"), |_| None)
         .expect("config is valid");
     let store = Arc::new(
         ferry::checkpoint::CheckpointStore::open(&dir.path().join("data")).expect("store opens"),

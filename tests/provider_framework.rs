@@ -15,7 +15,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ferry::config::Secret;
 use ferry::http::api::Api;
 use ferry::http::auth::{Credentials, Token, TokenSource, jwt_lifetime};
 use ferry::http::client::{AuthHeader, FailureKind};
@@ -23,6 +22,7 @@ use ferry::http::connection::{Connection, ReadError};
 use ferry::http::rate::RateBudget;
 use ferry::http::stream::{Ended, StreamOptions};
 use ferry::http::ws;
+use ferry::secret::Secret;
 use sim_server::{Fault, Flow, Frames, Server, Sim, StreamSpec, Tokens};
 
 const API_TOKEN: &str = "tk-us-secret-7781";

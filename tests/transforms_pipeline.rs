@@ -15,7 +15,7 @@ async fn run_pipeline(
     data_dir: &Path,
     stop_after_lines: Option<(&Path, usize)>,
 ) -> Outcome {
-    let config = ferry::config::parse(config_text, Path::new("test.toml"), |_| None)
+    let config = ferry::topology::config::parse(config_text, Path::new("test.toml"), |_| None)
         .expect("config is valid");
     let store = Arc::new(CheckpointStore::open(data_dir).expect("store opens"));
     let pipeline =
@@ -237,7 +237,7 @@ fn broken_transform_options_are_refused_with_their_position() {
     ];
     for (table, position, problem) in cases {
         let text = format!("{base}{table}");
-        let error = ferry::config::parse(&text, Path::new("test.toml"), |_| None)
+        let error = ferry::topology::config::parse(&text, Path::new("test.toml"), |_| None)
             .expect_err(table)
             .to_string();
         assert!(error.starts_with(position), "{table}: {error}");

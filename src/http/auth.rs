@@ -215,7 +215,7 @@ fn jwt_lifetime_at(jwt: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     #[test]
     fn jwt_expiry_is_read_from_exp() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Most bytes of an error body read for its summary.
 const ERROR_BODY_LIMIT: usize = 4096;

@@ -15,7 +15,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
 use serde::Deserialize;
 
-use crate::config::{Secret, resolve_secret};
+use crate::secret::{Secret, resolve_secret};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -21,7 +21,7 @@ pub(crate) mod test_config {
         let text = format!(
             "[sources.d]\ntype = \"demo\"\n[sinks.k]\ntype = \"kafka\"\ninputs = [\"d\"]\n{options}\n"
         );
-        let mut config = crate::config::parse(&text, Path::new("ferry.toml"), |_| None)
+        let mut config = crate::topology::config::parse(&text, Path::new("ferry.toml"), |_| None)
             .map_err(|e| e.to_string())?;
         match config.sinks.remove("k").map(|s| s.config) {
             Some(SinkConfig::Kafka(kafka)) => Ok(*kafka),
@@ -34,7 +34,7 @@ pub(crate) mod test_config {
         let text = format!(
             "[sources.k]\ntype = \"kafka\"\n{options}\n[sinks.out]\ntype = \"console\"\ninputs = [\"k\"]\n"
         );
-        let mut config = crate::config::parse(&text, Path::new("ferry.toml"), |_| None)
+        let mut config = crate::topology::config::parse(&text, Path::new("ferry.toml"), |_| None)
             .map_err(|e| e.to_string())?;
         match config.sources.remove("k").map(|s| s.config) {
             Some(SourceConfig::Kafka(kafka)) => Ok(*kafka),

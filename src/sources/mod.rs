@@ -2,6 +2,7 @@
 //! and the registry that maps a config `type` to a source.
 
 pub mod bytenite;
+mod common;
 pub mod dcos;
 pub mod demo;
 pub mod digitalocean;
@@ -12,6 +13,8 @@ pub mod provider;
 pub mod scalingo;
 pub mod stdin;
 
+pub use common::SourceCommon;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -21,7 +24,6 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Acker, CursorUpdate, Cursors};
-use crate::config::SourceCommon;
 use crate::event::{Batch, Event, allocated_bytes};
 use crate::http::stream::StreamOptions;
 use crate::telemetry::Health;

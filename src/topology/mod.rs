@@ -6,6 +6,7 @@
 
 mod chain;
 mod channel;
+pub mod config;
 mod route;
 
 use std::collections::BTreeMap;
@@ -23,12 +24,12 @@ pub use route::Route;
 
 use crate::buffer::{self, BufferKind, DiskBuffer};
 use crate::checkpoint::{BatchStatus, CheckpointStore, TrackerHandle, spawn_tracker};
-use crate::config::Config;
 use crate::event::Batch;
 use crate::sinks::{Sink, SinkContext};
 use crate::sources::{Source, SourceContext, SourceOutput};
 use crate::telemetry::{Health, Taps};
 use crate::transforms::{Stage, StatefulTransform, Transform};
+use config::Config;
 
 /// How a pipeline run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

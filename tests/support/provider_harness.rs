@@ -61,8 +61,8 @@ fsync = "none"
     /// Starts the pipeline in this process.
     pub fn start(&self, source: &str) -> InProcess {
         let text = self.config(source);
-        let config =
-            ferry::config::parse(&text, &self.config_path(), |_| None).expect("valid config");
+        let config = ferry::topology::config::parse(&text, &self.config_path(), |_| None)
+            .expect("valid config");
         std::fs::create_dir_all(&config.data_dir).unwrap();
         let store = Arc::new(CheckpointStore::open(&config.data_dir).expect("checkpoint store"));
         let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default()))

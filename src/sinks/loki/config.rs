@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::labels::is_valid_label_name;
-use crate::config::{Secret, resolve_secret};
+use crate::secret::{Secret, resolve_secret};
 use crate::sinks::dead_letter::DeadLetter;
 use crate::template::Template;
 
@@ -297,8 +297,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::parse;
     use crate::sinks::SinkConfig;
+    use crate::topology::config::parse;
 
     fn sink(options: &str) -> Result<LokiSinkConfig, String> {
         let text = format!(

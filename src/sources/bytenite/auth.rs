@@ -10,11 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Deserializer};
 
-use crate::config::Secret;
 use crate::http::api::Api;
 use crate::http::auth::{Token, TokenSource, jwt_lifetime};
 use crate::http::client::{AuthHeader, scrub};
 use crate::http::stream::Ended;
+use crate::secret::Secret;
 
 /// The API key, exchanged whenever a fresh token is needed.
 pub(crate) struct AccessToken {

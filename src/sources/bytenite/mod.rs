@@ -30,11 +30,11 @@ use self::auth::AccessToken;
 pub use self::wire::{LogLevel, Service};
 use super::provider;
 use super::{Source, SourceContext, SourceOptions};
-use crate::config::{Secret, require_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{build_client, validate_endpoint};
 use crate::http::stream::StreamOptions;
+use crate::secret::{Secret, require_secret};
 
 /// ByteNite's API host.
 pub const DEFAULT_ENDPOINT: &str = "https://api.bytenite.com";
@@ -248,7 +248,7 @@ mod tests {
     fn parse(source: &str) -> Result<ByteniteConfig, String> {
         let text =
             format!("[sources.b]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"b\"]\n");
-        let config = crate::config::parse(&text, Path::new("ferry.toml"), |name| {
+        let config = crate::topology::config::parse(&text, Path::new("ferry.toml"), |name| {
             (name == "BYTENITE_API_KEY").then(|| "k".to_string())
         })
         .map_err(|e| e.to_string())?;

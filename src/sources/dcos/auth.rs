@@ -13,11 +13,11 @@ use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-use crate::config::Secret;
 use crate::http::api::Api;
 use crate::http::auth::{Credentials, Token, TokenSource, jwt_lifetime};
 use crate::http::client::{AuthHeader, scrub};
 use crate::http::stream::Ended;
+use crate::secret::Secret;
 
 /// How long a service-login JWT is valid.
 const SERVICE_LOGIN_TTL: Duration = Duration::from_secs(300);

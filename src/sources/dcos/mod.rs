@@ -30,11 +30,11 @@ use serde::Deserialize;
 
 use super::provider;
 use super::{Source, SourceContext, SourceOptions};
-use crate::config::{Secret, resolve_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{build_client, validate_endpoint};
 use crate::http::stream::StreamOptions;
+use crate::secret::{Secret, resolve_secret};
 
 use self::auth::{Login, LoginSecret};
 
@@ -227,10 +227,11 @@ impl Source for DcosSource {
 mod tests {
     use std::path::Path;
 
-    fn parse(source: &str) -> Result<crate::config::Config, String> {
+    fn parse(source: &str) -> Result<crate::topology::config::Config, String> {
         let text =
             format!("[sources.d]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"d\"]\n");
-        crate::config::parse(&text, Path::new("ferry.toml"), |_| None).map_err(|e| e.to_string())
+        crate::topology::config::parse(&text, Path::new("ferry.toml"), |_| None)
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -31,12 +31,12 @@ use serde::Deserialize;
 
 use super::provider;
 use super::{Source, SourceContext, SourceOptions};
-use crate::config::{Secret, require_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{AuthHeader, build_client, validate_endpoint};
 use crate::http::rate::RateBudget;
 use crate::http::stream::{Ended, StreamOptions};
+use crate::secret::{Secret, require_secret};
 
 /// The DigitalOcean API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.digitalocean.com";
@@ -278,10 +278,10 @@ mod tests {
 
     use super::*;
 
-    fn parse(source: &str) -> Result<crate::config::Config, String> {
+    fn parse(source: &str) -> Result<crate::topology::config::Config, String> {
         let text =
             format!("[sources.do]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"do\"]\n");
-        crate::config::parse(&text, Path::new("ferry.toml"), |name| {
+        crate::topology::config::parse(&text, Path::new("ferry.toml"), |name| {
             (name == "DIGITALOCEAN_TOKEN").then(|| "dop_v1_secret".to_string())
         })
         .map_err(|e| e.to_string())

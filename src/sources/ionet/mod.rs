@@ -21,11 +21,11 @@ use serde::Deserialize;
 
 use super::provider::{self, Context, Follow};
 use super::{Source, SourceContext, SourceOptions};
-use crate::config::{Secret, require_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{AuthHeader, build_client, validate_endpoint};
 use crate::http::stream::StreamOptions;
+use crate::secret::{Secret, require_secret};
 
 /// The io.net API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.io.solutions";
@@ -211,10 +211,10 @@ pub(crate) fn cursor_key(deployment: &str, container: &str, stream: &str) -> Str
 mod tests {
     use std::path::Path;
 
-    fn parse(source: &str) -> Result<crate::config::Config, String> {
+    fn parse(source: &str) -> Result<crate::topology::config::Config, String> {
         let text =
             format!("[sources.io]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"io\"]\n");
-        crate::config::parse(&text, Path::new("ferry.toml"), |name| {
+        crate::topology::config::parse(&text, Path::new("ferry.toml"), |name| {
             (name == "IONET_API_KEY").then(|| "k".to_string())
         })
         .map_err(|e| e.to_string())

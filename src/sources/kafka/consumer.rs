@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use super::decode::Decoder;
 use super::offsets::{Offsets, cursor_key, cursor_value};
 use crate::checkpoint::{CursorUpdate, Cursors};
-use crate::config::SourceCommon;
 use crate::event::Event;
 use crate::kafka::ClientLog;
+use crate::sources::SourceCommon;
 use crate::sources::{SendError, SourceOutput};
 
 /// Longest single wait in `poll`, so shutdown is noticed promptly.

@@ -9,11 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use crate::config::Secret;
 use crate::http::api::Api;
 use crate::http::auth::{Token, TokenSource, jwt_lifetime};
 use crate::http::client::{AuthHeader, scrub};
 use crate::http::stream::Ended;
+use crate::secret::Secret;
 
 pub(crate) struct Exchange {
     url: String,

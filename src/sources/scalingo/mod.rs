@@ -33,12 +33,12 @@ use serde::Deserialize;
 use self::follow::{AppLogs, Settings};
 use super::provider::{self, Follow, Followers};
 use super::{Source, SourceContext, SourceOptions};
-use crate::config::{Secret, require_secret};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{build_client, validate_endpoint};
 use crate::http::rate::RateBudget;
 use crate::http::stream::StreamOptions;
+use crate::secret::{Secret, require_secret};
 
 /// Scalingo's first region; the CLI's default too.
 pub const DEFAULT_REGION: &str = "osc-fr1";
@@ -231,10 +231,10 @@ mod tests {
 
     use super::ScalingoConfig;
 
-    fn parse(source: &str) -> Result<crate::config::Config, String> {
+    fn parse(source: &str) -> Result<crate::topology::config::Config, String> {
         let text =
             format!("[sources.sc]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"sc\"]\n");
-        crate::config::parse(&text, Path::new("ferry.toml"), |name| {
+        crate::topology::config::parse(&text, Path::new("ferry.toml"), |name| {
             (name == "SCALINGO_API_TOKEN").then(|| "tk-us-x".to_string())
         })
         .map_err(|e| e.to_string())

@@ -23,8 +23,8 @@ use texts::{Joined, Object};
 
 use super::Transform;
 use super::pattern::Pattern;
-use crate::config::{Secret, resolve_secret};
 use crate::event::{Event, Origin};
+use crate::secret::{Secret, resolve_secret};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -77,7 +77,7 @@ mod tests {
         let text = format!(
             "[sources.in]\ntype = \"stdin\"\n{pipeline}\n[sinks.out]\ntype = \"console\"\ninputs = [\"clean\"]\n"
         );
-        crate::config::parse(&text, Path::new("t.toml"), |_| None)
+        crate::topology::config::parse(&text, Path::new("t.toml"), |_| None)
             .expect("valid")
             .warnings()
     }
