@@ -5,6 +5,7 @@
 //! `ferry::app::run` is what the `ferry run` command does; the modules below are the
 //! pieces, each owning one concern.
 
+pub mod allocator;
 pub mod app;
 pub mod buffer;
 pub mod checkpoint;

@@ -18,7 +18,7 @@ use ferry_process::{Ferry, scaled};
 use loki_receiver::LokiReceiver;
 
 /// The README's bound for a default pipeline into a slow sink.
-const BOUND_MIB: u64 = 64;
+const BOUND_MIB: u64 = 48;
 
 /// Writes lines of the standard benchmark shape until `bytes`; returns the count.
 fn write_input(path: &std::path::Path, bytes: usize) -> usize {

@@ -98,7 +98,7 @@ pub struct InputCommon {
 impl Default for InputCommon {
     fn default() -> Self {
         InputCommon {
-            buffer_max_bytes: 8 << 20,
+            buffer_max_bytes: 2 << 20,
         }
     }
 }
