@@ -34,9 +34,9 @@ pub fn return_freed_memory_promptly() {
 }
 
 /// The purge delay in force, in milliseconds.
-pub fn purge_delay_ms() -> i64 {
+pub fn purge_delay_ms() -> c_long {
     // SAFETY: as above; reading an option has no precondition.
-    i64::from(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) })
+    unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
 #[cfg(test)]
@@ -51,6 +51,6 @@ mod tests {
             assert_eq!(purge_delay_ms(), 1000);
         }
         return_freed_memory_promptly();
-        assert_eq!(purge_delay_ms(), i64::from(PURGE_DELAY_MS));
+        assert_eq!(purge_delay_ms(), PURGE_DELAY_MS);
     }
 }
