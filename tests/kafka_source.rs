@@ -208,3 +208,37 @@ fn records_decode_with_their_kafka_metadata_and_lag_is_measured() {
     assert!(plain["fields"]["decode_error"].is_string());
     assert_eq!(plain["fields"]["kafka"]["offset"], 1);
 }
+
+#[test]
+fn checkpoints_list_shows_how_many_records_the_group_has_not_committed() {
+    let broker = broker();
+    let topic = unique("lag");
+    create_topic(&broker, &topic, 1);
+    produce(&broker, &topic, (0..5).map(record));
+    let dir = tempfile::tempdir().unwrap();
+    let aggregator = Aggregator::new(dir.path(), "agg", &broker, &unique("laggards"), &topic);
+    let ferry = aggregator.start();
+    wait_slowly(Duration::from_secs(60), "five records", || {
+        complete_lines(&aggregator.out).len() >= 5
+    });
+    assert!(ferry.terminate().success());
+    // Produced while no member runs: the group is three records behind.
+    for seq in 5..8 {
+        produce(&broker, &topic, [record(seq)]);
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["checkpoints", "list", "--json", "-c"])
+        .arg(&aggregator.config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let stream = format!("{topic}:0");
+    let row = rows
+        .iter()
+        .find(|row| row["stream"] == stream.as_str())
+        .unwrap_or_else(|| panic!("no row for {stream}: {rows:?}"));
+    assert_eq!(row["type"], "kafka");
+    assert_eq!(row["lag_records"], 3, "{row}");
+    assert_eq!(row["cursor"]["offset"], 5, "{row}");
+}

@@ -16,10 +16,12 @@
 //! - `consumer`: the consumer thread, batching, backpressure, rebalance callbacks
 //! - `offsets`: which offsets may be stored
 //! - `decode`: a record as an event
+//! - `lag`: how far the group is behind, for `ferry checkpoints list`
 
 mod config;
 mod consumer;
 mod decode;
+mod lag;
 mod offsets;
 
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use config::{KafkaDecoding, KafkaSourceConfig, OffsetReset};
 pub use decode::DECODE_ERROR_FIELD;
+pub use lag::group_lag;
 
 use self::consumer::{Hooks, Reader};
 use self::decode::Decoder;
