@@ -84,7 +84,8 @@ impl Sink for FileSink {
         let label = ("sink", ctx.id.to_string());
         let events_out = ctx.events_out();
         let bytes_out = metrics::counter!("ferry_sink_bytes_total", std::slice::from_ref(&label));
-        let errors = metrics::counter!("ferry_sink_errors_total", &[label]);
+        let errors = ctx.errors();
+        let (duration, batch_events) = (ctx.request_duration(), ctx.batch_events());
         let mut writer = Some(Writer {
             files: HashMap::new(),
             config: self.config.clone(),
@@ -114,6 +115,7 @@ impl Sink for FileSink {
                     event_count += 1;
                 }
             }
+            batch_events.record(event_count as f64);
             let mut backoff = backoff(Duration::from_millis(50), self.config.retry_max_backoff);
             let mut attempts = 0u32;
             loop {
@@ -121,12 +123,14 @@ impl Sink for FileSink {
                     anyhow::bail!("file sink writer lost");
                 };
                 let job = std::mem::take(&mut outputs);
+                let started = std::time::Instant::now();
                 let (w_back, job_back, result) = tokio::task::spawn_blocking(move || {
                     let result = w.write_all(&job);
                     (w, job, result)
                 })
                 .await
                 .context("file sink write task failed")?;
+                duration.record(started.elapsed().as_secs_f64());
                 writer = Some(w_back);
                 outputs = job_back;
                 match result {
