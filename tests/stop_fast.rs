@@ -132,7 +132,11 @@ fn assert_every_event_delivered(loki: &LokiReceiver, count: usize) {
 /// The demo source's committed cursor: how many events it may skip on a restart.
 fn committed(dir: &Path) -> u64 {
     let store = ferry::checkpoint::CheckpointStore::open(&dir.join("data")).unwrap();
-    store.load("shop").unwrap()["sequence"].as_u64().unwrap()
+    let cursors = store.load("shop").unwrap();
+    cursors
+        .get("sequence")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,6 +199,66 @@ async fn loki_down_with_a_disk_buffer_stops_at_once_and_replays_from_the_buffer(
     let loki = LokiReceiver::start_on(([127, 0, 0, 1], port).into()).await;
     run_to_the_end(&config);
     assert_every_event_delivered(&loki, count);
+}
+
+#[test]
+fn a_file_sink_on_a_full_disk_gives_back_at_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.log");
+    std::os::unix::fs::symlink("/dev/full", &out).unwrap();
+    let count = scaled(2000);
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+shutdown_timeout = "{timeout}s"
+
+[api]
+enabled = false
+
+[sources.shop]
+type = "demo"
+count = {count}
+
+[sinks.files]
+type = "file"
+inputs = ["shop"]
+path = "{out}"
+encoding = "text"
+retry_max_backoff = "200ms"
+"#,
+            data = dir.path().join("data").display(),
+            timeout = SHUTDOWN_TIMEOUT.as_secs(),
+            out = out.display(),
+        ),
+    )
+    .unwrap();
+    let ferry = Ferry::start(&config);
+    ferry_process::wait_until(WAIT, "a failed write", || {
+        ferry.log_text().contains("file sink write failed")
+    });
+    let mut ferry = ferry;
+    ferry.signal(libc::SIGTERM);
+    let (status, log) = (ferry.wait(STOP_LIMIT), ferry.log_text());
+    assert!(status.success(), "{status:?}\n{log}");
+    let warnings = warnings_after_stop(&log);
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("sinks.files"),
+        "one warning naming the sink:\n{log}"
+    );
+    assert_eq!(committed(dir.path()), 0, "nothing was written");
+
+    std::fs::remove_file(&out).unwrap();
+    let mut ferry = Ferry::start(&config);
+    assert!(ferry.wait(WAIT).success(), "{}", ferry.log_text());
+    let written = std::fs::read_to_string(&out).unwrap();
+    for n in 0..count as u64 {
+        assert!(
+            written.contains(&demo_line(n, DemoFormat::Mixed)),
+            "line {n} is missing"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@
 //! written (and fsynced under `fsync = "batch"`). A failed write is undone (the file
 //! is cut back to its size before the write), the file reopened, and the write retried
 //! with backoff until it succeeds, so a full disk holds the sources back and loses
-//! nothing.
+//! nothing. When ferry stops while writes fail, the batches are given back at once
+//! (see [`SinkContext::stopping`]).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -91,7 +92,8 @@ impl Sink for FileSink {
             config: self.config.clone(),
         });
         let health_key = format!("sink:{}", ctx.id);
-        while let Some(first) = input.recv().await {
+        let mut given_back = 0;
+        'batches: while let Some(first) = input.recv().await {
             let mut batches = vec![first];
             while batches.len() < MAX_BATCHES_PER_WRITE {
                 match input.try_recv() {
@@ -141,6 +143,14 @@ impl Sink for FileSink {
                         }
                         break;
                     }
+                    Err(_) if ctx.stopping.is_cancelled() => {
+                        errors.increment(1);
+                        given_back += event_count as usize;
+                        for batch in batches {
+                            batch.delivery.settle(BatchStatus::GivenBack);
+                        }
+                        continue 'batches;
+                    }
                     Err(error) => {
                         errors.increment(1);
                         if attempts == 0 {
@@ -150,7 +160,10 @@ impl Sink for FileSink {
                             .set(&health_key, format!("file sink write failing: {error:#}"));
                         attempts += 1;
                         let delay = backoff.next().unwrap_or(self.config.retry_max_backoff);
-                        tokio::time::sleep(delay).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = ctx.stopping.cancelled() => {}
+                        }
                     }
                 }
             }
@@ -163,6 +176,7 @@ impl Sink for FileSink {
                 w.close_idle();
             }
         }
+        ctx.report_given_back(given_back);
         Ok(())
     }
 }
