@@ -25,14 +25,37 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_LIMIT: Duration = Duration::from_secs(45);
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The test's ferry config: `count` demo events (`rate` line) to `endpoint`, the
-/// sink with `buffer` (a line), and `/metrics` on `api_port` if given.
+/// The test's ferry config: `count` demo events (`rate` line) to a Loki sink at
+/// `endpoint` with `buffer` (a line), and `/metrics` on `api_port` if given.
 fn write_config(
     dir: &Path,
     endpoint: &str,
     count: usize,
     rate: &str,
     buffer: &str,
+    api_port: Option<u16>,
+) -> std::path::PathBuf {
+    let sink = format!(
+        r#"[sinks.loki]
+type = "loki"
+inputs = ["shop"]
+endpoint = "{endpoint}"
+labels = {{ app = "{{{{ app }}}}" }}
+batch_timeout = "100ms"
+retry_initial_backoff = "50ms"
+retry_max_backoff = "500ms"
+{buffer}"#
+    );
+    write_config_with(dir, count, rate, &sink, api_port)
+}
+
+/// The test's ferry config: `count` demo events (`rate` line) to `sink` (a table),
+/// and `/metrics` on `api_port` if given.
+fn write_config_with(
+    dir: &Path,
+    count: usize,
+    rate: &str,
+    sink: &str,
     api_port: Option<u16>,
 ) -> std::path::PathBuf {
     let api = match api_port {
@@ -55,15 +78,7 @@ count = {count}
 {rate}
 batch_max_events = 100
 
-[sinks.loki]
-type = "loki"
-inputs = ["shop"]
-endpoint = "{endpoint}"
-labels = {{ app = "{{{{ app }}}}" }}
-batch_timeout = "100ms"
-retry_initial_backoff = "50ms"
-retry_max_backoff = "500ms"
-{buffer}
+{sink}
 "#,
             data = dir.join("data").display(),
             timeout = SHUTDOWN_TIMEOUT.as_secs(),
@@ -207,38 +222,20 @@ fn a_file_sink_on_a_full_disk_gives_back_at_the_stop() {
     let out = dir.path().join("out.log");
     std::os::unix::fs::symlink("/dev/full", &out).unwrap();
     let count = scaled(2000);
-    let config = dir.path().join("ferry.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{data}"
-shutdown_timeout = "{timeout}s"
-
-[api]
-enabled = false
-
-[sources.shop]
-type = "demo"
-count = {count}
-
-[sinks.files]
+    let sink = format!(
+        r#"[sinks.files]
 type = "file"
 inputs = ["shop"]
-path = "{out}"
+path = "{}"
 encoding = "text"
-retry_max_backoff = "200ms"
-"#,
-            data = dir.path().join("data").display(),
-            timeout = SHUTDOWN_TIMEOUT.as_secs(),
-            out = out.display(),
-        ),
-    )
-    .unwrap();
-    let ferry = Ferry::start(&config);
+retry_max_backoff = "200ms""#,
+        out.display()
+    );
+    let config = write_config_with(dir.path(), count, "", &sink, None);
+    let mut ferry = Ferry::start(&config);
     ferry_process::wait_until(WAIT, "a failed write", || {
         ferry.log_text().contains("file sink write failed")
     });
-    let mut ferry = ferry;
     ferry.signal(libc::SIGTERM);
     let (status, log) = (ferry.wait(STOP_LIMIT), ferry.log_text());
     assert!(status.success(), "{status:?}\n{log}");
