@@ -3,7 +3,8 @@
 //! retry backoff (Loki refusing, or not listening at all), ferry gives the held
 //! batches back and exits 0 long before `shutdown_timeout`, with one warning naming
 //! the sink. A restart with Loki up then delivers every event: the checkpoints did
-//! not move past what was given back. A sink that is making progress still drains.
+//! not move past what was given back. The same holds for a file sink whose disk is
+//! full. A sink that is making progress still drains.
 
 #[path = "support/ferry_process.rs"]
 mod ferry_process;
