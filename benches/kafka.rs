@@ -81,6 +81,8 @@ fn sink(broker: &str, total: usize, encoding: &str) {
         let ctx = SinkContext {
             id: "bench".into(),
             health: Arc::new(Health::default()),
+            stopping: Default::default(),
+            disk_buffered: false,
         };
         let started = Instant::now();
         sink.run(receiver, ctx).await.expect("sink ends cleanly");

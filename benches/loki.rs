@@ -56,6 +56,8 @@ labels = {{ app = "{{{{ app }}}}", level = "{{{{ level }}}}", source = "{{{{ sou
         let ctx = SinkContext {
             id: "bench".into(),
             health: Arc::new(Health::default()),
+            stopping: Default::default(),
+            disk_buffered: false,
         };
         let started = Instant::now();
         let task = tokio::spawn(sink.run(receiver, ctx));

@@ -2,6 +2,7 @@
 //! shared health state, and the HTTP API that serves `/metrics`, `/health`, live
 //! taps (`/tap/COMPONENT`) and reloads (`POST /reload`).
 
+pub mod catalog;
 mod liveness;
 mod tap;
 mod throughput;
@@ -113,16 +114,38 @@ pub fn init_tracing(json: bool) {
     drop(result);
 }
 
-/// Installs the global Prometheus recorder once and returns its handle.
+/// Installs the global Prometheus recorder once (with every metric described and
+/// the histograms' buckets, see [`catalog`]) and returns its handle.
 pub fn metrics_handle() -> Result<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
-    let handle = PrometheusBuilder::new()
+    let handle = catalog::with_buckets(PrometheusBuilder::new())
+        .context("invalid histogram buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    catalog::describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Sets `process_resident_memory_bytes` from `/proc/self/status` (Linux).
+fn record_resident_memory() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+    if let Some(kib) = kib {
+        metrics::gauge!(catalog::RESIDENT_MEMORY).set(kib * 1024.0);
+    }
 }
 
 #[derive(Clone)]
@@ -167,6 +190,7 @@ pub async fn serve_api(
 }
 
 async fn render_metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    record_resident_memory();
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics.render(),

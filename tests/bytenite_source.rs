@@ -229,7 +229,12 @@ async fn a_job_ships_once_through_faults_expiring_tokens_and_its_end() {
     assert!(sim.exchanges() >= 3, "tokens renewed: {}", sim.exchanges());
 
     let (_, metrics) = http_get(port, "/metrics").expect("metrics");
-    let shipped_count = metric(port, "ferry_source_events_total", "source=\"src\"").unwrap();
+    let shipped_count = metric(
+        port,
+        "ferry_component_sent_events_total",
+        "component_kind=\"source\",component_id=\"src\"",
+    )
+    .unwrap();
     assert_eq!(shipped_count as usize, total);
     let log = ferry.log_text();
     let mut secrets: BTreeSet<String> = requests

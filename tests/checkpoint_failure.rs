@@ -93,9 +93,19 @@ encoding = "text"
             .is_some_and(|(status, body)| status == 503 && body.contains("checkpoint:demo"))
     });
     assert!(metric(port, "ferry_checkpoint_errors_total", "source=\"demo\"").unwrap_or(0.0) >= 1.0);
-    let held = metric(port, "ferry_source_events_total", "source=\"demo\"").unwrap();
+    let held = metric(
+        port,
+        "ferry_component_sent_events_total",
+        "component_kind=\"source\",component_id=\"demo\"",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let still = metric(port, "ferry_source_events_total", "source=\"demo\"").unwrap();
+    let still = metric(
+        port,
+        "ferry_component_sent_events_total",
+        "component_kind=\"source\",component_id=\"demo\"",
+    )
+    .unwrap();
     assert!(
         still - held <= 400.0,
         "the source kept reading ({held} → {still}) while nothing could be committed"

@@ -179,7 +179,12 @@ fn a_full_disk_holds_the_source_back_with_bounded_memory_and_loses_nothing() {
     });
     let mut peak_rss = 0;
     for _ in 0..10 {
-        let read = metric(port, "ferry_source_events_total", "source=\"logs\"").unwrap_or(0.0);
+        let read = metric(
+            port,
+            "ferry_component_sent_events_total",
+            "component_kind=\"source\",component_id=\"logs\"",
+        )
+        .unwrap_or(0.0);
         assert!(
             read <= (window * batch) as f64,
             "source read {read} events while the sink was failing; the window is {}",

@@ -115,7 +115,13 @@ fn agent_to_kafka_to_two_aggregators_survives_a_sigkilled_agent() {
     let api = free_port();
     let agent = Ferry::start(&agent_config(dir.path(), api, &broker, &topic));
     wait_until(Duration::from_secs(60), "the agent to ship a third", || {
-        metric(api, "ferry_sink_events_total", "").unwrap_or(0.0) as usize >= total / 3
+        metric(
+            api,
+            "ferry_component_sent_events_total",
+            "component_kind=\"sink\"",
+        )
+        .unwrap_or(0.0) as usize
+            >= total / 3
     });
     agent.kill();
     let api = free_port();

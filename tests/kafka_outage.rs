@@ -61,8 +61,14 @@ librdkafka_options = {{ "reconnect.backoff.max.ms" = "500", "socket.connection.s
     Ferry::start(&path)
 }
 
-fn counter(api: u16, name: &str) -> usize {
-    metric(api, name, "").unwrap_or(0.0) as usize
+/// `ferry_component_sent_events_total` of the components of `kind` (source, sink).
+fn sent(api: u16, kind: &str) -> usize {
+    metric(
+        api,
+        "ferry_component_sent_events_total",
+        &format!("component_kind=\"{kind}\""),
+    )
+    .unwrap_or(0.0) as usize
 }
 
 #[test]
@@ -104,14 +110,14 @@ fn an_unreachable_broker_holds_the_source_back_and_nothing_unsent_is_acknowledge
     let api = free_port();
     let first = start_ferry(dir.path(), api, &bootstrap, &topic);
     wait_until(Duration::from_secs(60), "some events delivered", || {
-        counter(api, "ferry_sink_events_total") >= total / 6
+        sent(api, "sink") >= total / 6
     });
     proxy.cut();
     let cut_at = Instant::now();
     // Held back: the source gets at most its in-flight window ahead of the broker.
     std::thread::sleep(Duration::from_secs(8));
-    let read = counter(api, "ferry_source_events_total");
-    let delivered = counter(api, "ferry_sink_events_total");
+    let read = sent(api, "source");
+    let delivered = sent(api, "sink");
     assert!(
         read - delivered <= WINDOW_BATCHES * BATCH_EVENTS,
         "the source read {read} events with {delivered} delivered: not held back"
@@ -126,7 +132,7 @@ fn an_unreachable_broker_holds_the_source_back_and_nothing_unsent_is_acknowledge
     let second = start_ferry(dir.path(), api, &bootstrap, &topic);
     std::thread::sleep(OUTAGE.saturating_sub(cut_at.elapsed()));
     assert_eq!(
-        counter(api, "ferry_sink_events_total"),
+        sent(api, "sink"),
         0,
         "nothing can be delivered while the broker is unreachable"
     );
@@ -143,9 +149,9 @@ fn an_unreachable_broker_holds_the_source_back_and_nothing_unsent_is_acknowledge
     wait_until(
         Duration::from_secs(60),
         "the restarted ferry to settle",
-        || counter(api, "ferry_source_events_total") <= counter(api, "ferry_sink_events_total"),
+        || sent(api, "source") <= sent(api, "sink"),
     );
-    let retried = counter(api, "ferry_kafka_retried_events_total");
+    let retried = metric(api, "ferry_kafka_retried_events_total", "").unwrap_or(0.0) as usize;
     assert!(second.terminate().success());
 
     let mut seen: HashMap<String, usize> = HashMap::new();

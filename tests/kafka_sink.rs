@@ -83,8 +83,8 @@ max_line_bytes = 4194304
     fn delivered(&self, sink: &str) -> usize {
         metric(
             self.api,
-            "ferry_sink_events_total",
-            &format!("sink=\"{sink}\""),
+            "ferry_component_sent_events_total",
+            &format!("component_kind=\"sink\",component_id=\"{sink}\""),
         )
         .unwrap_or(0.0) as usize
     }

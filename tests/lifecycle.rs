@@ -97,12 +97,26 @@ fn health_and_metrics_are_served_and_state_is_private() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"ok\""), "{body}");
     wait_until(LIMIT, "events counted", || {
-        metric(port, "ferry_sink_events_total", "sink=\"out\"").unwrap_or(0.0) > 0.0
+        metric(
+            port,
+            "ferry_component_sent_events_total",
+            "component_kind=\"sink\",component_id=\"out\"",
+        )
+        .unwrap_or(0.0)
+            > 0.0
     });
     wait_until(LIMIT, "a checkpoint commit", || {
         metric(port, "ferry_checkpoint_commits_total", "source=\"demo\"").unwrap_or(0.0) > 0.0
     });
-    assert!(metric(port, "ferry_source_events_total", "source=\"demo\"").unwrap() > 0.0);
+    assert!(
+        metric(
+            port,
+            "ferry_component_sent_events_total",
+            "component_kind=\"source\",component_id=\"demo\""
+        )
+        .unwrap()
+            > 0.0
+    );
     assert!(ferry.terminate().success());
 
     let data = dir.path().join("data");

@@ -40,6 +40,8 @@ fn start_sink(options: &str) -> (BatchSender, tokio::task::JoinHandle<anyhow::Re
     let ctx = SinkContext {
         id: "loki".into(),
         health: Arc::new(Health::default()),
+        stopping: Default::default(),
+        disk_buffered: false,
     };
     (input, tokio::spawn(sink.run(receiver, ctx)))
 }

@@ -38,8 +38,11 @@ pub enum BatchStatus {
     /// Permanently refused and counted (dead-lettered where configured): final, so
     /// the checkpoint may move past it.
     Rejected = 1,
+    /// Handed back by a sink that could not deliver when ferry stopped: the checkpoint
+    /// must not move past it; a restart re-reads it (the sink said so once).
+    GivenBack = 2,
     /// Not delivered: the checkpoint must not move past it; a restart re-reads it.
-    Errored = 2,
+    Errored = 3,
 }
 
 impl BatchStatus {
@@ -47,6 +50,7 @@ impl BatchStatus {
         match v {
             0 => BatchStatus::Delivered,
             1 => BatchStatus::Rejected,
+            2 => BatchStatus::GivenBack,
             _ => BatchStatus::Errored,
         }
     }
@@ -389,7 +393,15 @@ pub fn spawn_tracker_into(
         report,
         committed,
     };
+    let label = owner.label();
     let tracker = Tracker {
+        counters: TrackerCounters {
+            commits: metrics::counter!("ferry_checkpoint_commits_total", &label),
+            errors: metrics::counter!("ferry_checkpoint_errors_total", &label),
+            last_commit: metrics::gauge!("ferry_checkpoint_last_commit_timestamp_seconds", &label),
+            errored: metrics::counter!("ferry_batches_errored_total", &label),
+            rejected: metrics::counter!("ferry_batches_rejected_total", &label),
+        },
         owner,
         log,
         health,
@@ -406,6 +418,7 @@ pub fn spawn_tracker_into(
 
 struct Tracker {
     owner: TrackerOwner,
+    counters: TrackerCounters,
     log: Arc<dyn CursorLog>,
     health: Arc<Health>,
     published: watch::Sender<Cursors>,
@@ -416,6 +429,15 @@ struct Tracker {
     stuck_at: Option<u64>,
     /// The last commit failed (logged once per failure episode).
     failing: bool,
+}
+
+/// A tracker's metrics, registered when it starts (so they are served at zero).
+struct TrackerCounters {
+    commits: metrics::Counter,
+    errors: metrics::Counter,
+    last_commit: metrics::Gauge,
+    errored: metrics::Counter,
+    rejected: metrics::Counter,
 }
 
 const COMMIT_RETRY: Duration = Duration::from_secs(1);
@@ -469,20 +491,20 @@ impl Tracker {
             }
             let settled = entry.remove();
             match settled.status {
-                BatchStatus::Errored => {
-                    tracing::error!(
-                        owner = %self.owner.id,
-                        "a batch was not delivered; the checkpoint stays before it until restart"
-                    );
-                    metrics::counter!("ferry_batches_errored_total", &self.owner.label())
-                        .increment(1);
+                BatchStatus::Errored | BatchStatus::GivenBack => {
+                    if settled.status == BatchStatus::Errored {
+                        tracing::error!(
+                            owner = %self.owner.id,
+                            "a batch was not delivered; the checkpoint stays before it until restart"
+                        );
+                    }
+                    self.counters.errored.increment(1);
                     self.stuck_at = Some(settled.seq);
                     self.pending.insert(settled.seq, settled);
                     return;
                 }
                 BatchStatus::Rejected => {
-                    metrics::counter!("ferry_batches_rejected_total", &self.owner.label())
-                        .increment(1);
+                    self.counters.rejected.increment(1);
                 }
                 BatchStatus::Delivered => {}
             }
@@ -522,8 +544,10 @@ impl Tracker {
                     tracing::info!(owner = %self.owner.id, "checkpoint commits succeed again");
                 }
                 self.health.clear(&self.owner.health_key);
-                metrics::counter!("ferry_checkpoint_commits_total", &self.owner.label())
-                    .increment(1);
+                self.counters.commits.increment(1);
+                self.counters
+                    .last_commit
+                    .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
                 true
             }
             Err(error) => {
@@ -532,8 +556,7 @@ impl Tracker {
                     tracing::error!(owner = %self.owner.id, "{message}; retrying every second, holding the source back");
                 }
                 self.health.set(&self.owner.health_key, message);
-                metrics::counter!("ferry_checkpoint_errors_total", &self.owner.label())
-                    .increment(1);
+                self.counters.errors.increment(1);
                 false
             }
         }

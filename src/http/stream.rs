@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{FailureKind, HttpFailure};
 use super::retry::backoff;
+use crate::telemetry::catalog;
 
 /// Longest `Retry-After` honoured; a server asking for more is retried after this.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(600);
@@ -278,12 +279,12 @@ impl Reconnect {
     }
 
     fn error_counter(&self, status: &str) {
-        metrics::counter!(
+        let specific = metrics::counter!(
             "ferry_http_errors_total",
             "source" => self.source.to_string(),
             "status" => status.to_string()
-        )
-        .increment(1);
+        );
+        catalog::counting_as_errors(specific, "source", &self.source).increment(1);
     }
 }
 

@@ -78,6 +78,8 @@ impl DeadLetterSink {
         let ctx = SinkContext {
             id: Arc::from(format!("{}.dead_letter", owner.id)),
             health: Arc::clone(&owner.health),
+            stopping: owner.stopping.clone(),
+            disk_buffered: false,
         };
         RunningDeadLetter {
             queue: DeadLetterQueue(sender),

@@ -3,7 +3,8 @@
 //! written (and fsynced under `fsync = "batch"`). A failed write is undone (the file
 //! is cut back to its size before the write), the file reopened, and the write retried
 //! with backoff until it succeeds, so a full disk holds the sources back and loses
-//! nothing.
+//! nothing. When ferry stops while writes fail, the batches are given back at once
+//! (see [`SinkContext::stopping`]).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -84,13 +85,15 @@ impl Sink for FileSink {
         let label = ("sink", ctx.id.to_string());
         let events_out = ctx.events_out();
         let bytes_out = metrics::counter!("ferry_sink_bytes_total", std::slice::from_ref(&label));
-        let errors = metrics::counter!("ferry_sink_errors_total", &[label]);
+        let errors = ctx.errors();
+        let (duration, batch_events) = (ctx.request_duration(), ctx.batch_events());
         let mut writer = Some(Writer {
             files: HashMap::new(),
             config: self.config.clone(),
         });
         let health_key = format!("sink:{}", ctx.id);
-        while let Some(first) = input.recv().await {
+        let mut given_back = 0;
+        'batches: while let Some(first) = input.recv().await {
             let mut batches = vec![first];
             while batches.len() < MAX_BATCHES_PER_WRITE {
                 match input.try_recv() {
@@ -114,6 +117,7 @@ impl Sink for FileSink {
                     event_count += 1;
                 }
             }
+            batch_events.record(event_count as f64);
             let mut backoff = backoff(Duration::from_millis(50), self.config.retry_max_backoff);
             let mut attempts = 0u32;
             loop {
@@ -121,12 +125,14 @@ impl Sink for FileSink {
                     anyhow::bail!("file sink writer lost");
                 };
                 let job = std::mem::take(&mut outputs);
+                let started = std::time::Instant::now();
                 let (w_back, job_back, result) = tokio::task::spawn_blocking(move || {
                     let result = w.write_all(&job);
                     (w, job, result)
                 })
                 .await
                 .context("file sink write task failed")?;
+                duration.record(started.elapsed().as_secs_f64());
                 writer = Some(w_back);
                 outputs = job_back;
                 match result {
@@ -137,6 +143,14 @@ impl Sink for FileSink {
                         }
                         break;
                     }
+                    Err(_) if ctx.stopping.is_cancelled() => {
+                        errors.increment(1);
+                        given_back += event_count as usize;
+                        for batch in batches {
+                            batch.delivery.settle(BatchStatus::GivenBack);
+                        }
+                        continue 'batches;
+                    }
                     Err(error) => {
                         errors.increment(1);
                         if attempts == 0 {
@@ -146,7 +160,10 @@ impl Sink for FileSink {
                             .set(&health_key, format!("file sink write failing: {error:#}"));
                         attempts += 1;
                         let delay = backoff.next().unwrap_or(self.config.retry_max_backoff);
-                        tokio::time::sleep(delay).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = ctx.stopping.cancelled() => {}
+                        }
                     }
                 }
             }
@@ -159,6 +176,7 @@ impl Sink for FileSink {
                 w.close_idle();
             }
         }
+        ctx.report_given_back(given_back);
         Ok(())
     }
 }

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::Health;
+use crate::telemetry::{Health, catalog};
 use crate::topology::BatchReceiver;
 
 /// A consumer of batches. It delivers each batch durably, then settles the batch's
@@ -27,12 +28,51 @@ pub trait Sink: Send {
 pub struct SinkContext {
     pub id: Arc<str>,
     pub health: Arc<Health>,
+    /// Fires when ferry stops. A sink that is making progress drains what it holds;
+    /// one stuck in its retry backoff then gives its batches back unsettled (they are
+    /// read again on the next start) and ends at once.
+    pub stopping: CancellationToken,
+    /// The sink is fed from a disk buffer: what it gives back stays there.
+    pub disk_buffered: bool,
 }
 
 impl SinkContext {
-    /// `ferry_sink_events_total` of this sink: events durably delivered.
+    /// `ferry_component_sent_events_total` of this sink: events durably delivered.
     pub fn events_out(&self) -> metrics::Counter {
         self.health.throughput.sink_events(&self.id)
+    }
+
+    /// `ferry_component_errors_total` of this sink: failed delivery attempts.
+    pub fn errors(&self) -> metrics::Counter {
+        catalog::component_counter(catalog::ERRORS, "sink", &self.id)
+    }
+
+    /// `ferry_sink_request_duration_seconds` of this sink: one request (or write).
+    pub fn request_duration(&self) -> metrics::Histogram {
+        metrics::histogram!(catalog::REQUEST_DURATION, "sink" => self.id.to_string())
+    }
+
+    /// `ferry_sink_batch_events` of this sink: the events of one request (or write).
+    pub fn batch_events(&self) -> metrics::Histogram {
+        metrics::histogram!(catalog::BATCH_EVENTS, "sink" => self.id.to_string())
+    }
+
+    /// The one warning a sink logs when it stopped without delivering `events` it
+    /// held (see [`SinkContext::stopping`]).
+    pub fn report_given_back(&self, events: usize) {
+        if events == 0 {
+            return;
+        }
+        let from = match self.disk_buffered {
+            true => "its disk buffer",
+            false => "the sources' last checkpoints",
+        };
+        tracing::warn!(
+            sink = %self.id,
+            events,
+            "stopped while sinks.{} cannot deliver: gave back {events} undelivered events; they are read again from {from} on the next start",
+            self.id
+        );
     }
 }
 

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{Acker, CursorUpdate, Cursors};
 use crate::event::{Batch, Event, allocated_bytes};
 use crate::http::stream::StreamOptions;
-use crate::telemetry::Health;
+use crate::telemetry::{Health, catalog};
 use crate::topology::Route;
 
 /// A producer of events. It resumes from `ctx.checkpoint`, sends batches tagged with
@@ -63,6 +63,9 @@ pub struct SourceOutput {
     acker: Acker,
     route: Arc<Route>,
     shutdown: CancellationToken,
+    /// `ferry_component_received_events_total`: the events the source read.
+    received: metrics::Counter,
+    /// `ferry_component_sent_events_total`: the events it sent on (all it read).
     events: metrics::Counter,
     bytes: metrics::Counter,
     /// Nanoseconds spent waiting for room downstream (see [`Throughput`](crate::telemetry::Throughput)).
@@ -81,6 +84,7 @@ impl SourceOutput {
             acker,
             route,
             shutdown,
+            received: catalog::component_counter(catalog::RECEIVED_EVENTS, "source", id),
             events: health.throughput.source_events(id),
             bytes: metrics::counter!("ferry_source_bytes_total", "source" => id.to_string()),
             waiting: health.throughput.source_waiting(id),
@@ -108,6 +112,7 @@ impl SourceOutput {
             events.len() as u64,
             events.iter().map(|e| e.message.len() as u64).sum(),
         );
+        self.received.increment(count);
         let fanout = self.route.apply(&mut events);
         let held = if events.is_empty() {
             0

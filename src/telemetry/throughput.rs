@@ -32,14 +32,14 @@ pub struct Sample {
 }
 
 impl Throughput {
-    /// `ferry_source_events_total` of source `id`, also counted as events in.
+    /// The events source `id` sent into the pipeline, also counted as events in.
     pub fn source_events(&self, id: &str) -> Counter {
-        tee("ferry_source_events_total", "source", id, &self.events_in)
+        tee("source", id, &self.events_in)
     }
 
-    /// `ferry_sink_events_total` of sink `id`, also counted as events out.
+    /// The events sink `id` delivered, also counted as events out.
     pub fn sink_events(&self, id: &str) -> Counter {
-        tee("ferry_sink_events_total", "sink", id, &self.events_out)
+        tee("sink", id, &self.events_out)
     }
 
     /// The clock of source `id`'s time waiting for room downstream, in nanoseconds;
@@ -85,9 +85,9 @@ impl Sample {
     }
 }
 
-/// The Prometheus counter `name{label=id}` that also adds to `total`.
-fn tee(name: &'static str, label: &'static str, id: &str, total: &Arc<AtomicU64>) -> Counter {
-    let exported = metrics::counter!(name, label => id.to_string());
+/// `ferry_component_sent_events_total` of component `id` of `kind`, also added to `total`.
+fn tee(kind: &'static str, id: &str, total: &Arc<AtomicU64>) -> Counter {
+    let exported = super::catalog::component_counter(super::catalog::SENT_EVENTS, kind, id);
     Counter::from_arc(Arc::new(Tee {
         exported,
         total: Arc::clone(total),

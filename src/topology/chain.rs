@@ -9,8 +9,29 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::event::Event;
-use crate::telemetry::TapPoint;
+use crate::telemetry::{TapPoint, catalog};
 use crate::transforms::Transform;
+
+/// A transform's `ferry_component_received_events_total` and `…_sent_events_total`
+/// (what it drops on purpose is counted, by reason, by the transform itself).
+pub struct Flow {
+    received: metrics::Counter,
+    sent: metrics::Counter,
+}
+
+impl Flow {
+    pub fn transform(id: &str) -> Flow {
+        Flow {
+            received: catalog::component_counter(catalog::RECEIVED_EVENTS, "transform", id),
+            sent: catalog::component_counter(catalog::SENT_EVENTS, "transform", id),
+        }
+    }
+
+    pub fn count(&self, received: usize, sent: usize) {
+        self.received.increment(received as u64);
+        self.sent.increment(sent as u64);
+    }
+}
 
 /// The pure transforms run on each batch of one task, in order, and the tap points
 /// of what enters the chain (the output of the task's source or stateful transform)
@@ -23,7 +44,7 @@ pub struct Chain {
 
 struct Stage {
     transform: Box<dyn Transform>,
-    dropped: metrics::Counter,
+    flow: Flow,
     tap: Option<Arc<TapPoint>>,
 }
 
@@ -39,10 +60,7 @@ impl Chain {
     pub fn push(&mut self, id: &str, transform: Box<dyn Transform>, tap: Option<Arc<TapPoint>>) {
         self.stages.push(Stage {
             transform,
-            dropped: metrics::counter!(
-                "ferry_transform_dropped_events_total",
-                "transform" => id.to_string()
-            ),
+            flow: Flow::transform(id),
             tap,
         });
     }
@@ -51,7 +69,7 @@ impl Chain {
         self.stages.is_empty()
     }
 
-    /// Runs every transform on `events`, counting the events each one drops.
+    /// Runs every transform on `events`, counting the events in and out of each.
     pub fn apply(&mut self, events: &mut Vec<Event>) {
         if let Some(tap) = &self.head {
             tap.observe(events);
@@ -62,9 +80,7 @@ impl Chain {
             }
             let before = events.len();
             stage.transform.apply(events);
-            stage
-                .dropped
-                .increment(before.saturating_sub(events.len()) as u64);
+            stage.flow.count(before, events.len());
             if let Some(tap) = &stage.tap {
                 tap.observe(events);
             }

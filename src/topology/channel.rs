@@ -29,6 +29,7 @@ pub struct WeakBatchSender {
 pub struct BatchReceiver {
     queue: mpsc::UnboundedReceiver<(Batch, OwnedSemaphorePermit)>,
     tap: Option<Arc<TapPoint>>,
+    received: Option<metrics::Counter>,
 }
 
 /// The receiver is gone (its component stopped); the batch was not sent.
@@ -51,6 +52,7 @@ pub fn batch_channel(capacity_bytes: usize) -> (BatchSender, BatchReceiver) {
         BatchReceiver {
             queue: rx,
             tap: None,
+            received: None,
         },
     )
 }
@@ -102,6 +104,12 @@ impl BatchReceiver {
         self
     }
 
+    /// Counts the events taken from this receiver in `received`.
+    pub fn counted(mut self, received: metrics::Counter) -> Self {
+        self.received = Some(received);
+        self
+    }
+
     /// The next batch, or `None` once every sender is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<Batch> {
         let (batch, _permit) = self.queue.recv().await?;
@@ -119,6 +127,9 @@ impl BatchReceiver {
     fn observe(&self, batch: &Batch) {
         if let Some(tap) = &self.tap {
             tap.observe(&batch.events);
+        }
+        if let Some(received) = &self.received {
+            received.increment(batch.events.len() as u64);
         }
     }
 }

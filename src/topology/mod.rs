@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use chain::Chain;
+pub use chain::{Chain, Flow};
 pub use channel::{BatchReceiver, BatchSender, Closed, Fanout, WeakBatchSender, batch_channel};
 pub use route::Route;
 
@@ -27,7 +27,7 @@ use crate::checkpoint::{BatchStatus, CheckpointStore, TrackerHandle, spawn_track
 use crate::event::Batch;
 use crate::sinks::{Sink, SinkContext};
 use crate::sources::{Source, SourceContext, SourceOutput};
-use crate::telemetry::{Health, Taps};
+use crate::telemetry::{Health, Taps, catalog};
 use crate::transforms::{Stage, StatefulTransform, Transform};
 use config::Config;
 
@@ -306,7 +306,15 @@ impl Pipeline {
                 .remove(&id)
                 .context("internal: sink without a channel")?;
             let name = format!("sinks.{id}");
-            let mut input = receiver.with_tap(taps.point(&name));
+            let mut input =
+                receiver
+                    .with_tap(taps.point(&name))
+                    .counted(catalog::component_counter(
+                        catalog::RECEIVED_EVENTS,
+                        "sink",
+                        &id,
+                    ));
+            let disk_buffered = buffer.is_some();
             if let Some(buffer) = buffer {
                 let attached =
                     buffer.start(input, Arc::clone(&self.health), self.stop_sources.clone());
@@ -327,6 +335,8 @@ impl Pipeline {
             let ctx = SinkContext {
                 id: Arc::from(id.as_str()),
                 health: Arc::clone(&self.health),
+                stopping: self.stop_sources.clone(),
+                disk_buffered,
             };
             self.spawn(name, sink.run(input, ctx));
             match restarted {
@@ -355,7 +365,9 @@ impl Pipeline {
             self.spawn(name, async move {
                 match stage {
                     None => run_transform(chain, input, output).await,
-                    Some(transform) => run_stateful(transform, chain, input, output).await,
+                    Some(transform) => {
+                        run_stateful(transform, Flow::transform(&id), chain, input, output).await
+                    }
                 }
             });
         }
@@ -539,6 +551,7 @@ async fn run_transform(mut chain: Chain, mut input: BatchReceiver, output: Fanou
 /// carries it is not charged again.
 pub(crate) async fn run_stateful(
     mut transform: Box<dyn StatefulTransform>,
+    flow: Flow,
     mut chain: Chain,
     mut input: BatchReceiver,
     output: Fanout,
@@ -554,16 +567,21 @@ pub(crate) async fn run_stateful(
         let ready = tokio::select! {
             biased;
             batch = input.recv() => match batch {
-                Some(batch) => transform.process(batch, tokio::time::Instant::now()),
+                Some(batch) => {
+                    flow.count(batch.events.len(), 0);
+                    transform.process(batch, tokio::time::Instant::now())
+                }
                 None => break,
             },
             () = due => transform.expire(tokio::time::Instant::now()),
         };
         if let Some(batch) = ready {
+            flow.count(0, batch.events.len());
             forward(&mut chain, batch, &output).await?;
         }
     }
     if let Some(batch) = transform.flush() {
+        flow.count(0, batch.events.len());
         forward(&mut chain, batch, &output).await?;
     }
     Ok(())

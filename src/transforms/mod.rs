@@ -127,7 +127,7 @@ impl TransformConfig {
 /// Counts events a transform dropped on purpose, by reason.
 fn drop_counter(transform: &str, reason: &'static str) -> metrics::Counter {
     metrics::counter!(
-        "ferry_transform_drops_total",
+        "ferry_transform_dropped_events_total",
         "transform" => transform.to_string(),
         "reason" => reason
     )

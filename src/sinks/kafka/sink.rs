@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -117,6 +117,9 @@ struct Shared {
     errors: metrics::Counter,
     retried: metrics::Counter,
     dead_lettered: metrics::Counter,
+    /// From handing a batch's records to librdkafka to their last report.
+    duration: metrics::Histogram,
+    batch_events: metrics::Histogram,
 }
 
 impl Shared {
@@ -151,7 +154,9 @@ impl Sink for KafkaSink {
             retry_max_backoff: config.retry_max_backoff,
             events: ctx.events_out(),
             bytes: counter("ferry_sink_bytes_total"),
-            errors: counter("ferry_sink_errors_total"),
+            errors: ctx.errors(),
+            duration: ctx.request_duration(),
+            batch_events: ctx.batch_events(),
             retried: counter("ferry_kafka_retried_events_total"),
             dead_lettered: counter("ferry_kafka_dead_letter_events_total"),
         });
@@ -162,6 +167,7 @@ impl Sink for KafkaSink {
             tokio::select! {
                 received = input.recv() => {
                     let Some(batch) = received else { break };
+                    shared.batch_events.record(batch.events.len() as f64);
                     let permit = Arc::clone(&window).acquire_owned().await?;
                     let mut inflight = InFlight::new(batch);
                     let all: Vec<usize> = (0..inflight.events.len()).collect();
@@ -192,6 +198,8 @@ struct InFlight {
     delivery: Delivery,
     waiting: Vec<(usize, u64, usize, DeliveryFuture)>,
     refused: Vec<(usize, &'static str)>,
+    /// When the records were last handed to librdkafka.
+    produced_at: Instant,
 }
 
 /// How a record that was not delivered is handled.
@@ -225,12 +233,14 @@ impl InFlight {
             delivery: batch.delivery,
             waiting: Vec::new(),
             refused: Vec::new(),
+            produced_at: Instant::now(),
         }
     }
 
     /// Hands the records of `indices` to librdkafka, in order, waiting while its
     /// queue is full.
     async fn produce(&mut self, shared: &Shared, builder: &mut RecordBuilder, indices: Vec<usize>) {
+        self.produced_at = Instant::now();
         let (mut generation, mut producer) = shared.producers.get();
         for index in indices {
             loop {
@@ -308,6 +318,9 @@ impl InFlight {
                     }
                 }
             }
+            shared
+                .duration
+                .record(self.produced_at.elapsed().as_secs_f64());
             let Some(error) = first_error else { break };
             shared.errors.increment(retry.len() as u64);
             let message = format!("{} records not delivered ({error}); retrying", retry.len());

@@ -4,6 +4,8 @@
 //! with Loki's answer (its body, up to [`BODY_MAX`]). All requests of the sink share one [`Gate`]: after a failure,
 //! every request waits out the same pause, and until a push succeeds again only one
 //! request at a time probes the endpoint, so parallel requests don't hammer it.
+//! When ferry stops while the endpoint is failing, pushes end at once as
+//! [`PushOutcome::GivenBack`] instead of waiting out the outage.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,10 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use reqwest::header;
 use reqwest::{StatusCode, Url};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::config::{Credentials, LokiSinkConfig};
 use super::request::Body;
 use crate::http::retry::{backoff, retry_after};
+use crate::sinks::SinkContext;
 use crate::telemetry::Health;
 
 /// Longest pause a `Retry-After` can impose.
@@ -35,6 +40,8 @@ pub enum PushOutcome {
     /// A 4xx other than 408 and 429: the request can never be accepted as it is.
     /// `body` is Loki's answer (lossy UTF-8, at most [`BODY_MAX`] bytes).
     Rejected { status: StatusCode, body: String },
+    /// Ferry is stopping and the endpoint is failing: not delivered, not retried.
+    GivenBack,
 }
 
 /// One failed attempt that will be retried.
@@ -56,7 +63,10 @@ pub struct LokiService {
     gate: Gate,
     sink: Arc<str>,
     health: Arc<Health>,
-    retries: metrics::Counter,
+    stopping: CancellationToken,
+    /// Failed attempts (each is retried).
+    errors: metrics::Counter,
+    duration: metrics::Histogram,
     requests: Vec<(&'static str, metrics::Counter)>,
 }
 
@@ -114,13 +124,8 @@ impl Endpoint {
 }
 
 impl LokiService {
-    pub fn new(
-        endpoint: Endpoint,
-        config: &LokiSinkConfig,
-        sink: Arc<str>,
-        health: Arc<Health>,
-    ) -> Self {
-        let label = ("sink", sink.to_string());
+    pub fn new(endpoint: Endpoint, config: &LokiSinkConfig, ctx: &SinkContext) -> Self {
+        let label = ("sink", ctx.id.to_string());
         let requests = ["2xx", "4xx", "429", "5xx", "error"]
             .into_iter()
             .map(|class| {
@@ -136,18 +141,30 @@ impl LokiService {
         LokiService {
             endpoint,
             gate: Gate::new(config.retry_initial_backoff, config.retry_max_backoff),
-            retries: metrics::counter!("ferry_loki_retries_total", &[label]),
-            sink,
-            health,
+            errors: ctx.errors(),
+            duration: ctx.request_duration(),
+            sink: Arc::clone(&ctx.id),
+            health: Arc::clone(&ctx.health),
+            stopping: ctx.stopping.clone(),
             requests,
         }
     }
 
-    /// Pushes `body` for `tenant` until it is accepted or permanently refused.
+    /// Pushes `body` for `tenant` until it is accepted or permanently refused, or
+    /// until ferry stops while the endpoint is failing.
     pub async fn push(&self, tenant: &str, body: &Body) -> PushOutcome {
         loop {
-            let pass = self.gate.pass().await;
-            match self.attempt(tenant, body).await {
+            let pass = tokio::select! {
+                biased;
+                () = self.give_back() => return PushOutcome::GivenBack,
+                pass = self.gate.pass() => pass,
+            };
+            let attempt = tokio::select! {
+                biased;
+                () = self.give_back() => return PushOutcome::GivenBack,
+                attempt = self.timed_attempt(tenant, body) => attempt,
+            };
+            match attempt {
                 Ok(outcome) => {
                     if self.gate.succeeded() {
                         tracing::info!(sink = %self.sink, "Loki accepts pushes again");
@@ -156,7 +173,7 @@ impl LokiService {
                     return outcome;
                 }
                 Err(failure) => {
-                    self.retries.increment(1);
+                    self.errors.increment(1);
                     if let Some(pause) = self.gate.failed(pass, failure.retry_after) {
                         let message = format!(
                             "Loki push failing ({}); retrying in {:.1?} and until it succeeds",
@@ -174,6 +191,13 @@ impl LokiService {
         }
     }
 
+    /// Resolves once ferry is stopping while the endpoint is failing (an attempt in
+    /// flight then is abandoned too: if Loki took it after all, it is a duplicate).
+    async fn give_back(&self) {
+        self.stopping.cancelled().await;
+        self.gate.until_failing().await;
+    }
+
     fn health_key(&self) -> String {
         format!("sink:{}", self.sink)
     }
@@ -182,6 +206,13 @@ impl LokiService {
         if let Some((_, counter)) = self.requests.iter().find(|(c, _)| *c == class) {
             counter.increment(1);
         }
+    }
+
+    async fn timed_attempt(&self, tenant: &str, body: &Body) -> Result<PushOutcome, Retriable> {
+        let started = Instant::now();
+        let outcome = self.attempt(tenant, body).await;
+        self.duration.record(started.elapsed().as_secs_f64());
+        outcome
     }
 
     async fn attempt(&self, tenant: &str, body: &Body) -> Result<PushOutcome, Retriable> {
@@ -277,6 +308,8 @@ pub struct Gate {
     state: Mutex<GateState>,
     /// Held by the one request that probes the endpoint while it is failing.
     probe: tokio::sync::Mutex<()>,
+    /// Whether the endpoint is failing, for those who wait until it is.
+    failing: watch::Sender<bool>,
     min: Duration,
     max: Duration,
 }
@@ -315,6 +348,7 @@ impl Gate {
                 backoff: Box::new(backoff(min, max)),
             }),
             probe: tokio::sync::Mutex::new(()),
+            failing: watch::Sender::new(false),
             min,
             max,
         }
@@ -357,6 +391,12 @@ impl Gate {
         }
     }
 
+    /// Resolves while the endpoint is failing (at once if it is now).
+    pub async fn until_failing(&self) {
+        let mut failing = self.failing.subscribe();
+        let _ = failing.wait_for(|failing| *failing).await;
+    }
+
     /// Records a success; true if this ends a run of failures.
     pub fn succeeded(&self) -> bool {
         let mut state = self.lock();
@@ -364,6 +404,7 @@ impl Gate {
             return false;
         }
         state.failing = false;
+        self.failing.send_replace(false);
         state.paused_until = None;
         state.generation += 1;
         state.backoff = Box::new(backoff(self.min, self.max));
@@ -377,6 +418,7 @@ impl Gate {
         let mut state = self.lock();
         let first = !state.failing;
         state.failing = true;
+        self.failing.send_replace(true);
         let now = Instant::now();
         if pass.generation == state.generation {
             state.generation += 1;

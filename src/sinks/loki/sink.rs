@@ -4,7 +4,8 @@
 //! `refusal`, re-sends parts of it until exactly the refused entries are known. Those
 //! go to the dead-letter sink (each with its input batch's delivery), are counted by
 //! reason and logged in one line per push, and their input batches are acknowledged as
-//! rejected; the rest was stored.
+//! rejected; the rest was stored. When ferry stops while Loki is failing, what the
+//! sink holds is given back unsettled (see [`SinkContext::stopping`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +73,7 @@ struct Shared {
     /// `ferry_loki_refused_entries_total`, one per [`Reason`] in `Reason::ALL` order.
     refused: Vec<metrics::Counter>,
     isolation_requests: metrics::Counter,
+    batch_events: metrics::Histogram,
 }
 
 #[async_trait]
@@ -89,12 +91,7 @@ impl Sink for LokiSink {
         let dead_letter = dead_letter.map(|sink| sink.start(&ctx));
         let label = ("sink", ctx.id.to_string());
         let shared = Arc::new(Shared {
-            service: LokiService::new(
-                endpoint,
-                &config,
-                Arc::clone(&ctx.id),
-                Arc::clone(&ctx.health),
-            ),
+            service: LokiService::new(endpoint, &config, &ctx),
             encoding: config.encoding,
             compression: config.compression,
             dead_letter: dead_letter.as_ref().map(|d| d.queue()),
@@ -116,6 +113,7 @@ impl Sink for LokiSink {
                 })
                 .collect(),
             isolation_requests: metrics::counter!("ferry_loki_isolation_requests_total", &[label]),
+            batch_events: ctx.batch_events(),
         });
         let mut router = Router::new(&config, &ctx.id);
         let mut batcher = Batcher::new(Limits {
@@ -124,7 +122,8 @@ impl Sink for LokiSink {
             timeout: config.batch_timeout,
         });
         let permits = Arc::new(Semaphore::new(config.max_in_flight_requests));
-        let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+        let mut tasks: JoinSet<anyhow::Result<usize>> = JoinSet::new();
+        let mut given_back = 0;
         let mut next_id = 0u64;
         let mut ready = Vec::new();
         loop {
@@ -143,7 +142,7 @@ impl Sink for LokiSink {
                 }
                 () = timeout => ready.extend(batcher.take_due(Instant::now())),
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    joined.context("a Loki push task crashed")??;
+                    given_back += joined.context("a Loki push task crashed")??;
                 }
             }
             for payload in ready.drain(..) {
@@ -154,8 +153,9 @@ impl Sink for LokiSink {
             dispatch(&shared, &permits, &mut tasks, payload).await;
         }
         while let Some(joined) = tasks.join_next().await {
-            joined.context("a Loki push task crashed")??;
+            given_back += joined.context("a Loki push task crashed")??;
         }
+        ctx.report_given_back(given_back);
         drop(shared);
         if let Some(dead_letter) = dead_letter {
             dead_letter.finish().await?;
@@ -168,7 +168,7 @@ impl Sink for LokiSink {
 async fn dispatch(
     shared: &Arc<Shared>,
     permits: &Arc<Semaphore>,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut JoinSet<anyhow::Result<usize>>,
     payload: Payload,
 ) {
     let permit = Arc::clone(permits).acquire_owned().await.ok();
@@ -181,8 +181,10 @@ async fn dispatch(
 }
 
 /// Pushes `payload`, isolating whatever Loki refuses, then dead-letters exactly the
-/// refused entries and settles every input batch's share.
-async fn deliver(shared: &Shared, payload: Payload) -> anyhow::Result<()> {
+/// refused entries and settles every input batch's share. Returns how many events
+/// were given back instead (all of the payload's, or none).
+async fn deliver(shared: &Shared, payload: Payload) -> anyhow::Result<usize> {
+    shared.batch_events.record(payload.event_count() as f64);
     let (to_send, mut refused) = screen(shared.reject_older_than, &payload);
     let mut isolation = Isolation::new(to_send);
     let mut encoder = Encoder::default();
@@ -221,6 +223,11 @@ async fn deliver(shared: &Shared, payload: Payload) -> anyhow::Result<()> {
                 shared.bytes.increment(body.bytes.len() as u64);
                 Answer::Accepted
             }
+            PushOutcome::GivenBack => {
+                let events = payload.event_count();
+                payload.settle(BatchStatus::GivenBack);
+                return Ok(events);
+            }
             PushOutcome::Rejected { status, body } => {
                 let message = refusal::message(&body);
                 tracing::debug!(
@@ -241,7 +248,8 @@ async fn deliver(shared: &Shared, payload: Payload) -> anyhow::Result<()> {
         isolation.answer(answer);
     }
     refused.extend(isolation.into_refused());
-    settle(shared, payload, refused, pushes, said).await
+    settle(shared, payload, refused, pushes, said).await?;
+    Ok(0)
 }
 
 /// What a refusal with `status` and `message` says about the entries of `part`.

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::config::KafkaDecoding;
 use crate::event::native;
 use crate::event::{Event, Level, now_nanos};
+use crate::telemetry::catalog;
 
 /// The field that says why a record's value did not decode.
 pub const DECODE_ERROR_FIELD: &str = "decode_error";
@@ -28,7 +29,11 @@ impl Decoder {
     pub fn new(source: Arc<str>, decoding: KafkaDecoding, metadata_field: &str) -> Self {
         Decoder {
             decoding,
-            errors: metrics::counter!("ferry_kafka_decode_errors_total", "source" => source.to_string()),
+            errors: catalog::counting_as_errors(
+                metrics::counter!("ferry_kafka_decode_errors_total", "source" => source.to_string()),
+                "source",
+                &source,
+            ),
             source,
             provider: Arc::from("kafka"),
             metadata_field: (!metadata_field.is_empty()).then(|| metadata_field.to_string()),

@@ -691,6 +691,7 @@ proptest! {
             let transform = multiline(&format!("max_lines = {max_lines}\nflush_timeout = \"1s\""));
             let runner = tokio::spawn(crate::topology::run_stateful(
                 Box::new(transform),
+                crate::topology::Flow::transform("t"),
                 crate::topology::Chain::default(),
                 input,
                 crate::topology::Fanout::new(vec![output]),

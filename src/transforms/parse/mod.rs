@@ -16,6 +16,7 @@ pub use timestamp::TimestampFormat;
 use super::pattern::Pattern;
 use super::{Transform, drop_counter};
 use crate::event::{Event, Fields};
+use crate::telemetry::catalog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,10 +149,14 @@ impl Parse {
     pub fn new(id: &str, config: &ParseConfig) -> Self {
         Parse {
             config: config.clone(),
-            errors: metrics::counter!(
-                "ferry_parse_errors_total",
-                "transform" => id.to_string(),
-                "format" => config.format.name()
+            errors: catalog::counting_as_errors(
+                metrics::counter!(
+                    "ferry_parse_errors_total",
+                    "transform" => id.to_string(),
+                    "format" => config.format.name()
+                ),
+                "transform",
+                id,
             ),
             dropped: drop_counter(id, "parse_error"),
         }
