@@ -181,6 +181,11 @@ impl Shared {
         self.gauges.oldest_age.set(age);
     }
 
+    /// Whether segment `id` is still there (not yet wholly delivered and deleted).
+    pub fn has_segment(&self, id: u64) -> bool {
+        self.state().segments.iter().any(|s| s.id == id)
+    }
+
     /// Counts `records` damaged records cut off or skipped.
     pub fn count_corrupt(&self, records: u64) {
         self.gauges.corrupt.increment(records);
@@ -311,7 +316,7 @@ impl DiskBuffer {
         let (output, sink_input) = crate::topology::batch_channel(super::reader::READ_AHEAD_BYTES);
         tokio::spawn(super::reader::keep_gauges(Arc::downgrade(&shared)));
         let name = format!("buffers.{}", shared.sink);
-        let writer = super::writer::run(Arc::clone(&shared), input, health);
+        let writer = super::writer::run(Arc::clone(&shared), input, health, stop.clone());
         let reader = super::reader::run(shared, acker, output, stop);
         Attached {
             input: sink_input,

@@ -100,15 +100,22 @@ async fn replay(
     stop: &CancellationToken,
 ) -> Result<()> {
     let mut cursor: Option<Cursor> = None;
+    // The segment read last, once its file is closed.
+    let mut closed: Option<u64> = None;
     let mut last_seq = shared.state().released;
     let mut damage: Option<(u64, u64, u64)> = None;
     loop {
         if stop.is_cancelled() {
             return Ok(());
         }
-        let (id, size, sealed) = match next(shared, cursor.as_ref()) {
+        let (id, size, sealed) = match next(shared, cursor.as_ref(), closed) {
             Next::Finished => return Ok(()),
             Next::Wait => {
+                // A segment read to its end, or deleted, is closed while waiting: an
+                // open file would keep its space taken on a full disk.
+                if let Some(done) = cursor.take_if(|c| c.done || !shared.has_segment(c.id)) {
+                    closed = Some(done.id);
+                }
                 tokio::select! {
                     () = shared.data.notified() => {}
                     () = stop.cancelled() => return Ok(()),
@@ -225,8 +232,9 @@ async fn replay(
     }
 }
 
-/// The segment to read next: the current one while it has more, else the one after.
-fn next(shared: &Shared, cursor: Option<&Cursor>) -> Next {
+/// The segment to read next: the current one while it has more, else the one after
+/// it (or after the `closed` one).
+fn next(shared: &Shared, cursor: Option<&Cursor>, closed: Option<u64>) -> Next {
     let state = shared.state();
     let sealed = |id: u64| Some(id) != state.active;
     if let Some(c) = cursor.filter(|c| !c.done)
@@ -238,7 +246,7 @@ fn next(shared: &Shared, cursor: Option<&Cursor>) -> Next {
             sealed: sealed(info.id),
         };
     }
-    let after = cursor.map(|c| c.id);
+    let after = cursor.map(|c| c.id).or(closed);
     match state
         .segments
         .iter()
