@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_process::{Ferry, free_port, http_get, metric, scaled, wait_until};
-use line_files::{Setup, append_lines, line, sigkill_while_writing};
+use line_files::{Setup, Writer, append_lines, line, sigkill_while_writing};
 
 const HANG_GUARD: Duration = Duration::from_secs(600);
 
@@ -395,4 +395,53 @@ fn a_removed_sinks_buffer_stays_on_disk_with_a_warning_at_reload_and_at_start() 
         ferry::buffer::inspect::stats(&buffer).unwrap().events,
         lines
     );
+}
+
+#[test]
+fn a_reload_changing_a_disk_buffered_sink_hands_it_the_running_buffer_and_loses_nothing() {
+    let setup = Setup::new();
+    let port = free_port();
+    let config = setup.config("in/app.log", "", DISK_BUFFER, Some(port));
+    let ferry = Ferry::start(&config);
+    let writer = Writer::start(
+        setup.path("in/app.log"),
+        0,
+        scaled(200) as u64,
+        Duration::from_millis(10),
+    );
+    wait_until(HANG_GUARD, "some output", || setup.output_len() > 0);
+
+    // The sink changes (not its buffer) while lines flow.
+    let changed = format!("{DISK_BUFFER}\nretry_max_backoff = \"3s\"");
+    setup.config("in/app.log", "", &changed, Some(port));
+    ferry.signal(libc::SIGHUP);
+    wait_until(HANG_GUARD, "the reload applied", || {
+        http_get(port, "/health").is_some_and(|(_, body)| body.contains("\"result\":\"ok\""))
+    });
+    let before = setup.output().lines;
+    wait_until(HANG_GUARD, "lines through the new sink", || {
+        setup.output().lines > before + 1_000
+    });
+    // A change of the buffer itself is refused; the pipeline runs on.
+    let resized = r#"buffer = { type = "disk", max_bytes = 33554432 }"#;
+    setup.config("in/app.log", "", resized, Some(port));
+    ferry.signal(libc::SIGHUP);
+    let mut health = String::new();
+    wait_until(HANG_GUARD, "the reload refused", || {
+        health = http_get(port, "/health")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        health.contains("\"result\":\"rejected\"")
+    });
+    assert!(health.contains("sinks.out has a disk buffer"), "{health}");
+
+    let written = writer.finish();
+    wait_until(HANG_GUARD, "every line delivered", || {
+        setup.output().unique() as u64 >= written
+    });
+    let log = ferry.log_text();
+    assert!(ferry.terminate().success(), "{log}");
+    let output = setup.output();
+    output.assert_complete(0, written);
+    assert_eq!(output.lines as u64, written, "nothing twice");
 }
