@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_process::{Ferry, free_port, http_get, metric, scaled, wait_until};
-use line_files::{Setup, Writer, append_lines, line, sigkill_while_writing};
+use line_files::{Output, Setup, Writer, append_lines, line, sigkill_while_writing};
 
 const HANG_GUARD: Duration = Duration::from_secs(600);
 
@@ -80,25 +80,37 @@ fn a_restart_in_the_middle_loses_nothing_and_keeps_the_order() {
     );
 }
 
-#[test]
-fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_the_in_flight_windows() {
-    let setup = Setup::new();
-    let (window, batch) = (8u64, 200u64);
-    let kills = 20;
-    let (output, written) = sigkill_while_writing(&setup, (window, batch), DISK_BUFFER, kills);
+/// Records the sink delivered that the ledger may not yet have marked at a crash.
+const REPLAY_WINDOW: u64 = 16;
+
+/// Every line 0..written is in `output`, and duplicates stay within, per kill, the
+/// source's unsettled window (batches not yet appended) and the buffer's replay
+/// window (records delivered but not yet marked in the ledger).
+fn assert_nothing_lost(output: &Output, written: u64, kills: u64, (window, batch): (u64, u64)) {
     output.assert_complete(0, written);
     let duplicates = output.lines as u64 - written;
-    // Per kill: the source's unsettled window (batches not yet appended) and the
-    // buffer's replay window (records the sink wrote but the ledger did not yet mark).
-    let replay_window = 16;
-    let bound = kills * (window + replay_window) * batch;
+    let bound = kills * (window + REPLAY_WINDOW) * batch;
     eprintln!("{written} lines, {kills} kills, {duplicates} duplicates (bound {bound})");
     assert!(
         duplicates <= bound,
         "{duplicates} duplicates exceed {bound}"
     );
+}
+
+/// SIGKILLs ferry at `kills` random moments while lines are written through a file
+/// sink with `buffer`: nothing lost, duplicates bounded, no damage left.
+fn sigkills_lose_nothing(buffer: &str, kills: u64) {
+    let setup = Setup::new();
+    let window = (8, 200);
+    let (output, written) = sigkill_while_writing(&setup, window, buffer, kills);
+    assert_nothing_lost(&output, written, kills, window);
     let (ok, stats) = ferry_command(&setup.path("ferry.toml"), &["buffer", "verify"]);
     assert!(ok, "verify found damage after a clean stop: {stats}");
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_duplicates_only_the_in_flight_windows() {
+    sigkills_lose_nothing(DISK_BUFFER, 20);
 }
 
 /// Mounts a 4 MiB tmpfs on `$1`, leaves a process in the mount namespace (its pid
@@ -306,36 +318,16 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
     });
     let log = ferry.log_text();
     assert!(ferry.terminate().success(), "{log}");
-    let output = setup.output();
-    output.assert_complete(0, written);
-    let duplicates = output.lines as u64 - written;
-    eprintln!("{duplicates} duplicates after the kill");
-    // The source's window and the buffer's replay window, as in the SIGKILL test.
-    let bound = (4 + 16) * 100;
-    assert!(
-        duplicates <= bound,
-        "{duplicates} duplicates exceed {bound}"
-    );
+    assert_nothing_lost(&setup.output(), written, 1, (4, 100));
 }
 
 #[test]
 fn fsync_none_survives_a_crash_of_ferry() {
     // `fsync = "none"` hands appends to the OS only: a SIGKILL of ferry loses
     // nothing (a crash of the machine could; that is what `batch` is for).
-    let setup = Setup::new();
-    let (window, batch) = (8u64, 200u64);
-    let kills = 6;
-    let buffer = r#"buffer = { type = "disk", max_bytes = 67108864, fsync = "none" }"#;
-    let (output, written) = sigkill_while_writing(&setup, (window, batch), buffer, kills);
-    output.assert_complete(0, written);
-    let duplicates = output.lines as u64 - written;
-    let bound = kills * (window + 16) * batch;
-    eprintln!(
-        "fsync = none: {written} lines, {kills} kills, {duplicates} duplicates (bound {bound})"
-    );
-    assert!(
-        duplicates <= bound,
-        "{duplicates} duplicates exceed {bound}"
+    sigkills_lose_nothing(
+        r#"buffer = { type = "disk", max_bytes = 67108864, fsync = "none" }"#,
+        6,
     );
 }
 

@@ -98,6 +98,14 @@ async fn finish(tasks: Vec<tokio::task::JoinHandle<Result<()>>>, tracker: Tracke
     tracker.await.unwrap();
 }
 
+/// A disk buffer with the default options.
+fn disk_config() -> BufferConfig {
+    BufferConfig {
+        kind: BufferKind::Disk,
+        ..BufferConfig::default()
+    }
+}
+
 /// Opens the buffer in `dir` and replays it to the end: the record numbers the sink
 /// got (read back from the events) and the damaged records counted.
 fn replay(dir: &Path) -> (Vec<u64>, u64) {
@@ -106,10 +114,7 @@ fn replay(dir: &Path) -> (Vec<u64>, u64) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let config = BufferConfig {
-            kind: BufferKind::Disk,
-            ..BufferConfig::default()
-        };
+        let config = disk_config();
         let Started {
             shared,
             sender,
@@ -346,10 +351,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 async fn a_ledger_that_cannot_be_written_turns_health_503_until_it_can() {
     let dir = tempfile::tempdir().unwrap();
     let health = Arc::new(Health::default());
-    let config = BufferConfig {
-        kind: BufferKind::Disk,
-        ..BufferConfig::default()
-    };
+    let config = disk_config();
     let Started {
         shared,
         sender,
