@@ -9,7 +9,7 @@ use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::Ledger;
+use super::reader::Handoff;
 use super::segment::{self, Item, Scanner};
 use super::{BufferConfig, DEFAULT_MAX_BYTES, WhenFull};
 use crate::checkpoint::{CursorLog, TrackerHandle, TrackerOwner, spawn_tracker_into};
@@ -181,6 +182,11 @@ impl Shared {
         self.gauges.oldest_age.set(age);
     }
 
+    /// Whether segment `id` is still there (not yet wholly delivered and deleted).
+    pub fn has_segment(&self, id: u64) -> bool {
+        self.state().segments.iter().any(|s| s.id == id)
+    }
+
     /// Counts `records` damaged records cut off or skipped.
     pub fn count_corrupt(&self, records: u64) {
         self.gauges.corrupt.increment(records);
@@ -237,6 +243,8 @@ pub struct Attached {
     pub input: BatchReceiver,
     pub tasks: Vec<(String, BufferTask)>,
     pub tracker: TrackerHandle,
+    /// Hands the buffer over to a new instance of its sink (gone once the reader ended).
+    pub handoff: Weak<Handoff>,
 }
 
 impl DiskBuffer {
@@ -308,10 +316,11 @@ impl DiskBuffer {
             REPLAY_WINDOW,
             Arc::clone(&health),
         );
-        let (output, sink_input) = crate::topology::batch_channel(super::reader::READ_AHEAD_BYTES);
+        let (output, sink_input) = Handoff::new();
+        let handoff = Arc::downgrade(&output);
         tokio::spawn(super::reader::keep_gauges(Arc::downgrade(&shared)));
         let name = format!("buffers.{}", shared.sink);
-        let writer = super::writer::run(Arc::clone(&shared), input, health);
+        let writer = super::writer::run(Arc::clone(&shared), input, health, stop.clone());
         let reader = super::reader::run(shared, acker, output, stop);
         Attached {
             input: sink_input,
@@ -320,6 +329,7 @@ impl DiskBuffer {
                 (format!("{name}.reader"), Box::pin(reader)),
             ],
             tracker,
+            handoff,
         }
     }
 }

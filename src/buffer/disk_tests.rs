@@ -68,10 +68,14 @@ struct Started {
 impl Started {
     /// Must run inside a tokio runtime (the tasks are spawned on it).
     fn new(dir: &Path, config: &BufferConfig) -> Started {
+        Started::reporting_to(dir, config, Arc::new(Health::default()))
+    }
+
+    fn reporting_to(dir: &Path, config: &BufferConfig, health: Arc<Health>) -> Started {
         let buffer = DiskBuffer::open(dir, "t", config).unwrap();
         let shared = Arc::clone(&buffer.shared);
         let (sender, input) = batch_channel(64 << 20);
-        let attached = buffer.start(input, Arc::new(Health::default()), CancellationToken::new());
+        let attached = buffer.start(input, health, CancellationToken::new());
         Started {
             shared,
             sender,
@@ -94,6 +98,14 @@ async fn finish(tasks: Vec<tokio::task::JoinHandle<Result<()>>>, tracker: Tracke
     tracker.await.unwrap();
 }
 
+/// A disk buffer with the default options.
+fn disk_config() -> BufferConfig {
+    BufferConfig {
+        kind: BufferKind::Disk,
+        ..BufferConfig::default()
+    }
+}
+
 /// Opens the buffer in `dir` and replays it to the end: the record numbers the sink
 /// got (read back from the events) and the damaged records counted.
 fn replay(dir: &Path) -> (Vec<u64>, u64) {
@@ -102,10 +114,7 @@ fn replay(dir: &Path) -> (Vec<u64>, u64) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let config = BufferConfig {
-            kind: BufferKind::Disk,
-            ..BufferConfig::default()
-        };
+        let config = disk_config();
         let Started {
             shared,
             sender,
@@ -324,4 +333,57 @@ fn a_full_buffer_drops_the_newest_or_holds_the_input_within_max_bytes_and_one_se
     let (delivered, peak, segment) = fill_then_drain(WhenFull::Block, batches);
     assert!(peak <= MIN_MAX_BYTES + segment, "{peak} bytes on disk");
     assert_eq!(delivered, batches * 50, "block loses nothing");
+}
+
+/// Polls `check` every 10 ms; panics after a minute (a hang guard).
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let began = std::time::Instant::now();
+    while !check() {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_cannot_be_written_turns_health_503_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let health = Arc::new(Health::default());
+    let config = disk_config();
+    let Started {
+        shared,
+        sender,
+        mut sink,
+        tasks,
+        tracker,
+    } = Started::reporting_to(dir.path(), &config, Arc::clone(&health));
+    *shared.ledger.lock().unwrap() = Ledger::read_only(dir.path()).unwrap();
+    let event = Event::new("s".into(), "file".into(), "one".into(), 0);
+    sender
+        .send(Batch {
+            events: vec![event],
+            delivery: Delivery::detached(),
+        })
+        .await
+        .unwrap();
+    let batch = sink.recv().await.unwrap();
+    batch.delivery.settle(BatchStatus::Delivered);
+    eventually("the ledger failure in /health", || {
+        health.problems().contains_key("buffer-ledger:t")
+    })
+    .await;
+    assert_eq!(shared.state().buffered_events, 1, "not released");
+
+    *shared.ledger.lock().unwrap() = Ledger::open(dir.path()).unwrap();
+    eventually("the ledger committed again", || {
+        health.problems().is_empty()
+    })
+    .await;
+    assert_eq!(shared.state().buffered_events, 0, "released");
+    assert_eq!(crate::buffer::ledger::read(dir.path()).unwrap(), 1);
+    drop(sender);
+    assert!(sink.recv().await.is_none());
+    finish(tasks, tracker).await;
 }

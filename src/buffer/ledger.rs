@@ -35,6 +35,19 @@ impl Ledger {
         })
     }
 
+    /// The ledger in `dir` opened for reading only: every release fails (a ledger
+    /// on a disk that went bad).
+    #[cfg(test)]
+    pub fn read_only(dir: &Path) -> io::Result<Ledger> {
+        let file = File::open(dir.join("ledger"))?;
+        let (generation, released) = read_slots(&file)?;
+        Ok(Ledger {
+            file,
+            generation,
+            released,
+        })
+    }
+
     /// No intact slot was found: the ledger is new (or was lost).
     pub fn is_fresh(&self) -> bool {
         self.generation == 0

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use disk::{Attached, DiskBuffer};
+pub use reader::Handoff;
 
 use crate::sinks::file::FsyncPolicy;
 

@@ -5,7 +5,7 @@
 //! (how many, by the gap in record numbers). After a stop it hands out nothing more.
 
 use std::fs::File;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -17,13 +17,47 @@ use super::record::{self, Header};
 use super::segment::{Item, Scanner};
 use crate::checkpoint::{Acker, CursorUpdate};
 use crate::event::{Batch, Event};
-use crate::topology::BatchSender;
+use crate::topology::{BatchReceiver, BatchSender, batch_channel};
 
 /// The byte budget of the channel between the reader and the sink.
-pub(super) const READ_AHEAD_BYTES: usize = 4 << 20;
+const READ_AHEAD_BYTES: usize = 4 << 20;
 /// Most payload bytes decoded in one step.
 const STEP_BYTES: usize = 1 << 20;
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the reader sends its batches: the input of the buffer's sink, which a
+/// reload may replace with the input of a new instance of the sink (the buffer, its
+/// files and its release tracker stay). The previous instance gets nothing more and
+/// ends once it has delivered what it had; its deliveries still release their
+/// records. The reader holds the only strong reference, so the sink's input closes
+/// when the reader ends.
+pub struct Handoff {
+    sink: Mutex<BatchSender>,
+}
+
+impl Handoff {
+    /// The reader's output, and the sink's first input.
+    pub(super) fn new() -> (Arc<Handoff>, BatchReceiver) {
+        let (sender, receiver) = batch_channel(READ_AHEAD_BYTES);
+        (
+            Arc::new(Handoff {
+                sink: Mutex::new(sender),
+            }),
+            receiver,
+        )
+    }
+
+    /// Sends from now on to a new sink instance; returns its input.
+    pub fn reattach(&self) -> BatchReceiver {
+        let (sender, receiver) = batch_channel(READ_AHEAD_BYTES);
+        *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = sender;
+        receiver
+    }
+
+    fn current(&self) -> BatchSender {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 /// A record (or damage) found in one read step.
 enum Found {
@@ -85,7 +119,7 @@ enum Next {
 pub(super) async fn run(
     shared: Arc<Shared>,
     mut acker: Acker,
-    output: BatchSender,
+    output: Arc<Handoff>,
     stop: CancellationToken,
 ) -> Result<()> {
     let result = replay(&shared, &mut acker, &output, &stop).await;
@@ -96,19 +130,26 @@ pub(super) async fn run(
 async fn replay(
     shared: &Shared,
     acker: &mut Acker,
-    output: &BatchSender,
+    output: &Handoff,
     stop: &CancellationToken,
 ) -> Result<()> {
     let mut cursor: Option<Cursor> = None;
+    // The segment read last, once its file is closed.
+    let mut closed: Option<u64> = None;
     let mut last_seq = shared.state().released;
     let mut damage: Option<(u64, u64, u64)> = None;
     loop {
         if stop.is_cancelled() {
             return Ok(());
         }
-        let (id, size, sealed) = match next(shared, cursor.as_ref()) {
+        let (id, size, sealed) = match next(shared, cursor.as_ref(), closed) {
             Next::Finished => return Ok(()),
             Next::Wait => {
+                // A segment read to its end, or deleted, is closed while waiting: an
+                // open file would keep its space taken on a full disk.
+                if let Some(done) = cursor.take_if(|c| c.done || !shared.has_segment(c.id)) {
+                    closed = Some(done.id);
+                }
                 tokio::select! {
                     () = shared.data.notified() => {}
                     () = stop.cancelled() => return Ok(()),
@@ -218,6 +259,7 @@ async fn replay(
                 });
             }
             output
+                .current()
                 .send(Batch { events, delivery })
                 .await
                 .map_err(|_| anyhow::anyhow!("the sink stopped"))?;
@@ -225,8 +267,9 @@ async fn replay(
     }
 }
 
-/// The segment to read next: the current one while it has more, else the one after.
-fn next(shared: &Shared, cursor: Option<&Cursor>) -> Next {
+/// The segment to read next: the current one while it has more, else the one after
+/// it (or after the `closed` one).
+fn next(shared: &Shared, cursor: Option<&Cursor>, closed: Option<u64>) -> Next {
     let state = shared.state();
     let sealed = |id: u64| Some(id) != state.active;
     if let Some(c) = cursor.filter(|c| !c.done)
@@ -238,7 +281,7 @@ fn next(shared: &Shared, cursor: Option<&Cursor>) -> Next {
             sealed: sealed(info.id),
         };
     }
-    let after = cursor.map(|c| c.id);
+    let after = cursor.map(|c| c.id).or(closed);
     match state
         .segments
         .iter()

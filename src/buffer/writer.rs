@@ -5,7 +5,11 @@
 //! still lose. When `max_bytes` is reached it waits for the sink to free space
 //! (`block`) or drops and counts the batch (`drop_newest`). A failed write (a full
 //! disk) is undone, reported in `/health` and retried with backoff; meanwhile the
-//! batches stay unsettled, which holds the sources back.
+//! batches stay unsettled, which holds the sources back. The segment being written
+//! is sealed then, so once the sink has released it, it is deleted and its space
+//! comes back even on a disk smaller than a segment. After a stop, a writer that is
+//! waiting (for space in the buffer or on the disk) gives up: its batches are left
+//! unsettled, to be read again from the sources' checkpoints on the next start.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -15,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
 
 use super::WhenFull;
 use super::disk::{SegmentInfo, Shared};
@@ -36,6 +41,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     mut input: BatchReceiver,
     health: Arc<Health>,
+    stop: CancellationToken,
 ) -> Result<()> {
     let mut writer = Writer {
         appender: Some(Appender {
@@ -47,20 +53,32 @@ pub(super) async fn run(
         health_key: format!("buffer:{}", shared.sink),
         health,
         shared: Arc::clone(&shared),
+        stop,
         warned_oversize: false,
     };
-    while let Some(first) = input.recv().await {
-        writer.append(first).await?;
+    'batches: while let Some(first) = input.recv().await {
+        if writer.append(first).await? == Progress::Stopped {
+            break;
+        }
         while writer.group.records.len() < MAX_BATCHES_PER_GROUP
             && writer.group.bytes.len() < MAX_GROUP_BYTES
         {
             match input.try_recv() {
-                Some(batch) => writer.append(batch).await?,
+                Some(batch) => {
+                    if writer.append(batch).await? == Progress::Stopped {
+                        break 'batches;
+                    }
+                }
                 None => break,
             }
         }
-        writer.flush().await?;
+        if writer.flush().await? == Progress::Stopped {
+            break;
+        }
     }
+    // After a stop: what still comes is left unsettled (its sources read it again
+    // on the next start), and taken so that no sender waits on a closed channel.
+    while input.recv().await.is_some() {}
     {
         let mut state = shared.state();
         state.writer_done = true;
@@ -91,7 +109,15 @@ struct Writer {
     shared: Arc<Shared>,
     health: Arc<Health>,
     health_key: String,
+    stop: CancellationToken,
     warned_oversize: bool,
+}
+
+/// Whether the writer goes on, or gave up waiting because of a stop.
+#[derive(Debug, PartialEq, Eq)]
+enum Progress {
+    Done,
+    Stopped,
 }
 
 enum Room {
@@ -103,10 +129,10 @@ enum Room {
 
 impl Writer {
     /// Encodes `batch` into the group, making room for it first as `when_full` says.
-    async fn append(&mut self, batch: crate::event::Batch) -> Result<()> {
+    async fn append(&mut self, batch: crate::event::Batch) -> Result<Progress> {
         if batch.events.is_empty() {
             batch.delivery.settle(BatchStatus::Delivered);
-            return Ok(());
+            return Ok(Progress::Done);
         }
         let mut start = self.group.bytes.len();
         let seq = self.shared.state().next_seq + self.group.records.len() as u64;
@@ -128,17 +154,22 @@ impl Writer {
                         .dropped
                         .increment(batch.events.len() as u64);
                     batch.delivery.settle(BatchStatus::Delivered);
-                    return Ok(());
+                    return Ok(Progress::Done);
                 }
                 Room::Full => {
                     // Write what came before, then wait for the sink to free space;
                     // the batch stays unsettled, so the sources wait too.
                     let record = self.group.bytes.split_off(start);
-                    if self.group.records.is_empty() {
-                        let shared = Arc::clone(&self.shared);
-                        shared.space.notified().await;
+                    let progress = if self.group.records.is_empty() {
+                        tokio::select! {
+                            () = self.shared.space.notified() => Progress::Done,
+                            () = self.stop.cancelled() => Progress::Stopped,
+                        }
                     } else {
-                        self.flush().await?;
+                        self.flush().await?
+                    };
+                    if progress == Progress::Stopped {
+                        return Ok(Progress::Stopped);
                     }
                     // The group is empty now: the record is all of it.
                     self.group.bytes = record;
@@ -152,7 +183,7 @@ impl Writer {
             events: batch.events.len() as u64,
             delivery: batch.delivery,
         });
-        Ok(())
+        Ok(Progress::Done)
     }
 
     fn room(&self, len: u64) -> Room {
@@ -167,15 +198,16 @@ impl Writer {
         }
     }
 
-    /// Writes the group (retrying until it succeeds), then settles its batches.
-    async fn flush(&mut self) -> Result<()> {
+    /// Writes the group (retrying until it succeeds, or until a stop), then settles
+    /// its batches.
+    async fn flush(&mut self) -> Result<Progress> {
         if self.group.records.is_empty() {
-            return Ok(());
+            return Ok(Progress::Done);
         }
-        let plan = self.plan();
         let mut retry = backoff(Duration::from_millis(50), MAX_RETRY_BACKOFF);
         let mut failures = 0u32;
-        loop {
+        let plan = loop {
+            let plan = self.plan();
             let mut appender = self.appender.take().context("buffer writer lost")?;
             let bytes = std::mem::take(&mut self.group.bytes);
             let writes = plan.clone();
@@ -188,7 +220,7 @@ impl Writer {
             self.appender = Some(appender);
             self.group.bytes = bytes;
             match result {
-                Ok(()) => break,
+                Ok(()) => break plan,
                 Err(error) => {
                     if failures == 0 {
                         tracing::error!(sink = %self.shared.sink, "cannot append to the disk buffer, retrying with backoff and holding the sources back: {error}");
@@ -198,16 +230,38 @@ impl Writer {
                         &self.health_key,
                         format!("disk buffer append failing: {error}"),
                     );
-                    tokio::time::sleep(retry.next().unwrap_or(MAX_RETRY_BACKOFF)).await;
+                    self.seal_active();
+                    tokio::select! {
+                        () = tokio::time::sleep(retry.next().unwrap_or(MAX_RETRY_BACKOFF)) => {}
+                        () = self.stop.cancelled() => {
+                            tracing::warn!(sink = %self.shared.sink, batches = self.group.records.len(), "stopping with batches the disk buffer could not append; their sources read them again on the next start");
+                            self.group = Group::default();
+                            return Ok(Progress::Stopped);
+                        }
+                    }
                 }
             }
-        }
+        };
         if failures > 0 {
             tracing::info!(sink = %self.shared.sink, failures, "disk buffer appends succeed again");
             self.health.clear(&self.health_key);
         }
         self.commit(&plan);
-        Ok(())
+        Ok(Progress::Done)
+    }
+
+    /// Ends the segment being written: the next append starts a new one, and this
+    /// one is deleted as soon as the sink has released it (at once if it has). On a
+    /// full disk that is where space comes back, even when the segment is larger
+    /// than the whole disk.
+    fn seal_active(&self) {
+        let doomed = {
+            let mut state = self.shared.state();
+            state.active = None;
+            state.take_released_segments()
+        };
+        self.shared.delete_segments(&doomed);
+        self.shared.data.notify_one();
     }
 
     /// Which segment each record goes to: the active one until it would pass the

@@ -22,7 +22,7 @@ pub use chain::{Chain, Flow};
 pub use channel::{BatchReceiver, BatchSender, Closed, Fanout, WeakBatchSender, batch_channel};
 pub use route::Route;
 
-use crate::buffer::{self, BufferKind, DiskBuffer};
+use crate::buffer::{self, BufferKind, DiskBuffer, Handoff};
 use crate::checkpoint::{BatchStatus, CheckpointStore, TrackerHandle, spawn_tracker};
 use crate::event::Batch;
 use crate::sinks::{Sink, SinkContext};
@@ -70,6 +70,8 @@ struct RunningSource {
 struct RunningSink {
     settings: toml::Table,
     input: WeakBatchSender,
+    /// Its disk buffer's output, for a reload to hand the buffer to a new instance.
+    handoff: Option<Weak<Handoff>>,
 }
 
 /// What a reload did, by component.
@@ -114,6 +116,9 @@ struct Plan {
     sinks: Vec<(String, Box<dyn Sink>, Option<DiskBuffer>)>,
     /// The inputs of the sinks that keep running.
     kept_sinks: BTreeMap<String, BatchSender>,
+    /// Changed sinks whose running disk buffer (input included) is kept and handed
+    /// to the new instance.
+    handovers: Vec<(String, Box<dyn Sink>, Arc<Handoff>)>,
 }
 
 /// A source to start once the one it replaces has committed.
@@ -133,6 +138,7 @@ impl Pipeline {
             transforms: Vec::new(),
             sinks: Vec::new(),
             kept_sinks: BTreeMap::new(),
+            handovers: Vec::new(),
         };
         for (id, spec) in &config.sources {
             if self
@@ -165,6 +171,25 @@ impl Pipeline {
                 plan.kept_sinks.insert(id.clone(), input);
                 continue;
             }
+            // A sink whose disk buffer is unchanged gets the running buffer.
+            let handover = self
+                .sinks
+                .get(id)
+                .filter(|running| running.settings.get("buffer") == spec.settings.get("buffer"))
+                .and_then(|running| {
+                    let input = running.input.upgrade()?;
+                    let handoff = running.handoff.as_ref()?.upgrade()?;
+                    Some((input, handoff))
+                });
+            if let Some((input, handoff)) = handover {
+                let sink = spec
+                    .config
+                    .build()
+                    .with_context(|| format!("cannot start sinks.{id}"))?;
+                plan.kept_sinks.insert(id.clone(), input);
+                plan.handovers.push((id.clone(), sink, handoff));
+                continue;
+            }
             // Two buffers on one directory would interleave their segments.
             let buffered_before = self.sinks.get(id).is_some_and(|running| {
                 running
@@ -178,7 +203,7 @@ impl Pipeline {
                 || (self.sinks.contains_key(id) && spec.buffer.kind == BufferKind::Disk)
             {
                 anyhow::bail!(
-                    "sinks.{id} has a disk buffer: a reload cannot change it yet (restart ferry to apply the change)"
+                    "sinks.{id} has a disk buffer: a reload can change the sink's other options but not its `buffer` (restart ferry to apply the change)"
                 );
             }
             let sink = spec
@@ -204,6 +229,7 @@ impl Pipeline {
             transforms,
             sinks,
             mut kept_sinks,
+            handovers,
         } = plan;
         let mut changes = Changes::default();
         // Fuse: each chain of pure transforms runs in the task of the component before it.
@@ -297,9 +323,23 @@ impl Pipeline {
             changes.removed.push(format!("sinks.{id}"));
         }
         for id in config.sinks.keys() {
-            if !receivers.contains_key(id) {
+            if !receivers.contains_key(id) && !handovers.iter().any(|(h, _, _)| h == id) {
                 changes.kept.push(format!("sinks.{id}"));
             }
+        }
+        for (id, sink, handoff) in handovers {
+            let name = format!("sinks.{id}");
+            if let Some(running) = self.sinks.get_mut(&id) {
+                running.settings = config.sinks[&id].settings.clone();
+            }
+            let ctx = SinkContext {
+                id: Arc::from(id.as_str()),
+                health: Arc::clone(&self.health),
+                stopping: self.stop_sources.clone(),
+                disk_buffered: true,
+            };
+            self.spawn(name.clone(), sink.run(handoff.reattach(), ctx));
+            changes.restarted.push(name);
         }
         for (id, sink, buffer) in sinks {
             let (receiver, weak) = receivers
@@ -315,6 +355,7 @@ impl Pipeline {
                         &id,
                     ));
             let disk_buffered = buffer.is_some();
+            let mut handoff = None;
             if let Some(buffer) = buffer {
                 let attached =
                     buffer.start(input, Arc::clone(&self.health), self.stop_sources.clone());
@@ -323,6 +364,7 @@ impl Pipeline {
                 }
                 self.buffer_trackers.push(attached.tracker);
                 input = attached.input;
+                handoff = Some(attached.handoff);
             }
             let restarted = self.sinks.contains_key(&id);
             self.sinks.insert(
@@ -330,6 +372,7 @@ impl Pipeline {
                 RunningSink {
                     settings: config.sinks[&id].settings.clone(),
                     input: weak,
+                    handoff,
                 },
             );
             let ctx = SinkContext {

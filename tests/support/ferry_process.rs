@@ -53,6 +53,17 @@ impl Ferry {
 
     /// [`Ferry::start`] with more environment variables.
     pub fn start_with_env(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Ferry {
+        Ferry::start_wrapped(config, &[], env)
+    }
+
+    /// [`Ferry::start_with_env`] through `wrapper`: a program and its arguments, to
+    /// which `FERRY run --config CONFIG` is appended, and which must exec it (so that
+    /// the child's pid is ferry's).
+    pub fn start_wrapped(
+        config: &Path,
+        wrapper: &[&std::ffi::OsStr],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Ferry {
         let mut n = 0;
         let log = loop {
             let candidate = config.with_extension(format!("{n}.log"));
@@ -61,7 +72,13 @@ impl Ferry {
             }
             n += 1;
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        let ferry = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_ferry"));
+        let (program, args) = match wrapper.split_first() {
+            Some((program, args)) => (*program, [args, &[ferry]].concat()),
+            None => (ferry, Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(args)
             .arg("run")
             .arg("--config")
             .arg(config)
