@@ -52,6 +52,25 @@ pub fn resolve_secret(
     }
 }
 
+/// Checks, with the other options, that a secret the component cannot run without
+/// is given once: inline as `name` or in `{name}_file`. `what` says what it is
+/// ("the API key") and `example` how it is usually given (`"${MY_API_KEY}"`).
+pub fn check_secret_given(
+    what: &str,
+    name: &str,
+    example: &str,
+    inline: Option<&Secret>,
+    file: Option<&Path>,
+) -> Result<(), String> {
+    match (inline, file) {
+        (None, None) => Err(format!(
+            "give {what} with `{name}` (e.g. \"{example}\") or `{name}_file`"
+        )),
+        (Some(_), Some(_)) => Err(format!("give either `{name}` or `{name}_file`, not both")),
+        _ => Ok(()),
+    }
+}
+
 /// [`resolve_secret`] for a secret the component cannot run without: its absence is
 /// an error naming both ways to give it.
 pub fn require_secret(

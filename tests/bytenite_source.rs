@@ -650,3 +650,46 @@ async fn the_simulator_answers_as_documented() {
     assert!(list["data"][0]["endedAt"].is_string());
     assert_eq!(list["pagination"]["hasNext"], false);
 }
+
+/// Each job holds one of the source's poll permits from its request until its
+/// lines are shipped, so however many jobs it follows, at most two answers are
+/// read at once (the source's memory is two answers' budgets); slow answers make
+/// the polls of twenty jobs contend for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_jobs_are_polled_two_at_a_time_and_all_ship() {
+    let sim = ByteniteSim::start(SimConfig {
+        answer_delay: Duration::from_millis(50),
+        ..SimConfig::default()
+    })
+    .await;
+    let ids: Vec<String> = (0..20).map(|n| format!("job-{n:02}")).collect();
+    let mut expected = Vec::new();
+    for id in &ids {
+        sim.add_job(id, "t@v1");
+        sim.start_job(id);
+        let mut job = Job::default();
+        job.append(&sim, id, &task("t0"), "app", scaled(40), "INFO");
+        job.append(&sim, id, &Origin::Partitioner, "partitioner", 10, "INFO");
+        expected.extend(job.expected.into_values().flatten());
+    }
+    let harness = Harness::new();
+    let config = source(&sim, &format!("job_ids = {ids:?}"));
+    let running = harness.start(&config);
+    harness.wait_for(expected.len(), WAIT).await;
+    harness.wait_quiet(Duration::from_millis(300)).await;
+    running.stop().await;
+
+    let mut delivered: Vec<String> = harness
+        .events()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    delivered.sort();
+    expected.sort();
+    assert_eq!(delivered, expected, "every line of every job, once");
+    let most = sim.most_logs_in_flight();
+    assert!(
+        (1..=2).contains(&most),
+        "{most} logs answers were read at once; the source allows 2"
+    );
+}

@@ -4,6 +4,7 @@
 //! pipeline's own config (which sources, transforms and sinks, and how they connect)
 //! is built on it in [`crate::topology::config`].
 
+pub mod defaults;
 mod error;
 mod interpolate;
 mod options;

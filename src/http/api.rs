@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Credentials;
 use super::client::{
-    AuthHeader, FailureKind, HttpFailure, request_error, scrub_all, signed_query_values,
+    AuthHeader, FailureKind, HttpFailure, build_client, request_error, scrub_all,
+    signed_query_values,
 };
 use super::rate::RateBudget;
-use super::stream::{Ended, RETRY_AFTER_CAP};
+use super::stream::{Ended, RETRY_AFTER_CAP, StreamOptions};
 
 /// Most bytes of a JSON answer read into memory ([`Api::json`]).
 pub const MAX_JSON_BYTES: usize = 32 << 20;
@@ -41,6 +42,15 @@ impl Api {
             credentials,
             budget: None,
         }
+    }
+
+    /// The API of a source that streams with `options`: a new client (with the
+    /// options' connect timeout) sending `credentials`.
+    pub fn connect(options: &StreamOptions, credentials: Credentials) -> anyhow::Result<Self> {
+        Ok(Api::new(
+            build_client(options.connect_timeout)?,
+            credentials,
+        ))
     }
 
     /// Counts every request of this source against `budget`.

@@ -219,13 +219,13 @@ macro_rules! source_types {
 }
 
 source_types! {
-    "bytenite" => Bytenite(bytenite::ByteniteConfig) -> bytenite::ByteniteSource [streaming],
-    "dcos" => Dcos(dcos::DcosConfig) -> dcos::DcosSource [streaming],
+    "bytenite" => Bytenite(bytenite::ByteniteConfig) -> provider::ProviderSource<bytenite::ByteniteConfig> [streaming],
+    "dcos" => Dcos(dcos::DcosConfig) -> provider::ProviderSource<dcos::DcosConfig> [streaming],
     "demo" => Demo(demo::DemoConfig) -> demo::DemoSource,
-    "digitalocean" => DigitalOcean(digitalocean::DigitalOceanConfig) -> digitalocean::DigitalOceanSource [streaming],
+    "digitalocean" => DigitalOcean(digitalocean::DigitalOceanConfig) -> provider::ProviderSource<digitalocean::DigitalOceanConfig> [streaming],
     "file" => File(file::FileSourceConfig) -> file::FileSource,
-    "ionet" => Ionet(ionet::IonetConfig) -> ionet::IonetSource [streaming],
+    "ionet" => Ionet(ionet::IonetConfig) -> provider::ProviderSource<ionet::IonetConfig> [streaming],
     "kafka" => Kafka(Box<kafka::KafkaSourceConfig>) -> kafka::KafkaSource,
-    "scalingo" => Scalingo(scalingo::ScalingoConfig) -> scalingo::ScalingoSource [streaming],
+    "scalingo" => Scalingo(scalingo::ScalingoConfig) -> provider::ProviderSource<scalingo::ScalingoConfig> [streaming],
     "stdin" => Stdin(stdin::StdinConfig) -> stdin::StdinSource,
 }

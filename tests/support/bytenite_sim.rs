@@ -22,11 +22,13 @@
 //!   ([`SimConfig::omit_empty`]); levels as names or numbers
 //!   ([`SimConfig::level_numbers`]); timestamps with the fractional digits of
 //!   [`SimConfig::fraction_digits`], in turn. Lines may be appended after the job
-//!   has ended (ingestion lag).
+//!   has ended (ingestion lag). Answers may wait [`SimConfig::answer_delay`]
+//!   before their first byte; [`ByteniteSim::most_logs_in_flight`] is the most
+//!   answers open at once.
 //!
 //! Faults ([`Fault`]) are taken one per logs request: a status (with
 //! `Retry-After`), an answer cut after N lines (`DropAfter`: reset; `CloseAfter`:
-//! the body ends early), a stall. [`ByteniteSim::set_error_rate`] answers a share
+//! the body ends early), a stall. `set_error_rate` (of `sim_server::Sim`) answers a share
 //! of logs requests with a random 5xx.
 //!
 //! Run it by hand: `cargo run --example bytenite_sim` prints its URL and API key,
@@ -49,8 +51,9 @@ use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat};
 use serde_json::{Value, json};
 
+#[allow(unused_imports)] // for the tests; the benchmark queues no fault
 pub use sim_server::Fault;
-use sim_server::{Flow, Frames, Server, Sim, StreamSpec, Tokens, header_str};
+use sim_server::{Configured, Flow, Frames, Server, Sim, StreamSpec, Tokens, header_str};
 
 /// `logsLogLevel`, in enum order.
 pub const LEVELS: [&str; 8] = [
@@ -76,6 +79,9 @@ pub struct SimConfig {
     pub level_numbers: bool,
     /// Fractional digits of the timestamps, used in turn line after line.
     pub fraction_digits: Vec<u8>,
+    /// Wait this long before answering a logs request, as a busy server would
+    /// (so that polls of several jobs overlap).
+    pub answer_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -89,6 +95,7 @@ impl Default for SimConfig {
             omit_empty: true,
             level_numbers: false,
             fraction_digits: vec![9],
+            answer_delay: Duration::ZERO,
         }
     }
 }
@@ -160,7 +167,8 @@ pub struct LogsRequest {
     pub status: u16,
 }
 
-struct ByteniteState {
+#[derive(Default)]
+pub struct ByteniteState {
     config: SimConfig,
     tokens: Tokens,
     jobs: BTreeMap<String, Job>,
@@ -174,24 +182,15 @@ struct ByteniteState {
 
 type Shared = Arc<Sim<ByteniteState>>;
 
-/// A running simulator; stops when dropped.
-pub struct ByteniteSim {
-    server: Server<ByteniteState>,
-}
+sim_server::simulator!(
+    /// A running simulator (see [`Server`] for `url`, `config`, `set_config`,
+    /// `requests`, faults); stops when dropped.
+    ByteniteSim(ByteniteState)
+);
 
 impl ByteniteSim {
     pub async fn start(config: SimConfig) -> ByteniteSim {
-        let state = ByteniteState {
-            config,
-            tokens: Tokens::default(),
-            jobs: BTreeMap::new(),
-            created: 0,
-            exchanges: 0,
-            refused: 0,
-            logs_requests: Vec::new(),
-            job_requests: 0,
-        };
-        let server = Server::start(state, |router| {
+        let server = Server::configured(config, |router| {
             router
                 .route("/v1/auth/access_token", post(access_token))
                 .route("/v1/customer/jobs", get(list_jobs))
@@ -199,28 +198,12 @@ impl ByteniteSim {
                 .route("/v1/customer/logs", post(logs))
         })
         .await;
-        ByteniteSim { server }
-    }
-
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
-    fn sim(&self) -> &Shared {
-        &self.server.sim
-    }
-
-    pub fn config(&self) -> SimConfig {
-        self.sim().lock().config.clone()
-    }
-
-    pub fn set_config(&self, f: impl FnOnce(&mut SimConfig)) {
-        f(&mut self.sim().lock().config);
+        ByteniteSim(server)
     }
 
     /// Adds a job in `JOB_STATE_NEW`.
     pub fn add_job(&self, id: &str, template_id: &str) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             s.created += 1;
             s.jobs.insert(
                 id.to_string(),
@@ -239,7 +222,7 @@ impl ByteniteSim {
 
     /// The job runs: `JOB_STATE_RUNNING`, with a `startedAt`.
     pub fn start_job(&self, id: &str) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             let job = s.jobs.get_mut(id).expect("unknown job");
             job.state = "JOB_STATE_RUNNING".into();
             job.started_at = Some(rfc3339(now_nanos(), 6));
@@ -248,7 +231,7 @@ impl ByteniteSim {
 
     /// The job ends now: `JOB_STATE_COMPLETE` (or `state`), with an `endedAt`.
     pub fn end_job(&self, id: &str, state: &str) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             let job = s.jobs.get_mut(id).expect("unknown job");
             job.state = state.into();
             job.ended_at = Some(rfc3339(now_nanos(), 6));
@@ -256,54 +239,46 @@ impl ByteniteSim {
     }
 
     pub fn remove_job(&self, id: &str) {
-        self.sim().update(|s| s.jobs.remove(id));
+        self.sim.update(|s| s.jobs.remove(id));
     }
 
     /// Appends lines of `origin` to a job.
     pub fn append(&self, job: &str, origin: Origin, lines: impl IntoIterator<Item = LogLine>) {
-        self.sim().update(|s| {
+        self.sim.update(|s| {
             let job = s.jobs.get_mut(job).expect("unknown job");
             job.logs.entry(origin).or_default().extend(lines);
         });
     }
 
-    pub fn push_fault(&self, fault: Fault) {
-        self.sim().push_fault(fault);
-    }
-
-    /// Answers this share (per mille) of logs requests with a random 5xx.
-    pub fn set_error_rate(&self, per_mille: u32, seed: u64) {
-        self.sim().set_error_rate(per_mille, seed);
-    }
-
     /// Every token issued so far stops working.
     pub fn expire_tokens(&self) {
-        self.sim().lock().tokens.expire_all();
+        self.sim.lock().tokens.expire_all();
     }
 
     /// Token exchanges answered so far.
     pub fn exchanges(&self) -> u64 {
-        self.sim().lock().exchanges
+        self.sim.lock().exchanges
     }
 
     /// Requests refused so far for a wrong API key or a bad token.
     pub fn refused(&self) -> u64 {
-        self.sim().lock().refused
+        self.sim.lock().refused
     }
 
     /// Requests to the jobs routes so far.
     pub fn job_requests(&self) -> u64 {
-        self.sim().lock().job_requests
+        self.sim.lock().job_requests
     }
 
     /// The logs requests so far.
     pub fn logs_requests(&self) -> Vec<LogsRequest> {
-        self.sim().lock().logs_requests.clone()
+        self.sim.lock().logs_requests.clone()
     }
 
-    /// Every request so far, as `sim_server` recorded it.
-    pub fn requests(&self) -> Vec<sim_server::Seen> {
-        self.sim().requests()
+    /// The most logs answers that were open at once so far (from the start of
+    /// the answer, its [`SimConfig::answer_delay`] included, to its last byte).
+    pub fn most_logs_in_flight(&self) -> usize {
+        self.sim.most_open_streams()
     }
 }
 
@@ -420,12 +395,9 @@ async fn list_jobs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> R
     if let Err(refused) = authorize(&mut state, &headers) {
         return *refused;
     }
-    let query = sim_server::query(&uri);
     let param = |name: &str, default: usize| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.parse().ok())
+        sim_server::query_param(&uri, name)
+            .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
     let (limit, offset) = (param("pagination.limit", 10), param("pagination.offset", 0));
@@ -498,28 +470,20 @@ fn filters(request: &Value) -> Result<Filters, Box<Response>> {
     if job_id.is_empty() {
         return bad("jobId is required".into());
     }
-    let mut levels = Vec::new();
-    for value in list("levels") {
-        match enum_index(&value, &LEVELS) {
-            Some(level) => levels.push(level),
-            None => {
-                return bad(format!(
-                    "invalid value for enum type logs.LogLevel: {value}"
-                ));
-            }
-        }
-    }
-    let mut services = Vec::new();
-    for value in list("services") {
-        match enum_index(&value, &SERVICES) {
-            Some(service) => services.push(service),
-            None => {
-                return bad(format!(
-                    "invalid value for enum type logs.LogService: {value}"
-                ));
-            }
-        }
-    }
+    // An enum list of the request as indexes into `names`; a 400 on an unknown value.
+    let enums = |name: &str, names: &[&str], type_name: &str| {
+        list(name)
+            .iter()
+            .map(|value| {
+                enum_index(value, names).ok_or_else(|| {
+                    let message = format!("invalid value for enum type {type_name}: {value}");
+                    Box::new(status(StatusCode::BAD_REQUEST, 3, &message))
+                })
+            })
+            .collect::<Result<Vec<usize>, _>>()
+    };
+    let levels = enums("levels", &LEVELS, "logs.LogLevel")?;
+    let services = enums("services", &SERVICES, "logs.LogService")?;
     let task_ids = list("taskIds")
         .iter()
         .filter_map(|t| t.as_str().map(str::to_string))
@@ -643,6 +607,7 @@ async fn logs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri, body: Byt
     }
     state.logs_requests.push(seen);
     sim.record(&Method::POST, &uri, &headers, 200);
+    let delay = state.config.answer_delay;
     let parts = parts(
         &state.jobs[&filters.job_id],
         &filters,
@@ -660,7 +625,7 @@ async fn logs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri, body: Byt
     sim_server::stream_body(
         sim,
         "application/json",
-        StreamSpec::new(fault),
+        StreamSpec::new(fault).delayed(delay),
         move |state, frames| answer.fill(state, frames),
     )
 }

@@ -24,7 +24,7 @@
 //!   entries with `path` and `size`).
 //! - `GET /mesos/master/state`: frameworks with their `tasks` and `completed_tasks`.
 //!
-//! Faults ([`Fault`]), queued with [`DcosSim::push_fault`] and taken one per SSE
+//! Faults ([`Fault`]), queued with `push_fault` (of `sim_server::Sim`) and taken one per SSE
 //! request. Also [`DcosSim::expire_tokens`] and [`DcosSim::rotate_journal`] (every
 //! saved cursor becomes unknown).
 //!
@@ -36,7 +36,7 @@
 #[path = "sim_server.rs"]
 mod sim_server;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -135,6 +135,7 @@ impl Task {
     }
 }
 
+#[derive(Default)]
 pub struct DcosState {
     config: SimConfig,
     journal: Vec<JournalEntry>,
@@ -160,27 +161,18 @@ const AGENT_ROUTE: &str =
 
 impl DcosSim {
     pub async fn start(config: SimConfig) -> DcosSim {
-        let state = DcosState {
-            config,
-            journal: Vec::new(),
-            generation: 0,
-            tasks: BTreeMap::new(),
-            tokens: Tokens::default(),
-            static_expired: false,
-            logins: 0,
-        };
-        let server = Server::start(state, |router| {
+        let server = Server::configured(config, |router| {
             router
                 .route("/acs/api/v1/auth/login", post(login))
                 .route("/mesos/master/state", get(mesos_state))
-                .route("/system/v1/logs/v2/component", get(component_all))
-                .route("/system/v1/logs/v2/component/{name}", get(component_one))
-                .route("/system/v1/logs/v2/task/{task}", get(task_discovery_stdout))
+                .route("/system/v1/logs/v2/component", get(component))
+                .route("/system/v1/logs/v2/component/{name}", get(component))
+                .route("/system/v1/logs/v2/task/{task}", redirect(Some("stdout")))
+                .route("/system/v1/logs/v2/task/{task}/file/{file}", redirect(None))
                 .route(
-                    "/system/v1/logs/v2/task/{task}/file/{file}",
-                    get(task_discovery),
+                    "/system/v1/logs/v2/task/{task}/browse",
+                    redirect(Some("files/browse")),
                 )
-                .route("/system/v1/logs/v2/task/{task}/browse", get(task_browse))
                 .route(&format!("{AGENT_ROUTE}/files/browse"), get(agent_browse))
                 .route(&format!("{AGENT_ROUTE}/{{file}}"), get(agent_file))
         })
@@ -243,11 +235,6 @@ impl DcosSim {
         }
     }
 
-    /// SSE responses still open.
-    pub fn open_streams(&self) -> usize {
-        self.sim.open_streams()
-    }
-
     /// Appends lines to a task's `stdout` or `stderr`.
     pub fn task_lines<S: AsRef<str>>(
         &self,
@@ -275,10 +262,6 @@ impl DcosSim {
         });
     }
 
-    pub fn push_fault(&self, fault: Fault) {
-        self.sim.push_fault(fault);
-    }
-
     /// Every token issued so far, and the static one, stop working.
     pub fn expire_tokens(&self) {
         let mut state = self.sim.lock();
@@ -289,11 +272,6 @@ impl DcosSim {
     /// The journal's cursors all change (as after a vacuum or a new machine id).
     pub fn rotate_journal(&self) {
         self.sim.lock().generation += 1;
-    }
-
-    /// Resets every open stream (as a restarted Admin Router would).
-    pub fn disconnect_all(&self) {
-        self.sim.disconnect_all();
     }
 
     /// The requests to log routes so far (sandbox listings aside).
@@ -492,20 +470,14 @@ async fn mesos_state(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) ->
     )
 }
 
-async fn component_all(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    component(sim, None, headers, uri)
-}
-
-async fn component_one(
+/// The journal: of the unit `name`, or all of it.
+async fn component(
     State(sim): State<Shared>,
-    Path(name): Path<String>,
+    Path(mut params): Path<HashMap<String, String>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    component(sim, Some(name), headers, uri)
-}
-
-fn component(sim: Shared, unit: Option<String>, headers: HeaderMap, uri: Uri) -> Response {
+    let unit = params.remove("name");
     let state = sim.lock();
     let refuse = |response: Response| answer(&sim, &uri, &headers, response);
     if !state.authorized(&headers) {
@@ -638,35 +610,24 @@ fn component(sim: Shared, unit: Option<String>, headers: HeaderMap, uri: Uri) ->
     sim_server::stream_body(sim, "text/event-stream", spec, feed)
 }
 
-async fn task_discovery_stdout(
-    State(sim): State<Shared>,
-    Path(task): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    redirect(&sim, &task, "stdout", &headers, &uri)
-}
-
-async fn task_discovery(
-    State(sim): State<Shared>,
-    Path((task, file)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    redirect(&sim, &task, &file, &headers, &uri)
-}
-
-async fn task_browse(
-    State(sim): State<Shared>,
-    Path(task): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    redirect(&sim, &task, "files/browse", &headers, &uri)
+/// A task discovery route: 303 to the task's agent route + `rest`, or + the
+/// route's `file`.
+fn redirect(rest: Option<&'static str>) -> MethodRouter<Shared> {
+    get(
+        move |State(sim): State<Shared>,
+              Path(params): Path<HashMap<String, String>>,
+              headers: HeaderMap,
+              uri: Uri| async move {
+            let rest = rest
+                .or(params.get("file").map(String::as_str))
+                .unwrap_or_default();
+            to_agent(&sim, &params["task"], rest, &headers, &uri)
+        },
+    )
 }
 
 /// The discovery route: 303 to the task's agent route + `rest`, keeping the query.
-fn redirect(sim: &Shared, task_id: &str, rest: &str, headers: &HeaderMap, uri: &Uri) -> Response {
+fn to_agent(sim: &Shared, task_id: &str, rest: &str, headers: &HeaderMap, uri: &Uri) -> Response {
     let state = sim.lock();
     let response = if !state.authorized(headers) {
         unauthorized()

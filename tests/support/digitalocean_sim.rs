@@ -38,7 +38,7 @@
 //! Faults ([`Fault`]): [`DigitalOceanSim::push_api_fault`] for REST answers,
 //! [`DigitalOceanSim::push_stream_fault`] for live sockets (drop, clean close,
 //! stall, or a status before the upgrade), and a random 5xx share on every route
-//! ([`DigitalOceanSim::set_error_rate`]).
+//! (`set_error_rate` of `sim_server::Sim`).
 //!
 //! Run it by hand: `cargo run --example digitalocean_sim` prints its URL, token and
 //! app id, then serves an app that logs every second until Ctrl-C.
@@ -48,7 +48,7 @@
 #[path = "sim_server.rs"]
 mod sim_server;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,11 +56,13 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
 
 pub use sim_server::Fault;
-use sim_server::{Configured, Flow, Frames, RateLimit, Server, Sim, StreamSpec, bearer, query};
+use sim_server::{
+    Configured, Flow, Frames, RateLimit, Server, Sim, StreamSpec, bearer, query_param,
+};
 
 /// The log types the routes accept (`AUTOSCALE_EVENT` only on the events route).
 pub const LOG_TYPES: &[&str] = &["BUILD", "DEPLOY", "RUN", "RUN_RESTARTED"];
@@ -216,6 +218,7 @@ struct Grant {
     expires: Option<Instant>,
 }
 
+#[derive(Default)]
 pub struct DoState {
     config: SimConfig,
     revoked: bool,
@@ -288,40 +291,34 @@ impl DigitalOceanSim {
         let state = DoState {
             rate: RateLimit::new(config.rate_limit, config.rate_window),
             config,
-            revoked: false,
-            components: Vec::new(),
-            deployments: BTreeMap::new(),
-            order: Vec::new(),
-            grants: BTreeMap::new(),
-            grant_count: 0,
-            api_faults: VecDeque::new(),
-            stream_faults: VecDeque::new(),
-            last_time: 0,
-            base: String::new(),
+            ..Default::default()
         };
         let server = Server::start(state, |router| {
             router
                 .route("/v2/apps", get(apps))
-                .route("/v2/apps/{app_id}", get(app))
-                .route("/v2/apps/{app_id}/deployments", get(deployments))
-                .route("/v2/apps/{app_id}/logs", get(active_logs))
+                .route("/v2/apps/{app_id}", app_route(app))
+                .route("/v2/apps/{app_id}/deployments", app_route(deployments))
+                .route("/v2/apps/{app_id}/logs", app_route(logs_answer))
                 .route(
                     "/v2/apps/{app_id}/components/{component}/logs",
-                    get(active_component_logs),
+                    app_route(logs_answer),
                 )
                 .route(
                     "/v2/apps/{app_id}/deployments/{deployment_id}/logs",
-                    get(aggregate_logs),
+                    app_route(logs_answer),
                 )
                 .route(
                     "/v2/apps/{app_id}/deployments/{deployment_id}/components/{component}/logs",
-                    get(component_logs),
+                    app_route(logs_answer),
                 )
                 .route(
                     "/v2/apps/{app_id}/jobs/{job}/invocations/{invocation}/logs",
-                    get(job_logs),
+                    app_route(|_, _, uri| unmodelled(uri, "JOB_INVOCATION")),
                 )
-                .route("/v2/apps/{app_id}/events/{event}/logs", get(event_logs))
+                .route(
+                    "/v2/apps/{app_id}/events/{event}/logs",
+                    app_route(|_, _, uri| unmodelled(uri, "AUTOSCALE_EVENT")),
+                )
                 .route("/live/{deployment_id}", get(live))
                 .route("/archive/{deployment_id}/{log_type}/{file}", get(archive))
         })
@@ -466,11 +463,6 @@ impl DigitalOceanSim {
         self.sim.lock().stream_faults.push_back(fault);
     }
 
-    /// Answers this share (per mille) of all requests with a random 5xx.
-    pub fn set_error_rate(&self, per_mille: u32, seed: u64) {
-        self.sim.set_error_rate(per_mille, seed);
-    }
-
     /// Makes the access token refused (401) or accepted again.
     pub fn revoke_token(&self, revoked: bool) {
         self.sim.lock().revoked = revoked;
@@ -479,15 +471,6 @@ impl DigitalOceanSim {
     /// Every live and archive URL handed out so far stops working.
     pub fn expire_urls(&self) {
         self.sim.lock().grants.clear();
-    }
-
-    /// Cuts every open live socket.
-    pub fn disconnect_all(&self) {
-        self.sim.disconnect_all();
-    }
-
-    pub fn open_streams(&self) -> usize {
-        self.sim.open_streams()
     }
 
     /// Every request so far.
@@ -530,15 +513,8 @@ pub fn unix_nanos() -> i64 {
 /// Go's `time.RFC3339Nano` in UTC: the fraction without trailing zeros.
 pub fn rfc3339_nano(nanos: i64) -> String {
     let time = chrono::DateTime::from_timestamp_nanos(nanos);
-    let mut text = time.format("%Y-%m-%dT%H:%M:%S").to_string();
-    let fraction = nanos.rem_euclid(1_000_000_000);
-    if fraction > 0 {
-        let digits = format!("{fraction:09}");
-        text.push('.');
-        text.push_str(digits.trim_end_matches('0'));
-    }
-    text.push('Z');
-    text
+    let seconds = time.format("%Y-%m-%dT%H:%M:%S");
+    format!("{seconds}{}Z", sim_server::go_fraction(nanos))
 }
 
 fn error(status: StatusCode, id: &str, message: &str) -> Response {
@@ -675,62 +651,52 @@ async fn apps(State(sim): State<Shared>, uri: Uri, headers: HeaderMap) -> Respon
     })
 }
 
-async fn app(
-    State(sim): State<Shared>,
-    Path(app_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    rest(&sim, &uri, &headers, |state| {
-        if app_id != state.config.app_id {
-            return not_found();
-        }
-        sim_server::json(StatusCode::OK, json!({ "app": app_json(state) }))
-    })
+/// What the app's routes are given: the state, the route's path parameters
+/// (`app_id`, and `deployment_id`, `component` where the route has them) and its URI.
+type AppAnswer = fn(&mut DoState, &HashMap<String, String>, &Uri) -> Response;
+
+/// A REST route under `/v2/apps/{app_id}`: once the token and the rate limit are
+/// checked, and the app is this one, `answer` answers.
+fn app_route(answer: AppAnswer) -> MethodRouter<Shared> {
+    get(
+        move |State(sim): State<Shared>,
+              Path(params): Path<HashMap<String, String>>,
+              uri: Uri,
+              headers: HeaderMap| async move {
+            rest(&sim, &uri, &headers, |state| {
+                if params.get("app_id") != Some(&state.config.app_id) {
+                    return not_found();
+                }
+                answer(state, &params, &uri)
+            })
+        },
+    )
 }
 
-async fn deployments(
-    State(sim): State<Shared>,
-    Path(app_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    rest(&sim, &uri, &headers, |state| {
-        if app_id != state.config.app_id {
-            return not_found();
-        }
-        let list: Vec<Value> = state
-            .order
-            .iter()
-            .rev()
-            .map(|id| deployment_json(state, id))
-            .collect();
-        let total = list.len();
-        sim_server::json(
-            StatusCode::OK,
-            json!({ "deployments": list, "links": {}, "meta": {"total": total} }),
-        )
-    })
+fn app(state: &mut DoState, _: &HashMap<String, String>, _: &Uri) -> Response {
+    sim_server::json(StatusCode::OK, json!({ "app": app_json(state) }))
 }
 
-/// The answer of the log-URL routes for `deployment` (`None`: the active one).
-fn logs_answer(
-    state: &mut DoState,
-    app_id: &str,
-    deployment: Option<String>,
-    component: Option<String>,
-    uri: &Uri,
-) -> Response {
-    if app_id != state.config.app_id {
-        return not_found();
-    }
-    let params = query(uri);
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+fn deployments(state: &mut DoState, _: &HashMap<String, String>, _: &Uri) -> Response {
+    let list: Vec<Value> = state
+        .order
+        .iter()
+        .rev()
+        .map(|id| deployment_json(state, id))
+        .collect();
+    let total = list.len();
+    sim_server::json(
+        StatusCode::OK,
+        json!({ "deployments": list, "links": {}, "meta": {"total": total} }),
+    )
+}
+
+/// The answer of the log-URL routes for the route's `deployment_id` (none: the
+/// active deployment) and `component` (none: all, or the `component_name` query).
+fn logs_answer(state: &mut DoState, params: &HashMap<String, String>, uri: &Uri) -> Response {
+    let deployment = params.get("deployment_id").cloned();
+    let component = params.get("component").cloned();
+    let param = |name: &str| query_param(uri, name);
     let log_type = param("type").unwrap_or_else(|| "UNSPECIFIED".into());
     if !LOG_TYPES.contains(&log_type.as_str()) {
         return bad_request(&format!(
@@ -815,95 +781,19 @@ fn logs_answer(
     sim_server::json(StatusCode::OK, body)
 }
 
-async fn aggregate_logs(
-    State(sim): State<Shared>,
-    Path((app_id, deployment)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    rest(&sim, &uri, &headers, |state| {
-        logs_answer(state, &app_id, Some(deployment), None, &uri)
-    })
-}
-
-async fn component_logs(
-    State(sim): State<Shared>,
-    Path((app_id, deployment, component)): Path<(String, String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    rest(&sim, &uri, &headers, |state| {
-        logs_answer(state, &app_id, Some(deployment), Some(component), &uri)
-    })
-}
-
-async fn active_logs(
-    State(sim): State<Shared>,
-    Path(app_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    rest(&sim, &uri, &headers, |state| {
-        logs_answer(state, &app_id, None, None, &uri)
-    })
-}
-
-async fn active_component_logs(
-    State(sim): State<Shared>,
-    Path((app_id, component)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    rest(&sim, &uri, &headers, |state| {
-        logs_answer(state, &app_id, None, Some(component), &uri)
-    })
-}
-
 /// Routes whose logs are not modelled: the type is checked, then nothing is found.
-fn unmodelled(state: &DoState, app_id: &str, uri: &Uri, expected: &str) -> Response {
-    if app_id != state.config.app_id {
-        return not_found();
-    }
-    let log_type = query(uri)
-        .into_iter()
-        .find(|(k, _)| k == "type")
-        .map(|(_, v)| v);
+fn unmodelled(uri: &Uri, expected: &str) -> Response {
+    let log_type = query_param(uri, "type");
     if log_type.as_deref() != Some(expected) {
         return bad_request(&format!("type must be {expected}"));
     }
     not_found()
 }
 
-async fn job_logs(
-    State(sim): State<Shared>,
-    Path((app_id, _job, _invocation)): Path<(String, String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    rest(&sim, &uri, &headers, |state| {
-        unmodelled(state, &app_id, &uri, "JOB_INVOCATION")
-    })
-}
-
-async fn event_logs(
-    State(sim): State<Shared>,
-    Path((app_id, _event)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    rest(&sim, &uri, &headers, |state| {
-        unmodelled(state, &app_id, &uri, "AUTOSCALE_EVENT")
-    })
-}
-
 /// The URL token's grant, or the 403 a pre-signed URL gets (echoing the token, as
 /// careless servers do, so clients must hide it).
 fn url_grant(state: &DoState, uri: &Uri, deployment: &str) -> Result<Grant, Box<Response>> {
-    let token = query(uri)
-        .into_iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
+    let token = query_param(uri, "token").unwrap_or_default();
     match state.valid_grant(&token) {
         Some(grant) if grant.deployment == deployment => Ok(grant.clone()),
         _ => Err(error(

@@ -18,7 +18,7 @@
 //! key, as careless servers do, so clients must scrub it); 404 `{"detail":"Not Found"}`
 //! for an unknown deployment or container.
 //!
-//! Faults ([`Fault`]), queued with [`IonetSim::push_fault`] and taken one per log
+//! Faults ([`Fault`]), queued with `push_fault` (of `sim_server::Sim`) and taken one per log
 //! request.
 //!
 //! Run it by hand: `cargo run --example ionet_sim -- [LINES]` prints its URL, API key
@@ -39,6 +39,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
 
+#[allow(unused_imports)] // for the tests; the benchmark queues no fault
 pub use sim_server::Fault;
 use sim_server::{Configured, Flow, Frames, Server, Sim, StreamSpec, header_str, json};
 
@@ -120,6 +121,7 @@ impl Container {
     }
 }
 
+#[derive(Default)]
 pub struct IonetState {
     config: SimConfig,
     key_expired: bool,
@@ -139,13 +141,7 @@ const LOG_ROUTE: &str = "/log/";
 
 impl IonetSim {
     pub async fn start(config: SimConfig) -> IonetSim {
-        let state = IonetState {
-            config,
-            key_expired: false,
-            containers: BTreeMap::new(),
-            list_requests: 0,
-        };
-        let server = Server::start(state, |router| {
+        let server = Server::configured(config, |router| {
             router
                 .route(
                     &format!("{PREFIX}/deployment/{{deployment_id}}/containers"),
@@ -211,10 +207,6 @@ impl IonetSim {
                 file.bytes.push(b'\n');
             }
         });
-    }
-
-    pub fn push_fault(&self, fault: Fault) {
-        self.sim.push_fault(fault);
     }
 
     /// Makes the API key expire (401 on every request) or valid again.
@@ -337,13 +329,7 @@ async fn logs(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let query = sim_server::query(&uri);
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let param = |name: &str| sim_server::query_param(&uri, name);
     let stream = param("stream").unwrap_or_else(|| "stdout".into());
     let offset = param("offset").map(|o| o.parse::<u64>());
     let state = sim.lock();

@@ -205,15 +205,6 @@ impl ScalingoSim {
         self.sim.lock().clock
     }
 
-    pub fn push_fault(&self, fault: Fault) {
-        self.sim.push_fault(fault);
-    }
-
-    /// Answers this share (per mille) of all requests with a 5xx.
-    pub fn set_error_rate(&self, per_mille: u32, seed: u64) {
-        self.sim.set_error_rate(per_mille, seed);
-    }
-
     /// Every JWT issued so far stops working.
     pub fn expire_tokens(&self) {
         self.sim.lock().tokens.expire_all();
@@ -222,15 +213,6 @@ impl ScalingoSim {
     /// Every signed logs URL issued so far stops working.
     pub fn expire_urls(&self) {
         self.sim.lock().signed.clear();
-    }
-
-    /// Cuts every open stream.
-    pub fn disconnect_all(&self) {
-        self.sim.disconnect_all();
-    }
-
-    pub fn open_streams(&self) -> usize {
-        self.sim.open_streams()
     }
 
     /// The secrets the simulator handed out: the API token, every JWT and every
@@ -333,15 +315,8 @@ impl ScalingoState {
 /// Go's `time.Time.String()` of `time` (Unix ns) in UTC: the fraction trimmed.
 pub fn go_time(time: i64) -> String {
     let t: DateTime<Utc> = DateTime::from_timestamp_nanos(time);
-    let mut text = t.format("%Y-%m-%d %H:%M:%S").to_string();
-    let nanos = time.rem_euclid(1_000_000_000);
-    if nanos > 0 {
-        let fraction = format!("{nanos:09}");
-        text.push('.');
-        text.push_str(fraction.trim_end_matches('0'));
-    }
-    text.push_str(" +0000 UTC");
-    text
+    let seconds = t.format("%Y-%m-%d %H:%M:%S");
+    format!("{seconds}{} +0000 UTC", sim_server::go_fraction(time))
 }
 
 /// Whether `container` passes `filter`: its name or its type matches one of the
@@ -462,32 +437,26 @@ async fn logs(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let params = sim_server::query(&uri);
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| sim_server::query_param(&uri, name);
     let record = |response: Response| answer(&sim, &uri, &headers, Method::GET, response);
     let mut state = sim.lock();
     if app_id != state.config.app_id {
         drop(state);
         return record(text(StatusCode::NOT_FOUND, "404 page not found"));
     }
-    if !state.signed_valid(param("token"), param("timestamp")) {
-        let token = param("token").unwrap_or("");
+    if !state.signed_valid(param("token").as_deref(), param("timestamp").as_deref()) {
+        let token = param("token").unwrap_or_default();
         drop(state);
         return record(text(
             StatusCode::UNAUTHORIZED,
             &format!("invalid or expired token {token}"),
         ));
     }
-    let Ok(filter) = filter_matcher(param("filter")) else {
+    let Ok(filter) = filter_matcher(param("filter").as_deref()) else {
         drop(state);
         return record(error(StatusCode::BAD_REQUEST, "invalid filter"));
     };
-    let n: usize = match param("n").map(str::parse) {
+    let n: usize = match param("n").map(|n| n.parse()) {
         None => 20,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
@@ -512,7 +481,7 @@ async fn logs(
         matching.reverse();
         matching
     };
-    if param("stream") != Some("true") {
+    if param("stream").as_deref() != Some("true") {
         let body: String = history
             .iter()
             .map(|&i| format!("{}\n", state.lines[i].text))

@@ -5,8 +5,9 @@
 //!   stopped when dropped;
 //! - [`Sim`]: the provider's state behind a lock, a wake-up for streams when it
 //!   changes, every request recorded ([`Seen`]), queued [`Fault`]s and a random
-//!   5xx rate (seeded, so a run can be replayed), the count of open streams, and
-//!   [`Sim::disconnect_all`] to cut every stream at once;
+//!   5xx rate (seeded, so a run can be replayed), the count of open streams (and
+//!   the most open at once), and [`Sim::disconnect_all`] to cut every stream at
+//!   once;
 //! - [`stream_body`] and [`ws_stream`]: a streaming response (SSE or plain text
 //!   chunks) or a websocket fed by a provider closure, with keepalives and the
 //!   faults (drop mid-frame, clean close after N frames, stall);
@@ -78,9 +79,7 @@ impl Seen {
 
     /// The value of query parameter `name`.
     pub fn param(&self, name: &str) -> Option<String> {
-        url::form_urlencoded::parse(self.query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
+        param_of(&self.query, name)
     }
 }
 
@@ -98,6 +97,7 @@ pub struct Sim<T> {
     changed: Notify,
     book: Mutex<Book>,
     open_streams: AtomicUsize,
+    most_open_streams: AtomicUsize,
     epoch: AtomicU64,
 }
 
@@ -113,6 +113,7 @@ impl<T> Sim<T> {
                 rng: rand::rngs::StdRng::seed_from_u64(7),
             }),
             open_streams: AtomicUsize::new(0),
+            most_open_streams: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
         }
     }
@@ -185,6 +186,11 @@ impl<T> Sim<T> {
     pub fn open_streams(&self) -> usize {
         self.open_streams.load(Ordering::SeqCst)
     }
+
+    /// The most streams that were open at once so far.
+    pub fn most_open_streams(&self) -> usize {
+        self.most_open_streams.load(Ordering::SeqCst)
+    }
 }
 
 /// A simulator state holding a config that tests read and change.
@@ -193,12 +199,21 @@ pub trait Configured {
     fn config_mut(&mut self) -> &mut Self::Config;
 }
 
-/// A running simulator; stops when dropped. A provider simulator derefs to it, so
-/// `url()`, `config()` and `set_config()` come from here.
+/// A running simulator; stops when dropped. A provider simulator derefs to it, and
+/// it to its [`Sim`], so `url()`, `config()`, `set_config()`, `push_fault()`,
+/// `set_error_rate()`, `disconnect_all()` and `open_streams()` come from here.
 pub struct Server<T> {
     pub addr: SocketAddr,
     pub sim: Arc<Sim<T>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl<T> std::ops::Deref for Server<T> {
+    type Target = Sim<T>;
+
+    fn deref(&self) -> &Sim<T> {
+        &self.sim
+    }
 }
 
 impl<T> Drop for Server<T> {
@@ -258,6 +273,18 @@ macro_rules! simulator {
 }
 #[allow(unused_imports)]
 pub(crate) use simulator;
+
+impl<T: Configured + Default + Send + 'static> Server<T> {
+    /// [`Server::start`] over the default state holding `config`.
+    pub async fn configured(
+        config: T::Config,
+        routes: impl FnOnce(Router<Arc<Sim<T>>>) -> Router<Arc<Sim<T>>>,
+    ) -> Server<T> {
+        let mut state = T::default();
+        *state.config_mut() = config;
+        Server::start(state, routes).await
+    }
+}
 
 impl<T: Configured> Server<T> {
     pub fn config(&self) -> T::Config {
@@ -329,6 +356,9 @@ pub struct StreamSpec {
     pub keepalive: Option<(Duration, Box<dyn Fn() -> Bytes + Send + Sync>)>,
     /// The fault this connection took, if any.
     pub fault: Option<Fault>,
+    /// Wait this long before the first frame (the stream counts as open), as a
+    /// slow server would.
+    pub delay: Duration,
 }
 
 impl StreamSpec {
@@ -337,7 +367,13 @@ impl StreamSpec {
             preamble: None,
             keepalive: None,
             fault,
+            delay: Duration::ZERO,
         }
+    }
+
+    pub fn delayed(mut self, by: Duration) -> Self {
+        self.delay = by;
+        self
     }
 
     pub fn keepalive(mut self, every: Duration, bytes: &'static [u8]) -> Self {
@@ -351,7 +387,8 @@ struct Open<T>(Arc<Sim<T>>);
 
 impl<T> Open<T> {
     fn new(sim: &Arc<Sim<T>>) -> Self {
-        sim.open_streams.fetch_add(1, Ordering::SeqCst);
+        let open = sim.open_streams.fetch_add(1, Ordering::SeqCst) + 1;
+        sim.most_open_streams.fetch_max(open, Ordering::SeqCst);
         Open(Arc::clone(sim))
     }
 }
@@ -394,6 +431,7 @@ async fn drive<T, F, S, Fut>(
     if let Some(Fault::Stall(duration)) = spec.fault {
         tokio::time::sleep(duration).await;
     }
+    tokio::time::sleep(spec.delay).await;
     let (mut drop_after, mut close_after) = match spec.fault {
         Some(Fault::DropAfter(n)) => (Some(n), None),
         Some(Fault::CloseAfter(n)) => (None, Some(n)),
@@ -617,6 +655,26 @@ pub fn query(uri: &Uri) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of query parameter `name` of `uri`, if it has one.
+pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    param_of(uri.query().unwrap_or(""), name)
+}
+
+fn param_of(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The fraction of a second of `nanos` (Unix ns) as Go prints it: `.` and up to
+/// nine digits without trailing zeros, or nothing on a whole second.
+pub fn go_fraction(nanos: i64) -> String {
+    match nanos.rem_euclid(1_000_000_000) {
+        0 => String::new(),
+        fraction => format!(".{fraction:09}").trim_end_matches('0').to_string(),
+    }
+}
+
 /// Whether the client asked for `mime` in `Accept`.
 pub fn accepts(headers: &HeaderMap, mime: &str) -> bool {
     header_str(headers, "accept").is_some_and(|v| v.contains(mime))
@@ -705,7 +763,7 @@ impl Tokens {
 }
 
 /// A provider's request limit: at most `max` requests in any sliding `window`.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RateLimit {
     pub max: usize,
     pub window: Duration,

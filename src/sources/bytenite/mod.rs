@@ -18,23 +18,24 @@ mod jobs;
 mod wire;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Deserialize;
 
 use self::answer::Selection;
 use self::auth::AccessToken;
 pub use self::wire::{LogLevel, Service};
-use super::provider;
-use super::{Source, SourceContext, SourceOptions};
+use super::SourceOptions;
+use super::provider::{Context, Provider};
+use crate::config::defaults::secs;
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
-use crate::http::client::{build_client, validate_endpoint};
+use crate::http::client::validate_endpoint;
 use crate::http::stream::StreamOptions;
-use crate::secret::{Secret, require_secret};
+use crate::secret::{Secret, check_secret_given, require_secret};
 
 /// ByteNite's API host.
 pub const DEFAULT_ENDPOINT: &str = "https://api.bytenite.com";
@@ -69,11 +70,11 @@ pub struct ByteniteConfig {
     #[serde(default)]
     pub task_ids: Vec<String>,
     /// How often to ask for each job's logs, and for the jobs' states. Default 5 s.
-    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[serde(default = "secs::<5>", with = "humantime_serde")]
     pub poll_interval: Duration,
     /// Keep polling a job this long after its `endedAt` (lines keep arriving
     /// for a while), then poll it once more and stop. Default 2 min.
-    #[serde(default = "default_finished_job_grace", with = "humantime_serde")]
+    #[serde(default = "secs::<120>", with = "humantime_serde")]
     pub finished_job_grace: Duration,
     /// Most bytes of new lines taken from one answer (text plus 80 bytes per
     /// line); the rest are taken by the next poll, at once. Default 32 MiB.
@@ -89,12 +90,6 @@ pub struct ByteniteConfig {
 fn default_endpoint() -> String {
     DEFAULT_ENDPOINT.into()
 }
-fn default_poll_interval() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_finished_job_grace() -> Duration {
-    Duration::from_secs(120)
-}
 fn default_max_poll_bytes() -> usize {
     32 << 20
 }
@@ -102,18 +97,13 @@ fn default_max_poll_bytes() -> usize {
 impl SourceOptions for ByteniteConfig {
     fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
-        match (&self.api_key, &self.api_key_file) {
-            (None, None) => {
-                return Err(
-                    "give the API key with `api_key` (e.g. \"${BYTENITE_API_KEY}\") or `api_key_file`"
-                        .into(),
-                );
-            }
-            (Some(_), Some(_)) => {
-                return Err("give either `api_key` or `api_key_file`, not both".into());
-            }
-            _ => {}
-        }
+        check_secret_given(
+            "the API key",
+            "api_key",
+            "${BYTENITE_API_KEY}",
+            self.api_key.as_ref(),
+            self.api_key_file.as_deref(),
+        )?;
         if self.job_ids.iter().any(|id| id.trim().is_empty()) {
             return Err("`job_ids` holds an empty id".into());
         }
@@ -199,63 +189,44 @@ fn api_base(endpoint: &str) -> &str {
     base.strip_suffix("/v1").unwrap_or(base)
 }
 
-pub struct ByteniteSource {
-    config: ByteniteConfig,
-    api: Api,
-}
+impl Provider for ByteniteConfig {
+    const NAME: &'static str = "bytenite";
 
-impl TryFrom<ByteniteConfig> for ByteniteSource {
-    type Error = anyhow::Error;
+    fn stream_options(&self) -> &StreamOptions {
+        &self.stream
+    }
 
-    fn try_from(config: ByteniteConfig) -> anyhow::Result<Self> {
+    fn api(&self) -> anyhow::Result<Api> {
         let api_key = require_secret(
             "api_key",
-            config.api_key.as_ref(),
-            config.api_key_file.as_deref(),
+            self.api_key.as_ref(),
+            self.api_key_file.as_deref(),
         )?;
         let credentials = Credentials::exchanged(AccessToken {
-            url: format!("{}/v1/auth/access_token", api_base(&config.endpoint)),
+            url: format!("{}/v1/auth/access_token", api_base(&self.endpoint)),
             api_key,
-            timeout: config.stream.request_timeout,
+            timeout: self.stream.request_timeout,
         });
-        let client = build_client(config.stream.connect_timeout)?;
-        Ok(ByteniteSource {
-            api: Api::new(client, credentials),
-            config,
-        })
+        Api::connect(&self.stream, credentials)
     }
-}
 
-#[async_trait]
-impl Source for ByteniteSource {
-    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
-        let ByteniteSource { config, api } = *self;
-        let options = config.stream.clone();
-        let settings = Arc::new(Settings::new(&config));
-        provider::run(ctx, "bytenite", api, options, |ctx| {
-            jobs::run(ctx, settings, config.job_ids)
-        })
-        .await
+    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
+        let settings = Arc::new(Settings::new(&self));
+        jobs::run(ctx, settings, self.job_ids)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
+    use crate::sources::SourceConfig;
+    use crate::sources::provider::parse_source;
 
     fn parse(source: &str) -> Result<ByteniteConfig, String> {
-        let text =
-            format!("[sources.b]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"b\"]\n");
-        let config = crate::topology::config::parse(&text, Path::new("ferry.toml"), |name| {
-            (name == "BYTENITE_API_KEY").then(|| "k".to_string())
-        })
-        .map_err(|e| e.to_string())?;
-        let crate::sources::SourceConfig::Bytenite(bytenite) = &config.sources["b"].config else {
+        let SourceConfig::Bytenite(bytenite) = parse_source(source)? else {
             panic!("not a bytenite source");
         };
-        Ok(bytenite.clone())
+        Ok(bytenite)
     }
 
     #[test]

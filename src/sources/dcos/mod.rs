@@ -22,17 +22,19 @@ mod entry;
 mod follow;
 mod tasks;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::provider;
-use super::{Source, SourceContext, SourceOptions};
+use super::SourceOptions;
+use super::provider::{Context, Provider};
+use crate::config::defaults::{secs, yes};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
-use crate::http::client::{build_client, validate_endpoint};
+use crate::http::client::validate_endpoint;
 use crate::http::stream::StreamOptions;
 use crate::secret::{Secret, resolve_secret};
 
@@ -80,18 +82,18 @@ pub struct DcosConfig {
     pub tasks: Vec<String>,
     /// With `tasks` empty, discover the running tasks. Default true; false follows
     /// only `components` and `journal`.
-    #[serde(default = "default_true")]
+    #[serde(default = "yes")]
     pub discover_tasks: bool,
     /// Task files to follow. Default `["stdout", "stderr"]`.
     #[serde(default = "default_files")]
     pub files: Vec<String>,
     /// How often to read `/mesos/master/state` for tasks that started or ended.
     /// Default 30 s.
-    #[serde(default = "default_task_poll_interval", with = "humantime_serde")]
+    #[serde(default = "secs::<30>", with = "humantime_serde")]
     pub task_poll_interval: Duration,
     /// Once a task has ended, stop following its files after they stay silent this
     /// long. Default 30 s.
-    #[serde(default = "default_finished_task_grace", with = "humantime_serde")]
+    #[serde(default = "secs::<30>", with = "humantime_serde")]
     pub finished_task_grace: Duration,
     /// When the server refuses a saved journald cursor (it no longer exists), read
     /// this many entries back from the end (`skip=-N`) and skip those already
@@ -110,17 +112,8 @@ fn default_endpoint() -> String {
 fn default_files() -> Vec<String> {
     vec!["stdout".into(), "stderr".into()]
 }
-fn default_task_poll_interval() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_finished_task_grace() -> Duration {
-    Duration::from_secs(30)
-}
 fn default_fallback_entries() -> u64 {
     1000
-}
-fn default_true() -> bool {
-    true
 }
 
 impl SourceOptions for DcosConfig {
@@ -196,49 +189,33 @@ impl DcosConfig {
     }
 }
 
-pub struct DcosSource {
-    config: DcosConfig,
-    api: Api,
-}
+impl Provider for DcosConfig {
+    const NAME: &'static str = "dcos";
 
-impl TryFrom<DcosConfig> for DcosSource {
-    type Error = anyhow::Error;
-
-    fn try_from(config: DcosConfig) -> anyhow::Result<Self> {
-        let client = build_client(config.stream.connect_timeout)?;
-        let credentials = config.credentials(config.endpoint.trim_end_matches('/'))?;
-        Ok(DcosSource {
-            api: Api::new(client, credentials),
-            config,
-        })
+    fn stream_options(&self) -> &StreamOptions {
+        &self.stream
     }
-}
 
-#[async_trait]
-impl Source for DcosSource {
-    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
-        let DcosSource { config, api } = *self;
-        let options = config.stream.clone();
-        provider::run(ctx, "dcos", api, options, |ctx| tasks::run(ctx, config)).await
+    fn api(&self) -> anyhow::Result<Api> {
+        let credentials = self.credentials(self.endpoint.trim_end_matches('/'))?;
+        Api::connect(&self.stream, credentials)
+    }
+
+    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
+        tasks::run(ctx, self)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    fn parse(source: &str) -> Result<crate::topology::config::Config, String> {
-        let text =
-            format!("[sources.d]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"d\"]\n");
-        crate::topology::config::parse(&text, Path::new("ferry.toml"), |_| None)
-            .map_err(|e| e.to_string())
-    }
+    use crate::sources::SourceConfig;
+    use crate::sources::provider::parse_source as parse;
 
     #[test]
     fn credentials_and_targets_are_checked() {
         let config =
             parse("type = \"dcos\"\ntoken = \"t\"\ncomponents = [\"dcos-log.service\"]").unwrap();
-        let crate::sources::SourceConfig::Dcos(dcos) = &config.sources["d"].config else {
+        let SourceConfig::Dcos(dcos) = config else {
             panic!("not a dcos source");
         };
         assert_eq!(dcos.endpoint, super::DEFAULT_ENDPOINT);
@@ -252,7 +229,7 @@ mod tests {
                 .unwrap_err();
         assert!(both.contains("either"), "{both}");
         let discover = parse("type = \"dcos\"\ntoken = \"t\"").unwrap();
-        let crate::sources::SourceConfig::Dcos(dcos) = &discover.sources["d"].config else {
+        let SourceConfig::Dcos(dcos) = discover else {
             panic!("not a dcos source");
         };
         assert!(

@@ -23,20 +23,22 @@ mod follow;
 pub mod frame;
 pub mod line;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::provider;
-use super::{Source, SourceContext, SourceOptions};
+use super::SourceOptions;
+use super::provider::{Context, Provider};
+use crate::config::defaults::secs;
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
-use crate::http::client::{AuthHeader, build_client, validate_endpoint};
+use crate::http::client::{AuthHeader, validate_endpoint};
 use crate::http::rate::RateBudget;
 use crate::http::stream::{Ended, StreamOptions};
-use crate::secret::{Secret, require_secret};
+use crate::secret::{Secret, check_secret_given, require_secret};
 
 /// The DigitalOcean API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.digitalocean.com";
@@ -113,11 +115,11 @@ pub struct DigitalOceanConfig {
     pub tail_lines: i64,
     /// How often to read the app for a redeploy (a live socket that ends also
     /// makes ferry read it). Default 60 s.
-    #[serde(default = "default_discovery_interval", with = "humantime_serde")]
+    #[serde(default = "secs::<60>", with = "humantime_serde")]
     pub discovery_interval: Duration,
     /// After a redeploy, how long the old deployment's live logs may stay silent
     /// before ferry reads its archived logs a last time and leaves it. Default 30 s.
-    #[serde(default = "default_finished_grace", with = "humantime_serde")]
+    #[serde(default = "secs::<30>", with = "humantime_serde")]
     pub finished_deployment_grace: Duration,
     /// The shared options (`idle_timeout`, `request_timeout`, backoff, …), which
     /// the config layer reads from the same table.
@@ -134,12 +136,6 @@ fn default_types() -> Vec<LogType> {
 fn default_tail_lines() -> i64 {
     -1
 }
-fn default_discovery_interval() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_finished_grace() -> Duration {
-    Duration::from_secs(30)
-}
 
 /// A name that goes into a URL path and a cursor key.
 fn check_name(what: &str, name: &str) -> Result<(), String> {
@@ -155,15 +151,13 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
 impl SourceOptions for DigitalOceanConfig {
     fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
-        if self.token.is_none() && self.token_file.is_none() {
-            return Err(
-                "give the access token with `token` (e.g. \"${DIGITALOCEAN_TOKEN}\") or `token_file`"
-                    .into(),
-            );
-        }
-        if self.token.is_some() && self.token_file.is_some() {
-            return Err("give either `token` or `token_file`, not both".into());
-        }
+        check_secret_given(
+            "the access token",
+            "token",
+            "${DIGITALOCEAN_TOKEN}",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+        )?;
         check_name("app_id", &self.app_id)?;
         if let Some(deployment) = &self.deployment_id {
             check_name("deployment_id", deployment)?;
@@ -239,61 +233,37 @@ impl App {
     }
 }
 
-pub struct DigitalOceanSource {
-    config: DigitalOceanConfig,
-    api: Api,
-}
+impl Provider for DigitalOceanConfig {
+    const NAME: &'static str = "digitalocean";
 
-impl TryFrom<DigitalOceanConfig> for DigitalOceanSource {
-    type Error = anyhow::Error;
-
-    fn try_from(config: DigitalOceanConfig) -> anyhow::Result<Self> {
-        let token = require_secret("token", config.token.as_ref(), config.token_file.as_deref())?;
-        let auth = AuthHeader::new("authorization", "Bearer ", &token)?;
-        let client = build_client(config.stream.connect_timeout)?;
-        let api = Api::new(client, Credentials::fixed(auth)).with_budget(RateBudget::new(
-            REQUESTS_PER_MINUTE,
-            Duration::from_secs(60),
-        ));
-        App::new(&config.endpoint, &config.app_id)?;
-        Ok(DigitalOceanSource { config, api })
+    fn stream_options(&self) -> &StreamOptions {
+        &self.stream
     }
-}
 
-#[async_trait]
-impl Source for DigitalOceanSource {
-    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
-        let DigitalOceanSource { config, api } = *self;
-        let options = config.stream.clone();
-        provider::run(ctx, "digitalocean", api, options, |ctx| {
-            discovery::run(ctx, config)
-        })
-        .await
+    fn api(&self) -> anyhow::Result<Api> {
+        let token = require_secret("token", self.token.as_ref(), self.token_file.as_deref())?;
+        let auth = AuthHeader::new("authorization", "Bearer ", &token)?;
+        App::new(&self.endpoint, &self.app_id)?;
+        let budget = RateBudget::new(REQUESTS_PER_MINUTE, Duration::from_secs(60));
+        Ok(Api::connect(&self.stream, Credentials::fixed(auth))?.with_budget(budget))
+    }
+
+    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
+        discovery::run(ctx, self)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-
-    fn parse(source: &str) -> Result<crate::topology::config::Config, String> {
-        let text =
-            format!("[sources.do]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"do\"]\n");
-        crate::topology::config::parse(&text, Path::new("ferry.toml"), |name| {
-            (name == "DIGITALOCEAN_TOKEN").then(|| "dop_v1_secret".to_string())
-        })
-        .map_err(|e| e.to_string())
-    }
+    use crate::sources::SourceConfig;
+    use crate::sources::provider::parse_source as parse;
 
     fn config(source: &str) -> DigitalOceanConfig {
-        let config = parse(source).unwrap();
-        let crate::sources::SourceConfig::DigitalOcean(config) = &config.sources["do"].config
-        else {
+        let SourceConfig::DigitalOcean(config) = parse(source).unwrap() else {
             panic!("not a digitalocean source");
         };
-        config.clone()
+        config
     }
 
     #[test]

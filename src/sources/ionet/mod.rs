@@ -12,20 +12,21 @@
 mod discovery;
 mod follow;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::provider::{self, Context, Follow};
-use super::{Source, SourceContext, SourceOptions};
+use super::SourceOptions;
+use super::provider::{Context, Follow, Provider};
+use crate::config::defaults::{secs, yes};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
-use crate::http::client::{AuthHeader, build_client, validate_endpoint};
+use crate::http::client::{AuthHeader, validate_endpoint};
 use crate::http::stream::StreamOptions;
-use crate::secret::{Secret, require_secret};
+use crate::secret::{Secret, check_secret_given, require_secret};
 
 /// The io.net API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.io.solutions";
@@ -69,11 +70,11 @@ pub struct IonetConfig {
     #[serde(default = "default_streams")]
     pub streams: Vec<LogStream>,
     /// How often to poll the containers list. Default 30 s.
-    #[serde(default = "default_discovery_interval", with = "humantime_serde")]
+    #[serde(default = "secs::<30>", with = "humantime_serde")]
     pub discovery_interval: Duration,
     /// Ship container lifecycle events (pull, start, stop) as `stream = "system"`.
     /// Default true.
-    #[serde(default = "default_true")]
+    #[serde(default = "yes")]
     pub lifecycle_events: bool,
     /// The shared options (`idle_timeout`, `request_timeout`, backoff, …), which
     /// the config layer reads from the same table.
@@ -87,24 +88,16 @@ fn default_endpoint() -> String {
 fn default_streams() -> Vec<LogStream> {
     vec![LogStream::Stdout, LogStream::Stderr]
 }
-fn default_discovery_interval() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_true() -> bool {
-    true
-}
 impl SourceOptions for IonetConfig {
     fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
-        if self.api_key.is_none() && self.api_key_file.is_none() {
-            return Err(
-                "give the API key with `api_key` (e.g. \"${IONET_API_KEY}\") or `api_key_file`"
-                    .into(),
-            );
-        }
-        if self.api_key.is_some() && self.api_key_file.is_some() {
-            return Err("give either `api_key` or `api_key_file`, not both".into());
-        }
+        check_secret_given(
+            "the API key",
+            "api_key",
+            "${IONET_API_KEY}",
+            self.api_key.as_ref(),
+            self.api_key_file.as_deref(),
+        )?;
         if self.deployment_id.trim().is_empty() {
             return Err("`deployment_id` is empty".into());
         }
@@ -143,38 +136,25 @@ impl Deployment {
     }
 }
 
-pub struct IonetSource {
-    config: IonetConfig,
-    api: Api,
-}
+impl Provider for IonetConfig {
+    const NAME: &'static str = "ionet";
 
-impl TryFrom<IonetConfig> for IonetSource {
-    type Error = anyhow::Error;
+    fn stream_options(&self) -> &StreamOptions {
+        &self.stream
+    }
 
-    fn try_from(config: IonetConfig) -> anyhow::Result<Self> {
+    fn api(&self) -> anyhow::Result<Api> {
         let key = require_secret(
             "api_key",
-            config.api_key.as_ref(),
-            config.api_key_file.as_deref(),
+            self.api_key.as_ref(),
+            self.api_key_file.as_deref(),
         )?;
         let auth = AuthHeader::new("x-api-key", "", &key)?;
-        let client = build_client(config.stream.connect_timeout)?;
-        Ok(IonetSource {
-            api: Api::new(client, Credentials::fixed(auth)),
-            config,
-        })
+        Api::connect(&self.stream, Credentials::fixed(auth))
     }
-}
 
-#[async_trait]
-impl Source for IonetSource {
-    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
-        let IonetSource { config, api } = *self;
-        let options = config.stream.clone();
-        provider::run(ctx, "ionet", api, options, |ctx| {
-            discovery::run(ctx, config)
-        })
-        .await
+    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
+        discovery::run(ctx, self)
     }
 }
 
@@ -209,23 +189,15 @@ pub(crate) fn cursor_key(deployment: &str, container: &str, stream: &str) -> Str
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    fn parse(source: &str) -> Result<crate::topology::config::Config, String> {
-        let text =
-            format!("[sources.io]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"io\"]\n");
-        crate::topology::config::parse(&text, Path::new("ferry.toml"), |name| {
-            (name == "IONET_API_KEY").then(|| "k".to_string())
-        })
-        .map_err(|e| e.to_string())
-    }
+    use crate::sources::SourceConfig;
+    use crate::sources::provider::parse_source as parse;
 
     #[test]
     fn defaults_and_errors_are_clear() {
         let config =
             parse("type = \"ionet\"\napi_key = \"${IONET_API_KEY}\"\ndeployment_id = \"d\"")
                 .unwrap();
-        let crate::sources::SourceConfig::Ionet(ionet) = &config.sources["io"].config else {
+        let SourceConfig::Ionet(ionet) = config else {
             panic!("not an ionet source");
         };
         assert_eq!(ionet.endpoint, super::DEFAULT_ENDPOINT);

@@ -2,6 +2,8 @@
 //! only its wire facts — URLs, auth header, framing, the mapping to `Event`, how its
 //! cursor works — and this module does the rest:
 //!
+//! - [`ProviderSource`] is the `Source` of every provider: it builds the
+//!   provider's [`Api`] from its config ([`Provider`]) and runs its driver;
 //! - [`run`] is the whole `Source::run` of a provider: it builds the shared
 //!   [`Context`], runs the provider's driver (discovery, or a fixed set of
 //!   streams) next to the fan-in of every sub-stream into the source's batches,
@@ -23,6 +25,7 @@ mod dedupe;
 mod follow;
 mod followers;
 mod merge;
+mod source;
 pub mod time;
 
 use std::future::Future;
@@ -36,6 +39,7 @@ pub use self::dedupe::{DedupeCursor, Feed, MAX_HASHES, sort_by_time};
 pub use self::follow::{Follow, Next};
 pub use self::followers::Followers;
 pub use self::merge::Emitter;
+pub use self::source::{Provider, ProviderSource};
 use super::SourceContext;
 use crate::checkpoint::Cursors;
 use crate::event::Event;
@@ -150,4 +154,23 @@ where
     drop(received);
     let _ = driver.await;
     result
+}
+
+/// For a provider's config tests: the `[sources.s]` table of lines `source` (the
+/// first on line 2), read in a whole config named `ferry.toml` in which every
+/// environment variable is set (`${NAME}` reads `value-of-NAME`); the source's
+/// config, or the error.
+#[cfg(test)]
+pub(crate) fn parse_source(source: &str) -> Result<super::SourceConfig, String> {
+    let text =
+        format!("[sources.s]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"s\"]\n");
+    let lookup = |name: &str| Some(format!("value-of-{name}"));
+    let mut config =
+        crate::topology::config::parse(&text, std::path::Path::new("ferry.toml"), lookup)
+            .map_err(|e| e.to_string())?;
+    Ok(config
+        .sources
+        .remove("s")
+        .expect("the parsed source")
+        .config)
 }

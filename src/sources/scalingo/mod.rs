@@ -27,18 +27,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Deserialize;
 
 use self::follow::{AppLogs, Settings};
-use super::provider::{self, Follow, Followers};
-use super::{Source, SourceContext, SourceOptions};
+use super::SourceOptions;
+use super::provider::{Context, Follow, Followers, Provider};
+use crate::config::defaults::secs;
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
-use crate::http::client::{build_client, validate_endpoint};
+use crate::http::client::validate_endpoint;
 use crate::http::rate::RateBudget;
 use crate::http::stream::StreamOptions;
-use crate::secret::{Secret, require_secret};
+use crate::secret::{Secret, check_secret_given, require_secret};
 
 /// Scalingo's first region; the CLI's default too.
 pub const DEFAULT_REGION: &str = "osc-fr1";
@@ -92,7 +92,7 @@ pub struct ScalingoConfig {
     pub rate_limit: u32,
     /// The sliding window of `rate_limit` (advanced: for a proxy with another
     /// limit, or tests). Default 60 s.
-    #[serde(default = "default_rate_limit_window", with = "humantime_serde")]
+    #[serde(default = "secs::<60>", with = "humantime_serde")]
     pub rate_limit_window: Duration,
     /// The shared stream options (`idle_timeout`, `connect_timeout`,
     /// `request_timeout` — of a token exchange, logs URL or history request —,
@@ -113,9 +113,6 @@ fn default_resume_lines() -> u32 {
 fn default_rate_limit() -> u32 {
     60
 }
-fn default_rate_limit_window() -> Duration {
-    Duration::from_secs(60)
-}
 
 impl ScalingoConfig {
     /// The API base URL, from `endpoint` or `region`.
@@ -129,15 +126,13 @@ impl ScalingoConfig {
 
 impl SourceOptions for ScalingoConfig {
     fn validate(&self) -> Result<(), String> {
-        match (&self.api_token, &self.api_token_file) {
-            (None, None) => {
-                return Err("give the API token with `api_token` (e.g. \"${SCALINGO_API_TOKEN}\") or `api_token_file`".into());
-            }
-            (Some(_), Some(_)) => {
-                return Err("give either `api_token` or `api_token_file`, not both".into());
-            }
-            _ => {}
-        }
+        check_secret_given(
+            "the API token",
+            "api_token",
+            "${SCALINGO_API_TOKEN}",
+            self.api_token.as_ref(),
+            self.api_token_file.as_deref(),
+        )?;
         if let Some(region) = &self.region {
             if self.endpoint.is_some() {
                 return Err("give either `region` or `endpoint`, not both".into());
@@ -176,76 +171,56 @@ impl SourceOptions for ScalingoConfig {
     }
 }
 
-pub struct ScalingoSource {
-    settings: Arc<Settings>,
-    api: Api,
-    options: StreamOptions,
-}
+impl Provider for ScalingoConfig {
+    const NAME: &'static str = "scalingo";
 
-impl TryFrom<ScalingoConfig> for ScalingoSource {
-    type Error = anyhow::Error;
+    fn stream_options(&self) -> &StreamOptions {
+        &self.stream
+    }
 
-    fn try_from(config: ScalingoConfig) -> anyhow::Result<Self> {
+    fn api(&self) -> anyhow::Result<Api> {
         let token = require_secret(
             "api_token",
-            config.api_token.as_ref(),
-            config.api_token_file.as_deref(),
+            self.api_token.as_ref(),
+            self.api_token_file.as_deref(),
         )?;
-        let exchange =
-            auth::Exchange::new(&config.auth_endpoint, token, config.stream.request_timeout);
-        let client = build_client(config.stream.connect_timeout)?;
-        let budget = RateBudget::new(config.rate_limit, config.rate_limit_window);
-        Ok(ScalingoSource {
-            settings: Arc::new(Settings::new(&config)?),
-            api: Api::new(client, Credentials::exchanged(exchange)).with_budget(budget),
-            options: config.stream,
-        })
+        Settings::new(self)?;
+        let exchange = auth::Exchange::new(&self.auth_endpoint, token, self.stream.request_timeout);
+        let budget = RateBudget::new(self.rate_limit, self.rate_limit_window);
+        Ok(Api::connect(&self.stream, Credentials::exchanged(exchange))?.with_budget(budget))
     }
-}
 
-#[async_trait]
-impl Source for ScalingoSource {
-    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
-        let ScalingoSource {
-            settings,
-            api,
-            options,
-        } = *self;
-        provider::run(ctx, "scalingo", api, options, |ctx| async move {
-            let mut followers = Followers::new(Arc::clone(&ctx));
-            let group = settings.key.clone();
-            followers.follow(&group, || {
-                vec![Box::new(AppLogs::new(&ctx, settings)) as Box<dyn Follow>]
-            });
-            ctx.stop.cancelled().await;
-            followers.shutdown().await;
-        })
-        .await
+    async fn drive(self, ctx: Arc<Context>) {
+        let settings = match Settings::new(&self) {
+            Ok(settings) => Arc::new(settings),
+            Err(error) => {
+                tracing::error!(source = %ctx.source, "{error}");
+                return;
+            }
+        };
+        let mut followers = Followers::new(Arc::clone(&ctx));
+        let group = settings.key.clone();
+        followers.follow(&group, || {
+            vec![Box::new(AppLogs::new(&ctx, settings)) as Box<dyn Follow>]
+        });
+        ctx.stop.cancelled().await;
+        followers.shutdown().await;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use super::ScalingoConfig;
-
-    fn parse(source: &str) -> Result<crate::topology::config::Config, String> {
-        let text =
-            format!("[sources.sc]\n{source}\n[sinks.out]\ntype = \"console\"\ninputs = [\"sc\"]\n");
-        crate::topology::config::parse(&text, Path::new("ferry.toml"), |name| {
-            (name == "SCALINGO_API_TOKEN").then(|| "tk-us-x".to_string())
-        })
-        .map_err(|e| e.to_string())
-    }
+    use crate::sources::SourceConfig;
+    use crate::sources::provider::parse_source as parse;
 
     fn scalingo(source: &str) -> ScalingoConfig {
-        let config = parse(source).unwrap();
-        let crate::sources::SourceConfig::Scalingo(scalingo) = &config.sources["sc"].config else {
+        let SourceConfig::Scalingo(scalingo) = parse(source).unwrap() else {
             panic!("not a scalingo source");
         };
-        scalingo.clone()
+        scalingo
     }
 
     #[test]
