@@ -18,9 +18,8 @@ fn is_word(b: u8) -> bool {
 /// each dot is tried as the end of a first group, in order, which tries the starts in
 /// order.
 pub fn ipv4(hay: &[u8], from: usize) -> Option<(usize, usize)> {
-    let mut at = from;
-    while at < hay.len() {
-        let dot = at + memchr::memchr(b'.', &hay[at..])?;
+    memchr::memchr_iter(b'.', &hay[from..]).find_map(|at| {
+        let dot = from + at;
         let digits = hay[from..dot]
             .iter()
             .rev()
@@ -29,15 +28,12 @@ pub fn ipv4(hay: &[u8], from: usize) -> Option<(usize, usize)> {
             .count();
         let start = dot - digits;
         // Only the first digit of a run follows a word boundary.
-        if (1..=3).contains(&digits)
-            && (start == 0 || !is_word(hay[start - 1]))
-            && let Some(end) = dotted_quad(hay, start)
-        {
-            return Some((start, end));
+        let bounded = start == 0 || !is_word(hay[start - 1]);
+        if !(1..=3).contains(&digits) || !bounded {
+            return None;
         }
-        at = dot + 1;
-    }
-    None
+        dotted_quad(hay, start).map(|end| (start, end))
+    })
 }
 
 /// The end of four groups of one to three digits joined by dots from `start`, not
@@ -78,23 +74,19 @@ fn is_label(b: u8) -> bool {
 /// The first match of `(?i)[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}` at
 /// or after `from`.
 pub fn email(hay: &[u8], from: usize) -> Option<(usize, usize)> {
-    let mut at = from;
-    while at < hay.len() {
-        let sign = at + memchr::memchr(b'@', &hay[at..])?;
+    memchr::memchr_iter(b'@', &hay[from..]).find_map(|at| {
+        let sign = from + at;
         // The local part is every local byte before the `@` (none is an `@`), so the
         // leftmost start for this `@` is the start of that run.
         let mut start = sign;
         while start > from && is_local(hay[start - 1]) {
             start -= 1;
         }
-        if start < sign
-            && let Some(end) = domain_end(hay, sign + 1)
-        {
-            return Some((start, end));
+        if start == sign {
+            return None;
         }
-        at = sign + 1;
-    }
-    None
+        domain_end(hay, sign + 1).map(|end| (start, end))
+    })
 }
 
 /// Where the domain from `from` ends, if there is one. The domain is labels (runs of
