@@ -1,6 +1,7 @@
 //! The built-in secret detectors and the scanner that runs them (with the custom
-//! patterns) over a text in one multi-pattern pass: a `RegexSet` tells which
-//! detectors occur at all (most lines: none, and the work ends there), then only
+//! patterns) over a text in one multi-pattern pass: a `RegexSet` and the byte
+//! scanners of the fixed-shape detectors ([`super::shapes`]) tell which detectors
+//! occur at all (most lines: none, and the work ends there), then only
 //! those detectors locate their matches, which are validated (Luhn for cards,
 //! address syntax for IPs, base64 `user:pass` for Basic credentials) and kept when
 //! they overlap no match of a more specific detector.
@@ -11,6 +12,7 @@ use base64::Engine;
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
+use super::shapes;
 use super::texts::Joined;
 use crate::transforms::pattern::Pattern;
 
@@ -69,7 +71,7 @@ impl Detector {
 
     /// The candidate pattern. ASCII-only (`-u`) so the set runs as a lazy DFA on any
     /// input; a capture group, when there is one, is the part that gets redacted.
-    fn pattern(self) -> &'static str {
+    pub(super) fn pattern(self) -> &'static str {
         match self {
             Detector::Jwt => r"(?-u)eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
             Detector::AwsAccessKeyId => {
@@ -116,11 +118,16 @@ impl Detector {
 }
 
 fn ipv4_ok(text: &[u8], start: usize, end: usize) -> bool {
+    // Octets are digits (the finder's shape): each must be at most 255.
     let octets_ok = text[start..end].split(|b| *b == b'.').all(|octet| {
-        std::str::from_utf8(octet)
-            .ok()
-            .and_then(|s| s.parse::<u8>().ok())
-            .is_some()
+        !octet.is_empty()
+            && octet
+                .iter()
+                .try_fold(0u32, |n, b| {
+                    let n = n * 10 + u32::from(b.wrapping_sub(b'0'));
+                    (b.is_ascii_digit() && n <= 255).then_some(n)
+                })
+                .is_some()
     });
     // `1.2.3.4.5` is a version, not an address.
     let dotted_before = start >= 2 && text[start - 1] == b'.' && text[start - 2].is_ascii_digit();
@@ -232,12 +239,28 @@ impl Rule {
     }
 }
 
+/// How a rule finds its candidates.
+enum Finder {
+    /// A regex; with `groups`, the first capture group that took part in a match is
+    /// redacted rather than the whole match.
+    Regex { regex: Regex, groups: bool },
+    /// A byte scanner that finds what the detector's regex finds ([`shapes`]).
+    Shape(shapes::Find),
+}
+
+impl Finder {
+    fn shape(detector: Detector) -> Option<Finder> {
+        match detector {
+            Detector::Email => Some(Finder::Shape(shapes::email)),
+            Detector::Ipv4 => Some(Finder::Shape(shapes::ipv4)),
+            _ => None,
+        }
+    }
+}
+
 struct Compiled {
     rule: Rule,
-    regex: Regex,
-    /// Whether to redact the first capture group that took part in the match rather
-    /// than the whole match.
-    groups: bool,
+    finder: Finder,
 }
 
 /// One match to redact: `start..end` of the text, found by rule number `rule`.
@@ -249,7 +272,12 @@ pub struct Found {
 }
 
 pub struct Scanner {
+    /// The regexes of the rules found by regex, for one pass that tells which occur.
     set: RegexSet,
+    /// The rule of each pattern of `set`.
+    set_rules: Vec<usize>,
+    /// The rules found by a byte scanner, which is their own check.
+    shaped: Vec<usize>,
     rules: Vec<Compiled>,
 }
 
@@ -263,6 +291,27 @@ impl Scanner {
         detectors: &[Detector],
         sensitive_keys: &[String],
         custom: &[Pattern],
+    ) -> Result<Scanner, regex::Error> {
+        Scanner::build(detectors, sensitive_keys, custom, Finder::shape)
+    }
+
+    /// [`Scanner::new`] with a regex for every detector, as the byte scanners are
+    /// checked against.
+    #[cfg(test)]
+    pub fn regexes_only(
+        detectors: &[Detector],
+        sensitive_keys: &[String],
+        custom: &[Pattern],
+    ) -> Scanner {
+        Scanner::build(detectors, sensitive_keys, custom, |_| None).unwrap()
+    }
+
+    /// [`Scanner::new`] with `shape` choosing the detectors found by a byte scanner.
+    fn build(
+        detectors: &[Detector],
+        sensitive_keys: &[String],
+        custom: &[Pattern],
+        shape: fn(Detector) -> Option<Finder>,
     ) -> Result<Scanner, regex::Error> {
         let sensitive = sensitive_key_pattern(sensitive_keys);
         let mut sources: Vec<(Rule, &str)> = Vec::new();
@@ -280,21 +329,42 @@ impl Scanner {
             sources.push((Rule::SensitiveKey, pattern));
         }
         sources.extend(custom.iter().map(|p| (Rule::Custom, p.as_str())));
-        let set = RegexSetBuilder::new(sources.iter().map(|(_, p)| *p))
+        let mut rules = Vec::with_capacity(sources.len());
+        let (mut set_patterns, mut set_rules, mut shaped) = (Vec::new(), Vec::new(), Vec::new());
+        for (index, (rule, pattern)) in sources.iter().enumerate() {
+            let finder = match rule {
+                Rule::Builtin(detector) => shape(*detector),
+                Rule::SensitiveKey | Rule::Custom => None,
+            };
+            let finder = match finder {
+                Some(finder) => {
+                    shaped.push(index);
+                    finder
+                }
+                None => {
+                    set_patterns.push(*pattern);
+                    set_rules.push(index);
+                    let regex = Regex::new(pattern)?;
+                    Finder::Regex {
+                        groups: regex.captures_len() > 1,
+                        regex,
+                    }
+                }
+            };
+            rules.push(Compiled {
+                rule: *rule,
+                finder,
+            });
+        }
+        let set = RegexSetBuilder::new(set_patterns)
             .size_limit(64 << 20)
             .build()?;
-        let rules = sources
-            .iter()
-            .map(|(rule, pattern)| {
-                let regex = Regex::new(pattern)?;
-                Ok(Compiled {
-                    rule: *rule,
-                    groups: regex.captures_len() > 1,
-                    regex,
-                })
-            })
-            .collect::<Result<_, regex::Error>>()?;
-        Ok(Scanner { set, rules })
+        Ok(Scanner {
+            set,
+            set_rules,
+            shaped,
+            rules,
+        })
     }
 
     /// Whether texts may be scanned joined by `\n` for a first yes/no answer: true
@@ -306,14 +376,19 @@ impl Scanner {
         !self.rules.iter().any(|c| c.rule == Rule::Custom)
     }
 
-    /// The rules that may match somewhere in `text` (no validation, no spans), as
-    /// indexes for [`Scanner::scan_rules`].
+    /// The rules that may match somewhere in `text` (no validation, no spans), in
+    /// priority order, as indexes for [`Scanner::scan_rules`].
     pub fn candidates(&self, text: &str, rules: &mut Vec<usize>) {
         rules.clear();
+        let hay = text.as_bytes();
+        rules.extend(self.shaped.iter().copied().filter(|&index| {
+            matches!(self.rules[index].finder, Finder::Shape(find) if find(hay, 0).is_some())
+        }));
         // Finding whether anything matches is much cheaper than finding everything
         // that does, and most texts hold nothing.
-        if self.set.is_match(text.as_bytes()) {
-            rules.extend(self.set.matches(text.as_bytes()).iter());
+        if self.set.is_match(hay) {
+            rules.extend(self.set.matches(hay).iter().map(|i| self.set_rules[i]));
+            rules.sort_unstable();
         }
     }
 
@@ -321,17 +396,9 @@ impl Scanner {
         self.rules.iter().map(|c| c.rule)
     }
 
-    /// Fills `found` with the non-overlapping matches in `text`, in text order.
-    pub fn scan(&self, text: &str, found: &mut Vec<Found>) {
-        found.clear();
-        let hits = self.set.matches(text.as_bytes());
-        if hits.matched_any() {
-            self.locate(text, hits.iter(), found, |_, _| true);
-        }
-    }
-
-    /// [`Scanner::scan`] with only `rules` (from [`Scanner::candidates`] on texts that
-    /// include this one), in priority order: skips the multi-pattern pass.
+    /// Fills `found` with the non-overlapping matches of `rules` (from
+    /// [`Scanner::candidates`] on this text, or on texts that include it) in `text`,
+    /// in text order.
     pub fn scan_rules(&self, text: &str, rules: &[usize], found: &mut Vec<Found>) {
         found.clear();
         self.locate(text, rules.iter().copied(), found, |_, _| true);
@@ -379,21 +446,40 @@ impl Scanner {
                     });
                 }
             };
-            if compiled.groups {
-                for caps in compiled.regex.captures_iter(hay) {
-                    if caps.get(0).is_some_and(|m| !keep_whole(m.start(), m.end())) {
-                        return false;
+            match &compiled.finder {
+                Finder::Regex {
+                    regex,
+                    groups: true,
+                } => {
+                    for caps in regex.captures_iter(hay) {
+                        if caps.get(0).is_some_and(|m| !keep_whole(m.start(), m.end())) {
+                            return false;
+                        }
+                        if let Some(m) = caps.iter().skip(1).flatten().next() {
+                            consider(m.start(), m.end());
+                        }
                     }
-                    if let Some(m) = caps.iter().skip(1).flatten().next() {
+                }
+                Finder::Regex {
+                    regex,
+                    groups: false,
+                } => {
+                    for m in regex.find_iter(hay) {
+                        if !keep_whole(m.start(), m.end()) {
+                            return false;
+                        }
                         consider(m.start(), m.end());
                     }
                 }
-            } else {
-                for m in compiled.regex.find_iter(hay) {
-                    if !keep_whole(m.start(), m.end()) {
-                        return false;
+                Finder::Shape(find) => {
+                    let mut at = 0;
+                    while let Some((start, end)) = find(hay, at) {
+                        if !keep_whole(start, end) {
+                            return false;
+                        }
+                        consider(start, end);
+                        at = end;
                     }
-                    consider(m.start(), m.end());
                 }
             }
         }
@@ -406,10 +492,16 @@ impl Scanner {
 mod tests {
     use super::*;
 
+    fn scan(scanner: &Scanner, text: &str) -> Vec<Found> {
+        let (mut rules, mut found) = (Vec::new(), Vec::new());
+        scanner.candidates(text, &mut rules);
+        scanner.scan_rules(text, &rules, &mut found);
+        found
+    }
+
     fn spans(detector: Detector, text: &str) -> Vec<String> {
         let scanner = Scanner::new(&[detector], &[], &[]).unwrap();
-        let mut found = Vec::new();
-        scanner.scan(text, &mut found);
+        let found = scan(&scanner, text);
         found
             .iter()
             .map(|f| text[f.start..f.end].to_string())
@@ -555,8 +647,7 @@ mod tests {
     fn specific_detectors_win_overlaps() {
         let scanner = Scanner::new(&Detector::ALL, &[], &[]).unwrap();
         let text = "https://bob:pw@example.com token=eyJhbGciOi.eyJzdWIi.sig";
-        let mut found = Vec::new();
-        scanner.scan(text, &mut found);
+        let found = scan(&scanner, text);
         let names: Vec<(&str, &str)> = found
             .iter()
             .map(|f| (scanner.rules[f.rule].rule.name(), &text[f.start..f.end]))

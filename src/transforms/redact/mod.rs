@@ -7,6 +7,7 @@
 
 mod detectors;
 mod scope;
+mod shapes;
 mod texts;
 
 use std::path::PathBuf;
@@ -442,7 +443,9 @@ impl Redact {
                 (&self.found[..], 0)
             }
             MatchSource::Everything => {
-                self.scanner.scan(text, &mut self.found);
+                self.scanner.candidates(text, &mut self.candidates);
+                self.scanner
+                    .scan_rules(text, &self.candidates, &mut self.found);
                 (&self.found[..], 0)
             }
         };

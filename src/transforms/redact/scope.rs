@@ -130,6 +130,9 @@ pub const DEFAULT_SENSITIVE_KEYS: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct SensitiveKeys {
     normalized: Vec<Vec<u8>>,
+    /// The bytes some normalized key ends with, one bit each: most keys are told
+    /// apart by their last byte alone.
+    last_bytes: [u64; 4],
 }
 
 impl SensitiveKeys {
@@ -141,11 +144,25 @@ impl SensitiveKeys {
             .collect();
         normalized.sort();
         normalized.dedup();
-        SensitiveKeys { normalized }
+        let mut last_bytes = [0u64; 4];
+        for key in &normalized {
+            if let Some(&last) = key.last() {
+                last_bytes[usize::from(last >> 6)] |= 1 << (last & 63);
+            }
+        }
+        SensitiveKeys {
+            normalized,
+            last_bytes,
+        }
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        if self.normalized.is_empty() {
+        let last = key.bytes().rev().find(|b| !matches!(b, b'_' | b'-' | b'.'));
+        let ends_a_key = |b: u8| {
+            let b = b.to_ascii_lowercase();
+            self.last_bytes[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+        };
+        if !last.is_some_and(ends_a_key) {
             return false;
         }
         let mut buf = [0u8; 64];
