@@ -307,3 +307,35 @@ async fn a_sink_making_progress_still_drains() {
     );
     assert!(committed < count as u64, "stopped before the end");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_sink_without_reachable_brokers_gives_back_at_the_stop() {
+    // Nothing listens on this port: librdkafka would hold the records until
+    // `message_timeout` (5 minutes), far past `shutdown_timeout`.
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        r#"[sinks.bus]
+type = "kafka"
+inputs = ["shop"]
+bootstrap_servers = "{unreachable}"
+topic = "logs"
+batch_timeout = "100ms"
+"#
+    );
+    let config = write_config_with(dir.path(), 100_000, "rate = 1000", &sink, None);
+    let ferry = Ferry::start(&config);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, log) = stop(ferry);
+    assert!(
+        status.success(),
+        "exit 0 after giving back: {status:?}\n{log}"
+    );
+    let given_back: Vec<&str> = warnings_after_stop(&log)
+        .into_iter()
+        .filter(|warning| warning.contains("gave back"))
+        .collect();
+    assert_eq!(given_back.len(), 1, "one give-back warning:\n{log}");
+    assert!(given_back[0].contains("sinks.bus"), "{}", given_back[0]);
+    assert_eq!(committed(dir.path()), 0, "nothing was delivered");
+}

@@ -7,8 +7,14 @@
 //! counted, since the first attempt may have reached the broker after all. Records the
 //! broker can never take (too large, invalid) go to the dead-letter sink and make the
 //! batch rejected, counted by reason.
+//!
+//! At a stop, a sink whose records get delivered drains them. One whose records have
+//! had no successful report for [`STALLED_AFTER`] (brokers unreachable: librdkafka
+//! would hold them until `message_timeout`) purges librdkafka's queues and gives its
+//! batches back unsettled, to be read again on the next start.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,9 +22,10 @@ use anyhow::Context;
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::config::KafkaSinkConfig;
 use super::record::{RecordBuilder, RecordFormat};
@@ -33,6 +40,13 @@ use crate::topology::BatchReceiver;
 
 /// How long to wait before offering a record again when librdkafka's queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
+
+/// At a stop, records with no successful delivery report for this long mean the
+/// brokers cannot be reached: the sink gives its batches back.
+const STALLED_AFTER: Duration = Duration::from_secs(2);
+
+/// How often a stopping sink checks whether it is still making progress.
+const STALL_CHECK: Duration = Duration::from_millis(250);
 
 pub struct KafkaSink {
     config: KafkaSinkConfig,
@@ -120,12 +134,53 @@ struct Shared {
     /// From handing a batch's records to librdkafka to their last report.
     duration: metrics::Histogram,
     batch_events: metrics::Histogram,
+    stopping: CancellationToken,
+    /// When a record was last reported delivered (or the sink started).
+    last_delivered: Mutex<Instant>,
+    /// Set at a stop once deliveries stalled: nothing more is produced, and what is
+    /// held is given back.
+    given_up: AtomicBool,
 }
 
 impl Shared {
     /// The component `/health` names while deliveries fail.
     fn health_key(&self) -> String {
         format!("sink:{}", self.sink)
+    }
+
+    fn delivered_now(&self) {
+        *self
+            .last_delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// At a stop, gives up once no record was delivered for [`STALLED_AFTER`].
+    fn give_up_if_stalled(&self) {
+        let stalled = self
+            .last_delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            >= STALLED_AFTER;
+        if self.stopping.is_cancelled() && stalled {
+            self.give_up();
+        }
+    }
+
+    fn given_up(&self) -> bool {
+        self.given_up.load(Ordering::Acquire)
+    }
+
+    /// Stops delivering: librdkafka's queued and in-flight records are purged, so
+    /// their reports come back at once and their batches are given back.
+    fn give_up(&self) {
+        if !self.given_up.swap(true, Ordering::AcqRel) {
+            self.producers
+                .get()
+                .1
+                .purge(PurgeConfig::default().queue().inflight());
+        }
     }
 }
 
@@ -159,16 +214,35 @@ impl Sink for KafkaSink {
             batch_events: ctx.batch_events(),
             retried: counter("ferry_kafka_retried_events_total"),
             dead_lettered: counter("ferry_kafka_dead_letter_events_total"),
+            stopping: ctx.stopping.clone(),
+            last_delivered: Mutex::new(Instant::now()),
+            given_up: AtomicBool::new(false),
         });
         let window = Arc::new(Semaphore::new(config.max_in_flight_batches));
         let mut builder = RecordBuilder::default();
-        let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
-        loop {
+        let mut tasks: JoinSet<anyhow::Result<usize>> = JoinSet::new();
+        let mut stall_check = tokio::time::interval(STALL_CHECK);
+        let mut given_back = 0;
+        let mut input_open = true;
+        while input_open || !tasks.is_empty() {
             tokio::select! {
-                received = input.recv() => {
-                    let Some(batch) = received else { break };
+                received = input.recv(), if input_open => {
+                    let Some(batch) = received else {
+                        input_open = false;
+                        continue;
+                    };
+                    if shared.given_up() {
+                        given_back += batch.events.len();
+                        batch.delivery.settle(BatchStatus::GivenBack);
+                        continue;
+                    }
                     shared.batch_events.record(batch.events.len() as f64);
-                    let permit = Arc::clone(&window).acquire_owned().await?;
+                    let permit = loop {
+                        tokio::select! {
+                            permit = Arc::clone(&window).acquire_owned() => break permit?,
+                            _ = stall_check.tick() => shared.give_up_if_stalled(),
+                        }
+                    };
                     let mut inflight = InFlight::new(batch);
                     let all: Vec<usize> = (0..inflight.events.len()).collect();
                     inflight.produce(&shared, &mut builder, all).await;
@@ -176,13 +250,18 @@ impl Sink for KafkaSink {
                     tasks.spawn(inflight.finish(shared, permit));
                 }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    joined.context("a Kafka delivery task crashed")??;
+                    given_back += joined.context("a Kafka delivery task crashed")??;
+                }
+                // Unconditional: a branch's condition is read once per `select!`, and the
+                // stop may come while this one waits.
+                _ = stall_check.tick() => {
+                    if !tasks.is_empty() {
+                        shared.give_up_if_stalled();
+                    }
                 }
             }
         }
-        while let Some(joined) = tasks.join_next().await {
-            joined.context("a Kafka delivery task crashed")??;
-        }
+        ctx.report_given_back(given_back);
         drop(shared);
         if let Some(dead_letter) = dead_letter {
             dead_letter.finish().await?;
@@ -200,6 +279,8 @@ struct InFlight {
     refused: Vec<(usize, &'static str)>,
     /// When the records were last handed to librdkafka.
     produced_at: Instant,
+    /// Production stopped part-way because the sink gave up at a stop.
+    abandoned: bool,
 }
 
 /// How a record that was not delivered is handled.
@@ -234,6 +315,7 @@ impl InFlight {
             waiting: Vec::new(),
             refused: Vec::new(),
             produced_at: Instant::now(),
+            abandoned: false,
         }
     }
 
@@ -244,6 +326,10 @@ impl InFlight {
         let (mut generation, mut producer) = shared.producers.get();
         for index in indices {
             loop {
+                if shared.given_up() {
+                    self.abandoned = true;
+                    return;
+                }
                 let record = match builder.build(&shared.format, &self.events[index]) {
                     Ok(record) => record,
                     Err(reason) => {
@@ -267,6 +353,7 @@ impl InFlight {
                     }
                     Err((error, _)) => match error {
                         KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                            shared.give_up_if_stalled();
                             tokio::time::sleep(QUEUE_FULL_WAIT).await;
                         }
                         error => match classify(&error) {
@@ -293,7 +380,7 @@ impl InFlight {
         mut self,
         shared: Arc<Shared>,
         permit: OwnedSemaphorePermit,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<usize> {
         let mut builder = RecordBuilder::default();
         let mut delays = backoff(shared.retry_initial_backoff, shared.retry_max_backoff);
         loop {
@@ -304,6 +391,7 @@ impl InFlight {
                     Ok(Ok(_)) => {
                         shared.events.increment(1);
                         shared.bytes.increment(bytes as u64);
+                        shared.delivered_now();
                         continue;
                     }
                     Ok(Err((error, _))) => error,
@@ -322,17 +410,40 @@ impl InFlight {
                 .duration
                 .record(self.produced_at.elapsed().as_secs_f64());
             let Some(error) = first_error else { break };
+            if shared.given_up() {
+                return Ok(self.give_back(permit));
+            }
             shared.errors.increment(retry.len() as u64);
             let message = format!("{} records not delivered ({error}); retrying", retry.len());
             tracing::warn!(sink = %shared.sink, "{message}");
             shared.health.set(&shared.health_key(), message);
-            tokio::time::sleep(delays.next().unwrap_or(shared.retry_max_backoff)).await;
+            let delay = delays.next().unwrap_or(shared.retry_max_backoff);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                // Stopping while in the retry backoff: nothing is getting through.
+                () = shared.stopping.cancelled() => shared.give_up(),
+            }
+            if shared.given_up() {
+                return Ok(self.give_back(permit));
+            }
             shared.retried.increment(retry.len() as u64);
             self.produce(&shared, &mut builder, retry).await;
         }
+        if self.abandoned {
+            return Ok(self.give_back(permit));
+        }
         shared.health.clear(&shared.health_key());
         drop(permit);
-        self.settle(&shared).await
+        self.settle(&shared).await?;
+        Ok(0)
+    }
+
+    /// Settles the batch as given back: its checkpoint stays before it, and it is read
+    /// again on the next start. Returns its event count, for the stop's warning.
+    fn give_back(self, permit: OwnedSemaphorePermit) -> usize {
+        drop(permit);
+        self.delivery.settle(BatchStatus::GivenBack);
+        self.events.len()
     }
 
     async fn settle(mut self, shared: &Shared) -> anyhow::Result<()> {
