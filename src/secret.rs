@@ -2,7 +2,7 @@
 //! `${ENV}`) or through a `*_file` option naming a file that holds only the secret.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -52,35 +52,50 @@ pub fn resolve_secret(
     }
 }
 
-/// Checks, with the other options, that a secret the component cannot run without
-/// is given once: inline as `name` or in `{name}_file`. `what` says what it is
-/// ("the API key") and `example` how it is usually given (`"${MY_API_KEY}"`).
-pub fn check_secret_given(
-    what: &str,
-    name: &str,
-    example: &str,
-    inline: Option<&Secret>,
-    file: Option<&Path>,
-) -> Result<(), String> {
-    match (inline, file) {
-        (None, None) => Err(format!(
-            "give {what} with `{name}` (e.g. \"{example}\") or `{name}_file`"
-        )),
-        (Some(_), Some(_)) => Err(format!("give either `{name}` or `{name}_file`, not both")),
-        _ => Ok(()),
-    }
+/// A secret option the component cannot run without, given once: inline as `name`
+/// or in `{name}_file`.
+pub struct RequiredSecret {
+    /// What it is, for errors ("the API key").
+    what: &'static str,
+    name: &'static str,
+    /// How it is usually given, for errors (`"${MY_API_KEY}"`).
+    example: &'static str,
 }
 
-/// [`resolve_secret`] for a secret the component cannot run without: its absence is
-/// an error naming both ways to give it.
-pub fn require_secret(
-    name: &str,
-    inline: Option<&Secret>,
-    file: Option<&Path>,
-) -> anyhow::Result<Secret> {
-    resolve_secret(name, inline, file)
-        .map_err(anyhow::Error::msg)?
-        .ok_or_else(|| anyhow::anyhow!("no `{name}`: set `{name}` or `{name}_file`"))
+impl RequiredSecret {
+    pub const fn new(what: &'static str, name: &'static str, example: &'static str) -> Self {
+        RequiredSecret {
+            what,
+            name,
+            example,
+        }
+    }
+
+    /// Checks, with the other options, that it is given once.
+    pub fn check(&self, inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<(), String> {
+        let name = self.name;
+        match (inline, file) {
+            (None, None) => Err(format!(
+                "give {} with `{name}` (e.g. \"{}\") or `{name}_file`",
+                self.what, self.example
+            )),
+            (Some(_), Some(_)) => Err(format!("give either `{name}` or `{name}_file`, not both")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The secret, read from its file if it is given there: [`resolve_secret`], and
+    /// its absence an error naming both ways to give it.
+    pub fn resolve(
+        &self,
+        inline: &Option<Secret>,
+        file: &Option<PathBuf>,
+    ) -> anyhow::Result<Secret> {
+        let name = self.name;
+        resolve_secret(name, inline.as_ref(), file.as_deref())
+            .map_err(anyhow::Error::msg)?
+            .ok_or_else(|| anyhow::anyhow!("no `{name}`: set `{name}` or `{name}_file`"))
+    }
 }
 
 #[cfg(test)]

@@ -151,9 +151,10 @@ pub trait SourceOptions {
 
 /// Declares the source types, one line each:
 /// `"type" => Variant(module::Config) -> module::Source`, with `[streaming]` after it
-/// for types that follow HTTP streams (their config has a `stream: StreamOptions`
-/// field, filled from the shared keys). The config implements `Deserialize`,
-/// `Clone` and [`SourceOptions`]; the source is built with `TryFrom<Config>`.
+/// for the provider sources, whose config is a [`provider::Config`] (its `stream`
+/// filled from the shared keys) and whose source a [`provider::ProviderSource`].
+/// The config implements `Deserialize`, `Clone` and [`SourceOptions`]; the source
+/// is built with `try_from(config)`.
 macro_rules! source_types {
     ($($name:literal => $variant:ident($config:ty) -> $source:ty $([$streaming:ident])?),* $(,)?) => {
         /// The `[sources.ID]` table, by `type`.
@@ -211,6 +212,21 @@ macro_rules! source_types {
                 })
             }
         }
+
+        $(
+            /// For config tests: the config of this type, or the source config of another.
+            #[cfg(test)]
+            impl TryFrom<SourceConfig> for $config {
+                type Error = SourceConfig;
+
+                fn try_from(config: SourceConfig) -> Result<Self, SourceConfig> {
+                    match config {
+                        SourceConfig::$variant(c) => Ok(c),
+                        other => Err(other),
+                    }
+                }
+            }
+        )*
     };
     (@streams streaming) => { true };
     (@streams) => { false };
@@ -219,13 +235,13 @@ macro_rules! source_types {
 }
 
 source_types! {
-    "bytenite" => Bytenite(bytenite::ByteniteConfig) -> provider::ProviderSource<bytenite::ByteniteConfig> [streaming],
-    "dcos" => Dcos(dcos::DcosConfig) -> provider::ProviderSource<dcos::DcosConfig> [streaming],
+    "bytenite" => Bytenite(provider::Config<bytenite::ByteniteConfig>) -> provider::ProviderSource<bytenite::ByteniteConfig> [streaming],
+    "dcos" => Dcos(provider::Config<dcos::DcosConfig>) -> provider::ProviderSource<dcos::DcosConfig> [streaming],
     "demo" => Demo(demo::DemoConfig) -> demo::DemoSource,
-    "digitalocean" => DigitalOcean(digitalocean::DigitalOceanConfig) -> provider::ProviderSource<digitalocean::DigitalOceanConfig> [streaming],
+    "digitalocean" => DigitalOcean(provider::Config<digitalocean::DigitalOceanConfig>) -> provider::ProviderSource<digitalocean::DigitalOceanConfig> [streaming],
     "file" => File(file::FileSourceConfig) -> file::FileSource,
-    "ionet" => Ionet(ionet::IonetConfig) -> provider::ProviderSource<ionet::IonetConfig> [streaming],
+    "ionet" => Ionet(provider::Config<ionet::IonetConfig>) -> provider::ProviderSource<ionet::IonetConfig> [streaming],
     "kafka" => Kafka(Box<kafka::KafkaSourceConfig>) -> kafka::KafkaSource,
-    "scalingo" => Scalingo(scalingo::ScalingoConfig) -> provider::ProviderSource<scalingo::ScalingoConfig> [streaming],
+    "scalingo" => Scalingo(provider::Config<scalingo::ScalingoConfig>) -> provider::ProviderSource<scalingo::ScalingoConfig> [streaming],
     "stdin" => Stdin(stdin::StdinConfig) -> stdin::StdinSource,
 }

@@ -28,17 +28,18 @@ use serde::Deserialize;
 use self::answer::Selection;
 use self::auth::AccessToken;
 pub use self::wire::{LogLevel, Service};
-use super::SourceOptions;
 use super::provider::{Context, Provider};
 use crate::config::defaults::secs;
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::validate_endpoint;
 use crate::http::stream::StreamOptions;
-use crate::secret::{Secret, check_secret_given, require_secret};
+use crate::secret::{RequiredSecret, Secret};
 
 /// ByteNite's API host.
 pub const DEFAULT_ENDPOINT: &str = "https://api.bytenite.com";
+const API_KEY: RequiredSecret =
+    RequiredSecret::new("the API key", "api_key", "${BYTENITE_API_KEY}");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,10 +50,8 @@ pub struct ByteniteConfig {
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
     /// The API key, exchanged for access tokens; usually `"${BYTENITE_API_KEY}"`.
-    #[serde(default)]
     pub api_key: Option<Secret>,
     /// A file holding only the API key (instead of `api_key`).
-    #[serde(default)]
     pub api_key_file: Option<PathBuf>,
     /// The jobs to follow. Default empty: every running job of the account, and
     /// each one that starts later.
@@ -80,11 +79,6 @@ pub struct ByteniteConfig {
     /// line); the rest are taken by the next poll, at once. Default 32 MiB.
     #[serde(default = "default_max_poll_bytes")]
     pub max_poll_bytes: usize,
-    /// The shared stream options (`connect_timeout`, `request_timeout` — of a poll
-    /// with its whole answer, the jobs list or a token exchange —, backoff,
-    /// `auth_retry_interval`, `max_event_bytes`), set by the config layer.
-    #[serde(skip)]
-    pub stream: StreamOptions,
 }
 
 fn default_endpoint() -> String {
@@ -94,16 +88,14 @@ fn default_max_poll_bytes() -> usize {
     32 << 20
 }
 
-impl SourceOptions for ByteniteConfig {
+/// Of the shared stream options, `request_timeout` bounds a poll with its whole
+/// answer, the jobs list or a token exchange.
+impl Provider for ByteniteConfig {
+    const NAME: &'static str = "bytenite";
+
     fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
-        check_secret_given(
-            "the API key",
-            "api_key",
-            "${BYTENITE_API_KEY}",
-            self.api_key.as_ref(),
-            self.api_key_file.as_deref(),
-        )?;
+        API_KEY.check(&self.api_key, &self.api_key_file)?;
         if self.job_ids.iter().any(|id| id.trim().is_empty()) {
             return Err("`job_ids` holds an empty id".into());
         }
@@ -116,7 +108,21 @@ impl SourceOptions for ByteniteConfig {
         if self.max_poll_bytes == 0 {
             return Err("`max_poll_bytes` must be at least 1".into());
         }
-        self.stream.validate()
+        Ok(())
+    }
+
+    fn api(&self, stream: &StreamOptions) -> anyhow::Result<Api> {
+        let credentials = Credentials::exchanged(AccessToken {
+            url: format!("{}/v1/auth/access_token", api_base(&self.endpoint)),
+            api_key: API_KEY.resolve(&self.api_key, &self.api_key_file)?,
+            timeout: stream.request_timeout,
+        });
+        Api::connect(stream, credentials)
+    }
+
+    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
+        let settings = Arc::new(Settings::new(&self, &ctx.options));
+        jobs::run(ctx, settings, self.job_ids)
     }
 }
 
@@ -141,18 +147,18 @@ pub(crate) struct Settings {
 const POLLS_AT_ONCE: usize = 2;
 
 impl Settings {
-    fn new(config: &ByteniteConfig) -> Self {
+    fn new(config: &ByteniteConfig, stream: &StreamOptions) -> Self {
         let base = api_base(&config.endpoint);
         Settings {
             logs_url: format!("{base}/v1/customer/logs"),
             jobs_url: format!("{base}/v1/customer/jobs"),
             poll_interval: config.poll_interval,
             finished_job_grace: config.finished_job_grace,
-            request_timeout: config.stream.request_timeout,
+            request_timeout: stream.request_timeout,
             selection: Selection {
                 marks: Default::default(),
                 budget: config.max_poll_bytes,
-                max_line_bytes: config.stream.max_event_bytes,
+                max_line_bytes: stream.max_event_bytes,
                 services: config.services.clone(),
                 task_ids: config.task_ids.iter().cloned().collect::<HashSet<_>>(),
                 levels: config.levels.clone(),
@@ -189,44 +195,13 @@ fn api_base(endpoint: &str) -> &str {
     base.strip_suffix("/v1").unwrap_or(base)
 }
 
-impl Provider for ByteniteConfig {
-    const NAME: &'static str = "bytenite";
-
-    fn stream_options(&self) -> &StreamOptions {
-        &self.stream
-    }
-
-    fn api(&self) -> anyhow::Result<Api> {
-        let api_key = require_secret(
-            "api_key",
-            self.api_key.as_ref(),
-            self.api_key_file.as_deref(),
-        )?;
-        let credentials = Credentials::exchanged(AccessToken {
-            url: format!("{}/v1/auth/access_token", api_base(&self.endpoint)),
-            api_key,
-            timeout: self.stream.request_timeout,
-        });
-        Api::connect(&self.stream, credentials)
-    }
-
-    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
-        let settings = Arc::new(Settings::new(&self));
-        jobs::run(ctx, settings, self.job_ids)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::SourceConfig;
-    use crate::sources::provider::parse_source;
+    use crate::sources::provider::{Config, parse_config};
 
-    fn parse(source: &str) -> Result<ByteniteConfig, String> {
-        let SourceConfig::Bytenite(bytenite) = parse_source(source)? else {
-            panic!("not a bytenite source");
-        };
-        Ok(bytenite)
+    fn parse(source: &str) -> Result<Config<ByteniteConfig>, String> {
+        parse_config(source)
     }
 
     #[test]
@@ -265,7 +240,7 @@ mod tests {
             "type = \"bytenite\"\napi_key = \"k\"\nservices = [\"taskrunner\", \"PARTITIONER\"]\nlevels = [\"error\", \"panic\"]\ntask_ids = [\"t2\", \"t1\"]",
         )
         .unwrap();
-        let settings = Settings::new(&config);
+        let settings = Settings::new(&config, &config.stream);
         assert_eq!(
             settings.request("j1"),
             serde_json::json!({
@@ -275,7 +250,8 @@ mod tests {
                 "services": ["TASKRUNNER", "PARTITIONER"],
             })
         );
-        let plain = Settings::new(&parse("type = \"bytenite\"\napi_key = \"k\"").unwrap());
+        let plain = parse("type = \"bytenite\"\napi_key = \"k\"").unwrap();
+        let plain = Settings::new(&plain, &plain.stream);
         assert_eq!(plain.request("j1"), serde_json::json!({ "jobId": "j1" }));
         assert_eq!(plain.logs_url, "https://api.bytenite.com/v1/customer/logs");
     }

@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::SourceOptions;
 use super::provider::{Context, Provider};
 use crate::config::defaults::{secs, yes};
 use crate::http::api::Api;
@@ -50,25 +49,18 @@ pub struct DcosConfig {
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
     /// A DC/OS auth token, sent as `Authorization: token=…`.
-    #[serde(default)]
     pub token: Option<Secret>,
     /// A file holding only the token (instead of `token`).
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// Log in as this user or service account instead of giving a token.
-    #[serde(default)]
     pub uid: Option<String>,
     /// The password of `uid`.
-    #[serde(default)]
     pub password: Option<Secret>,
     /// A file holding only the password of `uid`.
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// The RSA private key (PEM) of service account `uid`, for service login.
-    #[serde(default)]
     pub service_key: Option<Secret>,
     /// A file holding the service account's PEM private key.
-    #[serde(default)]
     pub service_key_file: Option<PathBuf>,
     /// journald units to follow (exact unit names, e.g. `dcos-mesos-master.service`).
     #[serde(default)]
@@ -100,10 +92,6 @@ pub struct DcosConfig {
     /// shipped. Default 1000.
     #[serde(default = "default_fallback_entries")]
     pub fallback_entries: u64,
-    /// Stream and request options shared by every streaming source (set by the
-    /// config layer).
-    #[serde(skip)]
-    pub stream: StreamOptions,
 }
 
 fn default_endpoint() -> String {
@@ -116,7 +104,9 @@ fn default_fallback_entries() -> u64 {
     1000
 }
 
-impl SourceOptions for DcosConfig {
+impl Provider for DcosConfig {
+    const NAME: &'static str = "dcos";
+
     fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
         let token = self.token.is_some() || self.token_file.is_some();
@@ -150,7 +140,16 @@ impl SourceOptions for DcosConfig {
         if self.fallback_entries == 0 {
             return Err("`fallback_entries` must be at least 1".into());
         }
-        self.stream.validate()
+        Ok(())
+    }
+
+    fn api(&self, stream: &StreamOptions) -> anyhow::Result<Api> {
+        let base = self.endpoint.trim_end_matches('/');
+        Api::connect(stream, self.credentials(base, stream.request_timeout)?)
+    }
+
+    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
+        tasks::run(ctx, self)
     }
 }
 
@@ -160,7 +159,7 @@ impl DcosConfig {
         !self.tasks.is_empty() || self.discover_tasks
     }
 
-    fn credentials(&self, base: &str) -> anyhow::Result<Credentials> {
+    fn credentials(&self, base: &str, login_timeout: Duration) -> anyhow::Result<Credentials> {
         let secret = |name: &str, inline: &Option<Secret>, file: &Option<PathBuf>| {
             resolve_secret(name, inline.as_ref(), file.as_deref()).map_err(anyhow::Error::msg)
         };
@@ -184,25 +183,8 @@ impl DcosConfig {
             url: format!("{base}/acs/api/v1/auth/login"),
             uid,
             secret: login,
-            timeout: self.stream.request_timeout,
+            timeout: login_timeout,
         }))
-    }
-}
-
-impl Provider for DcosConfig {
-    const NAME: &'static str = "dcos";
-
-    fn stream_options(&self) -> &StreamOptions {
-        &self.stream
-    }
-
-    fn api(&self) -> anyhow::Result<Api> {
-        let credentials = self.credentials(self.endpoint.trim_end_matches('/'))?;
-        Api::connect(&self.stream, credentials)
-    }
-
-    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
-        tasks::run(ctx, self)
     }
 }
 

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::SourceOptions;
 use super::provider::{Context, Provider};
 use crate::config::defaults::secs;
 use crate::http::api::Api;
@@ -38,13 +37,15 @@ use crate::http::auth::Credentials;
 use crate::http::client::{AuthHeader, validate_endpoint};
 use crate::http::rate::RateBudget;
 use crate::http::stream::{Ended, StreamOptions};
-use crate::secret::{Secret, check_secret_given, require_secret};
+use crate::secret::{RequiredSecret, Secret};
 
 /// The DigitalOcean API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.digitalocean.com";
 /// Requests per minute the source allows itself: under DigitalOcean's 5,000 an
 /// hour (and far under its 250 a minute).
 pub const REQUESTS_PER_MINUTE: u32 = 80;
+const TOKEN: RequiredSecret =
+    RequiredSecret::new("the access token", "token", "${DIGITALOCEAN_TOKEN}");
 
 /// An App Platform log type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -88,16 +89,13 @@ pub struct DigitalOceanConfig {
     pub endpoint: String,
     /// A personal access token (scope `app:read`), sent as `Authorization:
     /// Bearer …`; usually `"${DIGITALOCEAN_TOKEN}"`.
-    #[serde(default)]
     pub token: Option<Secret>,
     /// A file holding only the token (instead of `token`).
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// The app whose logs to follow (its id).
     pub app_id: String,
     /// Follow only this deployment. Left out: the app's active deployment, else
     /// its in-progress one, switching to the new one after each redeploy.
-    #[serde(default)]
     pub deployment_id: Option<String>,
     /// Follow only these components, one connection each. Default: every
     /// component, through the aggregate route (one connection).
@@ -121,10 +119,6 @@ pub struct DigitalOceanConfig {
     /// before ferry reads its archived logs a last time and leaves it. Default 30 s.
     #[serde(default = "secs::<30>", with = "humantime_serde")]
     pub finished_deployment_grace: Duration,
-    /// The shared options (`idle_timeout`, `request_timeout`, backoff, …), which
-    /// the config layer reads from the same table.
-    #[serde(skip)]
-    pub stream: StreamOptions,
 }
 
 fn default_endpoint() -> String {
@@ -148,16 +142,12 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl SourceOptions for DigitalOceanConfig {
+impl Provider for DigitalOceanConfig {
+    const NAME: &'static str = "digitalocean";
+
     fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
-        check_secret_given(
-            "the access token",
-            "token",
-            "${DIGITALOCEAN_TOKEN}",
-            self.token.as_ref(),
-            self.token_file.as_deref(),
-        )?;
+        TOKEN.check(&self.token, &self.token_file)?;
         check_name("app_id", &self.app_id)?;
         if let Some(deployment) = &self.deployment_id {
             check_name("deployment_id", deployment)?;
@@ -176,7 +166,19 @@ impl SourceOptions for DigitalOceanConfig {
         if self.discovery_interval.is_zero() {
             return Err("`discovery_interval` must be more than zero".into());
         }
-        self.stream.validate()
+        Ok(())
+    }
+
+    fn api(&self, stream: &StreamOptions) -> anyhow::Result<Api> {
+        let token = TOKEN.resolve(&self.token, &self.token_file)?;
+        let auth = AuthHeader::new("authorization", "Bearer ", &token)?;
+        App::new(&self.endpoint, &self.app_id)?;
+        let budget = RateBudget::new(REQUESTS_PER_MINUTE, Duration::from_secs(60));
+        Ok(Api::connect(stream, Credentials::fixed(auth))?.with_budget(budget))
+    }
+
+    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
+        discovery::run(ctx, self)
     }
 }
 
@@ -233,37 +235,13 @@ impl App {
     }
 }
 
-impl Provider for DigitalOceanConfig {
-    const NAME: &'static str = "digitalocean";
-
-    fn stream_options(&self) -> &StreamOptions {
-        &self.stream
-    }
-
-    fn api(&self) -> anyhow::Result<Api> {
-        let token = require_secret("token", self.token.as_ref(), self.token_file.as_deref())?;
-        let auth = AuthHeader::new("authorization", "Bearer ", &token)?;
-        App::new(&self.endpoint, &self.app_id)?;
-        let budget = RateBudget::new(REQUESTS_PER_MINUTE, Duration::from_secs(60));
-        Ok(Api::connect(&self.stream, Credentials::fixed(auth))?.with_budget(budget))
-    }
-
-    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
-        discovery::run(ctx, self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::SourceConfig;
-    use crate::sources::provider::parse_source as parse;
+    use crate::sources::provider::{Config, parse_config, parse_source as parse};
 
-    fn config(source: &str) -> DigitalOceanConfig {
-        let SourceConfig::DigitalOcean(config) = parse(source).unwrap() else {
-            panic!("not a digitalocean source");
-        };
-        config
+    fn config(source: &str) -> Config<DigitalOceanConfig> {
+        parse_config(source).unwrap()
     }
 
     #[test]

@@ -19,19 +19,19 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::SourceOptions;
 use super::provider::{Context, Follow, Provider};
 use crate::config::defaults::{secs, yes};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::client::{AuthHeader, validate_endpoint};
 use crate::http::stream::StreamOptions;
-use crate::secret::{Secret, check_secret_given, require_secret};
+use crate::secret::{RequiredSecret, Secret};
 
 /// The io.net API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.io.solutions";
 /// Every CaaS route is under this prefix.
 pub const CAAS_PREFIX: &str = "/enterprise/v1/io-cloud/caas";
+const API_KEY: RequiredSecret = RequiredSecret::new("the API key", "api_key", "${IONET_API_KEY}");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,15 +56,12 @@ pub struct IonetConfig {
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
     /// The API key (`X-API-KEY`), usually `"${IONET_API_KEY}"`.
-    #[serde(default)]
     pub api_key: Option<Secret>,
     /// A file holding only the API key (instead of `api_key`).
-    #[serde(default)]
     pub api_key_file: Option<PathBuf>,
     /// The deployment (UUID) whose containers to follow.
     pub deployment_id: String,
     /// Follow exactly these containers. Left out: discover them (and follow new ones).
-    #[serde(default)]
     pub container_ids: Option<Vec<String>>,
     /// Streams to follow per container. Default both, `["stdout", "stderr"]`.
     #[serde(default = "default_streams")]
@@ -76,10 +73,6 @@ pub struct IonetConfig {
     /// Default true.
     #[serde(default = "yes")]
     pub lifecycle_events: bool,
-    /// The shared options (`idle_timeout`, `request_timeout`, backoff, …), which
-    /// the config layer reads from the same table.
-    #[serde(skip)]
-    pub stream: StreamOptions,
 }
 
 fn default_endpoint() -> String {
@@ -88,16 +81,13 @@ fn default_endpoint() -> String {
 fn default_streams() -> Vec<LogStream> {
     vec![LogStream::Stdout, LogStream::Stderr]
 }
-impl SourceOptions for IonetConfig {
+
+impl Provider for IonetConfig {
+    const NAME: &'static str = "ionet";
+
     fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
-        check_secret_given(
-            "the API key",
-            "api_key",
-            "${IONET_API_KEY}",
-            self.api_key.as_ref(),
-            self.api_key_file.as_deref(),
-        )?;
+        API_KEY.check(&self.api_key, &self.api_key_file)?;
         if self.deployment_id.trim().is_empty() {
             return Err("`deployment_id` is empty".into());
         }
@@ -110,7 +100,17 @@ impl SourceOptions for IonetConfig {
         if self.discovery_interval.is_zero() {
             return Err("`discovery_interval` must be more than zero".into());
         }
-        self.stream.validate()
+        Ok(())
+    }
+
+    fn api(&self, stream: &StreamOptions) -> anyhow::Result<Api> {
+        let key = API_KEY.resolve(&self.api_key, &self.api_key_file)?;
+        let auth = AuthHeader::new("x-api-key", "", &key)?;
+        Api::connect(stream, Credentials::fixed(auth))
+    }
+
+    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
+        discovery::run(ctx, self)
     }
 }
 
@@ -133,28 +133,6 @@ impl Deployment {
     pub fn url(&self, path: &str) -> Result<url::Url, crate::http::stream::Ended> {
         url::Url::parse(&format!("{}/deployment/{}{path}", self.base, self.id))
             .map_err(|e| crate::http::stream::Ended::Lost(format!("bad URL: {e}")))
-    }
-}
-
-impl Provider for IonetConfig {
-    const NAME: &'static str = "ionet";
-
-    fn stream_options(&self) -> &StreamOptions {
-        &self.stream
-    }
-
-    fn api(&self) -> anyhow::Result<Api> {
-        let key = require_secret(
-            "api_key",
-            self.api_key.as_ref(),
-            self.api_key_file.as_deref(),
-        )?;
-        let auth = AuthHeader::new("x-api-key", "", &key)?;
-        Api::connect(&self.stream, Credentials::fixed(auth))
-    }
-
-    fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
-        discovery::run(ctx, self)
     }
 }
 

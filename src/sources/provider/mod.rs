@@ -3,7 +3,8 @@
 //! cursor works — and this module does the rest:
 //!
 //! - [`ProviderSource`] is the `Source` of every provider: it builds the
-//!   provider's [`Api`] from its config ([`Provider`]) and runs its driver;
+//!   provider's [`Api`] from its [`Config`] (the provider's own options, which
+//!   implement [`Provider`], and the shared stream options) and runs its driver;
 //! - [`run`] is the whole `Source::run` of a provider: it builds the shared
 //!   [`Context`], runs the provider's driver (discovery, or a fixed set of
 //!   streams) next to the fan-in of every sub-stream into the source's batches,
@@ -21,6 +22,7 @@
 //! and plain-text connections) is `crate::http`, reached through [`Context::api`].
 //! `docs/provider-framework.md` walks through adding a provider.
 
+mod config;
 mod dedupe;
 mod follow;
 mod followers;
@@ -35,6 +37,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+pub use self::config::Config;
 pub use self::dedupe::{DedupeCursor, Feed, MAX_HASHES, sort_by_time};
 pub use self::follow::{Follow, Next};
 pub use self::followers::Followers;
@@ -173,4 +176,13 @@ pub(crate) fn parse_source(source: &str) -> Result<super::SourceConfig, String> 
         .remove("s")
         .expect("the parsed source")
         .config)
+}
+
+/// For a provider's config tests: [`parse_source`] for a source of type `C`.
+#[cfg(test)]
+pub(crate) fn parse_config<C: TryFrom<super::SourceConfig, Error = super::SourceConfig>>(
+    source: &str,
+) -> Result<C, String> {
+    C::try_from(parse_source(source)?)
+        .map_err(|other| format!("not this type of source: {}", other.type_name()))
 }

@@ -30,7 +30,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use self::follow::{AppLogs, Settings};
-use super::SourceOptions;
 use super::provider::{Context, Follow, Followers, Provider};
 use crate::config::defaults::secs;
 use crate::http::api::Api;
@@ -38,12 +37,14 @@ use crate::http::auth::Credentials;
 use crate::http::client::validate_endpoint;
 use crate::http::rate::RateBudget;
 use crate::http::stream::StreamOptions;
-use crate::secret::{Secret, check_secret_given, require_secret};
+use crate::secret::{RequiredSecret, Secret};
 
 /// Scalingo's first region; the CLI's default too.
 pub const DEFAULT_REGION: &str = "osc-fr1";
 /// The auth service that exchanges API tokens, shared by every region.
 pub const DEFAULT_AUTH_ENDPOINT: &str = "https://auth.scalingo.com";
+const API_TOKEN: RequiredSecret =
+    RequiredSecret::new("the API token", "api_token", "${SCALINGO_API_TOKEN}");
 
 /// The API of `region`: `https://api.{region}.scalingo.com`.
 pub fn region_endpoint(region: &str) -> String {
@@ -62,11 +63,9 @@ pub struct ScalingoConfig {
     pub api_token_file: Option<PathBuf>,
     /// The region whose API to use (`osc-fr1`, `osc-secnum-fr1`, …). Default
     /// `osc-fr1`, unless `endpoint` is given.
-    #[serde(default)]
     pub region: Option<String>,
     /// The API base URL, instead of `region`. Default
     /// `https://api.{region}.scalingo.com`.
-    #[serde(default)]
     pub endpoint: Option<String>,
     /// Where API tokens are exchanged. Default `https://auth.scalingo.com`.
     #[serde(default = "default_auth_endpoint")]
@@ -75,7 +74,6 @@ pub struct ScalingoConfig {
     pub app: String,
     /// Only these containers: a name (`web-1`), a type (`web`) or an alternation
     /// (`web|worker`), as the logs host reads it. Default all.
-    #[serde(default)]
     pub filter: Option<String>,
     /// Lines of history shipped on the first start (no saved cursor); 0 starts
     /// with the live stream. Default 1000.
@@ -94,11 +92,6 @@ pub struct ScalingoConfig {
     /// limit, or tests). Default 60 s.
     #[serde(default = "secs::<60>", with = "humantime_serde")]
     pub rate_limit_window: Duration,
-    /// The shared stream options (`idle_timeout`, `connect_timeout`,
-    /// `request_timeout` — of a token exchange, logs URL or history request —,
-    /// backoff, `auth_retry_interval`, `max_event_bytes`), set by the config layer.
-    #[serde(skip)]
-    pub stream: StreamOptions,
 }
 
 fn default_auth_endpoint() -> String {
@@ -124,15 +117,13 @@ impl ScalingoConfig {
     }
 }
 
-impl SourceOptions for ScalingoConfig {
+/// Of the shared stream options, `request_timeout` bounds a token exchange, a
+/// logs URL or a history request.
+impl Provider for ScalingoConfig {
+    const NAME: &'static str = "scalingo";
+
     fn validate(&self) -> Result<(), String> {
-        check_secret_given(
-            "the API token",
-            "api_token",
-            "${SCALINGO_API_TOKEN}",
-            self.api_token.as_ref(),
-            self.api_token_file.as_deref(),
-        )?;
+        API_TOKEN.check(&self.api_token, &self.api_token_file)?;
         if let Some(region) = &self.region {
             if self.endpoint.is_some() {
                 return Err("give either `region` or `endpoint`, not both".into());
@@ -167,27 +158,15 @@ impl SourceOptions for ScalingoConfig {
         if self.rate_limit == 0 || self.rate_limit_window.is_zero() {
             return Err("`rate_limit` and `rate_limit_window` must be more than zero".into());
         }
-        self.stream.validate()
-    }
-}
-
-impl Provider for ScalingoConfig {
-    const NAME: &'static str = "scalingo";
-
-    fn stream_options(&self) -> &StreamOptions {
-        &self.stream
+        Ok(())
     }
 
-    fn api(&self) -> anyhow::Result<Api> {
-        let token = require_secret(
-            "api_token",
-            self.api_token.as_ref(),
-            self.api_token_file.as_deref(),
-        )?;
+    fn api(&self, stream: &StreamOptions) -> anyhow::Result<Api> {
+        let token = API_TOKEN.resolve(&self.api_token, &self.api_token_file)?;
         Settings::new(self)?;
-        let exchange = auth::Exchange::new(&self.auth_endpoint, token, self.stream.request_timeout);
+        let exchange = auth::Exchange::new(&self.auth_endpoint, token, stream.request_timeout);
         let budget = RateBudget::new(self.rate_limit, self.rate_limit_window);
-        Ok(Api::connect(&self.stream, Credentials::exchanged(exchange))?.with_budget(budget))
+        Ok(Api::connect(stream, Credentials::exchanged(exchange))?.with_budget(budget))
     }
 
     async fn drive(self, ctx: Arc<Context>) {
@@ -213,14 +192,10 @@ mod tests {
     use std::time::Duration;
 
     use super::ScalingoConfig;
-    use crate::sources::SourceConfig;
-    use crate::sources::provider::parse_source as parse;
+    use crate::sources::provider::{Config, parse_config, parse_source as parse};
 
-    fn scalingo(source: &str) -> ScalingoConfig {
-        let SourceConfig::Scalingo(scalingo) = parse(source).unwrap() else {
-            panic!("not a scalingo source");
-        };
-        scalingo
+    fn scalingo(source: &str) -> Config<ScalingoConfig> {
+        parse_config(source).unwrap()
     }
 
     #[test]
