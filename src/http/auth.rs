@@ -18,6 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::api::Api;
 use super::client::AuthHeader;
 use super::stream::Ended;
+use crate::secret::Secret;
 
 /// Renew a token at most this long before it expires.
 const RENEW_AHEAD_MAX: Duration = Duration::from_secs(300);
@@ -49,6 +50,23 @@ impl Token {
 
     fn valid(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// The answer of a token exchange that gives a JWT as `{"token": "<JWT>"}`.
+#[derive(serde::Deserialize)]
+pub struct JwtAnswer {
+    token: String,
+}
+
+impl JwtAnswer {
+    /// The JWT as a [`Token`] sent as `Authorization: {prefix}<JWT>`, renewed
+    /// before its `exp`.
+    pub fn token(self, prefix: &str) -> Result<Token, Ended> {
+        let lifetime = jwt_lifetime(&self.token);
+        let header = AuthHeader::new("authorization", prefix, &Secret::new(self.token))
+            .map_err(|e| Ended::Lost(e.to_string()))?;
+        Ok(Token::new(header, lifetime))
     }
 }
 

@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 use crate::http::api::Api;
-use crate::http::auth::{Credentials, Token, TokenSource, jwt_lifetime};
+use crate::http::auth::{Credentials, JwtAnswer, Token, TokenSource};
 use crate::http::client::{AuthHeader, scrub};
 use crate::http::stream::Ended;
 use crate::secret::Secret;
@@ -96,9 +96,12 @@ fn service_jwt(key: &RsaKeyPair, uid: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// What comes before a DC/OS token in `Authorization`.
+const TOKEN_PREFIX: &str = "token=";
+
 /// The header of a DC/OS token.
 pub(crate) fn token_header(token: &Secret) -> anyhow::Result<AuthHeader> {
-    AuthHeader::new("authorization", "token=", token)
+    AuthHeader::new("authorization", TOKEN_PREFIX, token)
 }
 
 /// Credentials from a static token.
@@ -114,11 +117,6 @@ pub(crate) struct Login {
     pub timeout: Duration,
 }
 
-#[derive(serde::Deserialize)]
-struct LoginResponse {
-    token: String,
-}
-
 #[async_trait]
 impl TokenSource for Login {
     async fn fetch(&self, api: &Api) -> Result<Token, Ended> {
@@ -130,11 +128,9 @@ impl TokenSource for Login {
             .send_anonymous(|client| client.post(&self.url).json(&body).timeout(self.timeout))
             .await
             .map_err(|ended| ended.context(&format!("login as {}", self.uid), |t| self.scrub(t)))?;
-        let parsed: LoginResponse = api.read_json(response).await?;
-        let lifetime = jwt_lifetime(&parsed.token);
-        let header =
-            token_header(&Secret::new(parsed.token)).map_err(|e| Ended::Lost(e.to_string()))?;
-        Ok(Token::new(header, lifetime))
+        api.read_json::<JwtAnswer>(response)
+            .await?
+            .token(TOKEN_PREFIX)
     }
 
     fn scrub(&self, text: &str) -> String {

@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 
 use crate::http::api::Api;
-use crate::http::auth::{Token, TokenSource, jwt_lifetime};
-use crate::http::client::{AuthHeader, scrub};
+use crate::http::auth::{JwtAnswer, Token, TokenSource};
+use crate::http::client::scrub;
 use crate::http::stream::Ended;
 use crate::secret::Secret;
 
@@ -29,11 +28,6 @@ impl Exchange {
             timeout,
         }
     }
-}
-
-#[derive(Deserialize)]
-struct Exchanged {
-    token: String,
 }
 
 #[async_trait]
@@ -55,11 +49,7 @@ impl TokenSource for Exchange {
                 }
                 other => other,
             })?;
-        let answer: Exchanged = api.read_json(response).await?;
-        let lifetime = jwt_lifetime(&answer.token);
-        let header = AuthHeader::new("authorization", "Bearer ", &Secret::new(answer.token))
-            .map_err(|e| Ended::Lost(e.to_string()))?;
-        Ok(Token::new(header, lifetime))
+        api.read_json::<JwtAnswer>(response).await?.token("Bearer ")
     }
 
     fn scrub(&self, text: &str) -> String {
