@@ -276,45 +276,34 @@ impl DcosSim {
 
     /// The requests to log routes so far (sandbox listings aside).
     pub fn requests(&self) -> Vec<Request> {
-        self.sim
-            .requests()
-            .into_iter()
-            .filter(|seen| seen.path.contains("/logs/v2/") && !seen.path.ends_with("/browse"))
-            .map(|seen| Request {
+        self.sim.requests_as(|seen| {
+            let log = seen.path.contains("/logs/v2/") && !seen.path.ends_with("/browse");
+            log.then(|| Request {
                 at: seen.at,
                 last_event_id: seen.header("last-event-id").map(str::to_string),
                 path: seen.path,
                 query: seen.query,
                 status: seen.status,
             })
-            .collect()
+        })
     }
 
     /// Sandbox listings (`…/browse`) asked for so far.
     pub fn browse_requests(&self) -> usize {
         self.sim
-            .requests()
-            .iter()
-            .filter(|seen| seen.path.ends_with("/browse"))
-            .count()
+            .count_requests(|seen| seen.path.ends_with("/browse"))
     }
 
     /// Requests to `/mesos/master/state` refused (401) so far.
     pub fn state_requests_refused(&self) -> usize {
         self.sim
-            .requests()
-            .iter()
-            .filter(|seen| seen.path == "/mesos/master/state" && seen.status == 401)
-            .count()
+            .count_requests(|seen| seen.path == "/mesos/master/state" && seen.status == 401)
     }
 
     /// Requests to `/mesos/master/state` so far.
     pub fn state_requests(&self) -> usize {
         self.sim
-            .requests()
-            .iter()
-            .filter(|seen| seen.path == "/mesos/master/state")
-            .count()
+            .count_requests(|seen| seen.path == "/mesos/master/state")
     }
 
     pub fn logins(&self) -> usize {

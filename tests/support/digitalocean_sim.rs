@@ -61,7 +61,7 @@ use serde_json::{Value, json};
 
 pub use sim_server::Fault;
 use sim_server::{
-    Configured, Flow, Frames, RateLimit, Server, Sim, StreamSpec, bearer, query_param,
+    Configured, Flow, Frames, RateLimit, Seen, Server, Sim, StreamSpec, bearer, query_param,
 };
 
 /// The log types the routes accept (`AUTOSCALE_EVENT` only on the events route).
@@ -156,6 +156,17 @@ pub struct Request {
     /// The request carried an `Authorization` header.
     pub authorized: bool,
     pub status: u16,
+}
+
+impl Kind {
+    /// What `request` was, by the first segment of its path.
+    fn of(request: &Seen) -> Kind {
+        match request.path.split('/').nth(1) {
+            Some("live") => Kind::Live,
+            Some("archive") => Kind::Archive,
+            _ => Kind::Api,
+        }
+    }
 }
 
 struct Line {
@@ -475,30 +486,19 @@ impl DigitalOceanSim {
 
     /// Every request so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.sim
-            .requests()
-            .into_iter()
-            .map(|seen| {
-                let kind = if seen.path.starts_with("/live/") {
-                    Kind::Live
-                } else if seen.path.starts_with("/archive/") {
-                    Kind::Archive
-                } else {
-                    Kind::Api
-                };
-                Request {
-                    at: seen.at,
-                    kind,
-                    log_type: seen.param("type"),
-                    tail_lines: seen.param("tail_lines").and_then(|t| t.parse().ok()),
-                    follow: seen.param("follow"),
-                    authorized: seen.header("authorization").is_some(),
-                    query: seen.query,
-                    path: seen.path,
-                    status: seen.status,
-                }
+        self.sim.requests_as(|seen| {
+            Some(Request {
+                at: seen.at,
+                kind: Kind::of(&seen),
+                log_type: seen.param("type"),
+                tail_lines: seen.param("tail_lines").and_then(|t| t.parse().ok()),
+                follow: seen.param("follow"),
+                authorized: seen.header("authorization").is_some(),
+                query: seen.query,
+                path: seen.path,
+                status: seen.status,
             })
-            .collect()
+        })
     }
 }
 

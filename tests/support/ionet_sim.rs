@@ -216,18 +216,15 @@ impl IonetSim {
 
     /// The log requests so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.sim
-            .requests()
-            .into_iter()
-            .filter(|seen| seen.path.contains(LOG_ROUTE))
-            .map(|seen| Request {
+        self.sim.requests_as(|seen| {
+            seen.path.contains(LOG_ROUTE).then(|| Request {
                 at: seen.at,
                 container: seen.path.rsplit('/').next().unwrap_or("").to_string(),
                 stream: seen.param("stream").unwrap_or_else(|| "stdout".into()),
                 offset: seen.param("offset").and_then(|o| o.parse().ok()),
                 status: seen.status,
             })
-            .collect()
+        })
     }
 
     pub fn list_requests(&self) -> usize {

@@ -50,7 +50,7 @@ use rand::{Rng, SeedableRng};
 
 pub use sim_server::Fault;
 use sim_server::{
-    Configured, Flow, Frames, RateLimit, Server, Sim, StreamSpec, Tokens, json, text,
+    Configured, Flow, Frames, RateLimit, Seen, Server, Sim, StreamSpec, Tokens, json, text,
 };
 
 /// Which key names the type of a stream event.
@@ -122,6 +122,21 @@ pub struct Request {
     pub filter: Option<String>,
     /// The request asked for a websocket.
     pub upgrade: bool,
+}
+
+impl Kind {
+    /// What `request` was, by its path (and query).
+    fn of(request: &Seen) -> Kind {
+        if request.path.ends_with("/tokens/exchange") {
+            Kind::Exchange
+        } else if request.path.starts_with("/v1/") {
+            Kind::LogsUrl
+        } else if request.param("stream").as_deref() == Some("true") {
+            Kind::Stream
+        } else {
+            Kind::Dump
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -221,12 +236,7 @@ impl ScalingoSim {
         let state = self.sim.lock();
         let mut secrets = vec![state.config.api_token.clone()];
         secrets.extend(state.jwts.iter().cloned());
-        secrets.extend(
-            self.sim
-                .requests()
-                .iter()
-                .filter_map(|seen| seen.param("token")),
-        );
+        secrets.extend(self.sim.requests_as(|seen| seen.param("token")));
         secrets.sort();
         secrets.dedup();
         secrets
@@ -234,29 +244,16 @@ impl ScalingoSim {
 
     /// Every request so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.sim
-            .requests()
-            .into_iter()
-            .map(|seen| {
-                let kind = if seen.path.ends_with("/tokens/exchange") {
-                    Kind::Exchange
-                } else if seen.path.starts_with("/v1/") {
-                    Kind::LogsUrl
-                } else if seen.param("stream").as_deref() == Some("true") {
-                    Kind::Stream
-                } else {
-                    Kind::Dump
-                };
-                Request {
-                    at: seen.at,
-                    kind,
-                    status: seen.status,
-                    n: seen.param("n"),
-                    filter: seen.param("filter"),
-                    upgrade: seen.header("upgrade").is_some(),
-                }
+        self.sim.requests_as(|seen| {
+            Some(Request {
+                at: seen.at,
+                kind: Kind::of(&seen),
+                status: seen.status,
+                n: seen.param("n"),
+                filter: seen.param("filter"),
+                upgrade: seen.header("upgrade").is_some(),
             })
-            .collect()
+        })
     }
 }
 

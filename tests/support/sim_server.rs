@@ -151,6 +151,21 @@ impl<T> Sim<T> {
         self.book().requests.clone()
     }
 
+    /// The requests recorded so far that `view` keeps, as it shows them (a
+    /// simulator's own kind of request).
+    pub fn requests_as<R>(&self, view: impl FnMut(Seen) -> Option<R>) -> Vec<R> {
+        self.requests().into_iter().filter_map(view).collect()
+    }
+
+    /// How many requests recorded so far `matches`.
+    pub fn count_requests(&self, matches: impl Fn(&Seen) -> bool) -> usize {
+        self.book()
+            .requests
+            .iter()
+            .filter(|seen| matches(seen))
+            .count()
+    }
+
     pub fn push_fault(&self, fault: Fault) {
         self.book().faults.push_back(fault);
     }
