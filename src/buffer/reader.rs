@@ -92,7 +92,7 @@ impl Cursor {
                     bytes += header.len as usize;
                     found.push(Found::Record {
                         header,
-                        events: record::decode(self.scanner.payload()),
+                        events: record::decode(&header, self.scanner.payload()),
                     });
                 }
                 Some(Item::Damaged { offset, len, .. }) => {
