@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_process::{Ferry, free_port, http_get, metric, scaled, wait_until};
+use ferry_process::{
+    Ferry, free_port, http_get, metric, scaled, wait_until, warnings_after_sigterm,
+};
 use line_files::{Output, Setup, Writer, append_lines, line, sigkill_while_writing};
 
 const HANG_GUARD: Duration = Duration::from_secs(600);
@@ -215,9 +217,10 @@ fn committed_offset(config: &Path) -> u64 {
     rows[0]["cursor"]["offset"].as_u64().unwrap_or(0)
 }
 
-#[test]
-fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_nothing() {
-    let setup = Setup::new();
+/// Starts ferry with `config` in a private mount namespace where a tiny disk is
+/// mounted on `setup`'s `data/buffers`; `None`, after saying why, where the
+/// environment refuses one.
+fn start_on_a_tiny_disk(setup: &Setup, config: &Path) -> Option<(Ferry, TinyDisk)> {
     let buffers = setup.path("data/buffers");
     std::fs::create_dir_all(&buffers).unwrap();
     let way = match mount_namespace(&buffers) {
@@ -226,22 +229,14 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
             eprintln!(
                 "NOT TESTED: a full disk under the buffer needs a tmpfs in a private mount namespace, and this environment refuses one: {refusals}"
             );
-            return;
+            return None;
         }
     };
-    let port = free_port();
-    // The buffer may take far more than the 4 MiB disk has (its segments are 8 MiB).
-    let config = setup.config(
-        "in/app.log",
-        "max_in_flight_batches = 4\nbatch_max_events = 100",
-        DISK_BUFFER,
-        Some(port),
-    );
     let keeper_pid = setup.path("keeper.pid");
     let mut wrapper: Vec<&OsStr> = way.iter().map(OsStr::new).collect();
     wrapper.extend(["sh", "-c", TINY_DISK, "sh"].map(OsStr::new));
     wrapper.extend([buffers.as_os_str(), keeper_pid.as_os_str()]);
-    let ferry = Ferry::start_wrapped(&config, &wrapper, &[]);
+    let ferry = Ferry::start_wrapped(config, &wrapper, &[]);
     wait_until(HANG_GUARD, "the tiny disk mounted", || {
         std::fs::read_to_string(&keeper_pid).is_ok_and(|pid| pid.ends_with('\n'))
     });
@@ -255,7 +250,29 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
         enter.push("--user".into());
     }
     enter.push("--mount".into());
-    let disk = TinyDisk { keeper, enter };
+    Some((ferry, TinyDisk { keeper, enter }))
+}
+
+/// A config whose source holds at most 4 batches of 100 lines in flight, with a
+/// disk buffer that may take far more than the 4 MiB disk has (its segments are 8 MiB).
+fn tiny_disk_config(setup: &Setup, port: u16) -> PathBuf {
+    setup.config(
+        "in/app.log",
+        "max_in_flight_batches = 4\nbatch_max_events = 100",
+        DISK_BUFFER,
+        Some(port),
+    )
+}
+
+#[test]
+fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_nothing() {
+    let setup = Setup::new();
+    let port = free_port();
+    let config = tiny_disk_config(&setup, port);
+    let Some((ferry, disk)) = start_on_a_tiny_disk(&setup, &config) else {
+        return;
+    };
+    let buffers = setup.path("data/buffers");
     let filler = disk.outside(&buffers.join("filler"));
     let input = setup.path("in/app.log");
     let line_bytes = line(0, 0).len() as u64;
@@ -319,6 +336,51 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
     let log = ferry.log_text();
     assert!(ferry.terminate().success(), "{log}");
     assert_nothing_lost(&setup.output(), written, 1, (4, 100));
+}
+
+#[test]
+fn sigterm_while_the_buffers_disk_is_full_stops_at_once_and_a_restart_loses_nothing() {
+    let setup = Setup::new();
+    let port = free_port();
+    let config = tiny_disk_config(&setup, port);
+    let Some((mut ferry, disk)) = start_on_a_tiny_disk(&setup, &config) else {
+        return;
+    };
+    let filler = disk.outside(&setup.path("data/buffers/filler"));
+    let input = setup.path("in/app.log");
+    let line_bytes = line(0, 0).len() as u64;
+    let mut written = scaled(5_000) as u64;
+    append_lines(&input, 0, 0..written);
+    wait_until(HANG_GUARD, "the first lines delivered", || {
+        setup.output_len() >= written * line_bytes
+    });
+    fill(&filler);
+    let more = scaled(5_000) as u64;
+    append_lines(&input, 0, written..written + more);
+    written += more;
+    hold_full(port, &filler);
+
+    // The stop gives the batches the buffer could not append back to their source
+    // instead of retrying them until `shutdown_timeout`.
+    ferry.signal(libc::SIGTERM);
+    let status = ferry.wait(HANG_GUARD);
+    let log = ferry.log_text();
+    assert!(status.success(), "{status:?}\n{log}");
+    let warnings = warnings_after_sigterm(&log);
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("could not append"),
+        "one warning, about the batches given back:\n{log}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let enter: Vec<&OsStr> = disk.enter.iter().map(OsStr::new).collect();
+    let ferry = Ferry::start_wrapped(&config, &enter, &[]);
+    wait_until(HANG_GUARD, "every line delivered after the restart", || {
+        setup.output().unique() as u64 >= written
+    });
+    let log = ferry.log_text();
+    assert!(ferry.terminate().success(), "{log}");
+    setup.output().assert_exact(0, written);
 }
 
 #[test]
