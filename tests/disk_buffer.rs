@@ -3,7 +3,8 @@
 //! kept, nothing twice), SIGKILLed at random moments (nothing lost, duplicates
 //! bounded by the in-flight windows), on a disk that fills up (a tmpfs of 4 MiB in
 //! a private mount namespace: `/health` 503, the source held, nothing lost once space
-//! returns, also across a SIGKILL), and `ferry buffer stats|verify` on what it leaves.
+//! returns, also across a SIGKILL; a SIGTERM gives back at once what the buffer could
+//! not append), and `ferry buffer stats|verify` on what it leaves.
 
 #[path = "support/ferry_process.rs"]
 mod ferry_process;
@@ -155,6 +156,12 @@ struct TinyDisk {
 }
 
 impl TinyDisk {
+    /// Starts ferry with `config` in the namespace, where the tiny disk is.
+    fn start(&self, config: &Path) -> Ferry {
+        let enter: Vec<&OsStr> = self.enter.iter().map(OsStr::new).collect();
+        Ferry::start_wrapped(config, &enter, &[])
+    }
+
     /// Where `path` (on the tiny disk) is seen from outside the namespace.
     fn outside(&self, path: &Path) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{}", self.keeper, path.display()))
@@ -253,44 +260,74 @@ fn start_on_a_tiny_disk(setup: &Setup, config: &Path) -> Option<(Ferry, TinyDisk
     Some((ferry, TinyDisk { keeper, enter }))
 }
 
-/// A config whose source holds at most 4 batches of 100 lines in flight, with a
-/// disk buffer that may take far more than the 4 MiB disk has (its segments are 8 MiB).
-fn tiny_disk_config(setup: &Setup, port: u16) -> PathBuf {
-    setup.config(
+/// Ferry running on a tiny disk that filled up under its buffer.
+struct FilledDisk {
+    ferry: Ferry,
+    disk: TinyDisk,
+    config: PathBuf,
+    port: u16,
+    /// The file that takes the disk's space.
+    filler: PathBuf,
+    /// Lines written to the input: `lines` delivered, then `lines` held back.
+    written: u64,
+    /// `/health` once ferry is held.
+    health: String,
+}
+
+/// Starts ferry on a tiny disk (its source holds at most 4 batches of 100 lines in
+/// flight; its buffer may take far more than the 4 MiB disk has, its segments being
+/// 8 MiB), lets `lines` lines through, fills the disk, writes `lines` more and waits
+/// until ferry is held by the full disk. `None` where no tiny disk can be had.
+fn fill_the_disk_under_a_running_ferry(setup: &Setup, lines: u64) -> Option<FilledDisk> {
+    let port = free_port();
+    let config = setup.config(
         "in/app.log",
         "max_in_flight_batches = 4\nbatch_max_events = 100",
         DISK_BUFFER,
         Some(port),
-    )
+    );
+    let (ferry, disk) = start_on_a_tiny_disk(setup, &config)?;
+    let filler = disk.outside(&setup.path("data/buffers/filler"));
+    let input = setup.path("in/app.log");
+    append_lines(&input, 0, 0..lines);
+    wait_until(HANG_GUARD, "the first lines delivered", || {
+        setup.output_len() >= lines * line(0, 0).len() as u64
+    });
+    fill(&filler);
+    append_lines(&input, 0, lines..2 * lines);
+    let health = hold_full(port, &filler);
+    Some(FilledDisk {
+        ferry,
+        disk,
+        config,
+        port,
+        filler,
+        written: 2 * lines,
+        health,
+    })
 }
 
 #[test]
 fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_nothing() {
     let setup = Setup::new();
-    let port = free_port();
-    let config = tiny_disk_config(&setup, port);
-    let Some((ferry, disk)) = start_on_a_tiny_disk(&setup, &config) else {
+    // More than the disk holds goes through while it has room; then the disk fills
+    // up under the buffer: health turns 503 naming it, and the source is held back.
+    let more = scaled(20_000) as u64;
+    let Some(FilledDisk {
+        ferry,
+        disk,
+        config,
+        port,
+        filler,
+        mut written,
+        health,
+    }) = fill_the_disk_under_a_running_ferry(&setup, more)
+    else {
         return;
     };
     let buffers = setup.path("data/buffers");
-    let filler = disk.outside(&buffers.join("filler"));
     let input = setup.path("in/app.log");
     let line_bytes = line(0, 0).len() as u64;
-
-    // More than the disk holds goes through while it has room.
-    let mut written = scaled(20_000) as u64;
-    append_lines(&input, 0, 0..written);
-    wait_until(HANG_GUARD, "the first lines delivered", || {
-        setup.output_len() >= written * line_bytes
-    });
-
-    // The disk fills up under the buffer: health turns 503 naming it, and the source
-    // is held back.
-    fill(&filler);
-    let more = scaled(20_000) as u64;
-    append_lines(&input, 0, written..written + more);
-    written += more;
-    let health = hold_full(port, &filler);
     assert!(health.contains("disk buffer append failing"), "{health}");
     let held = setup.output().lines as u64;
     assert!(held < written, "the source went on with a full disk");
@@ -326,8 +363,7 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
     assert!(committed < written, "the source went on with a full disk");
 
     // Restarted on the same full disk, then space returns: nothing lost.
-    let enter: Vec<&OsStr> = disk.enter.iter().map(OsStr::new).collect();
-    let ferry = Ferry::start_wrapped(&config, &enter, &[]);
+    let ferry = disk.start(&config);
     hold_full(port, &filler);
     std::fs::remove_file(&filler).unwrap();
     wait_until(HANG_GUARD, "every line delivered after the restart", || {
@@ -341,24 +377,17 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
 #[test]
 fn sigterm_while_the_buffers_disk_is_full_stops_at_once_and_a_restart_loses_nothing() {
     let setup = Setup::new();
-    let port = free_port();
-    let config = tiny_disk_config(&setup, port);
-    let Some((mut ferry, disk)) = start_on_a_tiny_disk(&setup, &config) else {
+    let Some(FilledDisk {
+        mut ferry,
+        disk,
+        config,
+        filler,
+        written,
+        ..
+    }) = fill_the_disk_under_a_running_ferry(&setup, scaled(5_000) as u64)
+    else {
         return;
     };
-    let filler = disk.outside(&setup.path("data/buffers/filler"));
-    let input = setup.path("in/app.log");
-    let line_bytes = line(0, 0).len() as u64;
-    let mut written = scaled(5_000) as u64;
-    append_lines(&input, 0, 0..written);
-    wait_until(HANG_GUARD, "the first lines delivered", || {
-        setup.output_len() >= written * line_bytes
-    });
-    fill(&filler);
-    let more = scaled(5_000) as u64;
-    append_lines(&input, 0, written..written + more);
-    written += more;
-    hold_full(port, &filler);
 
     // The stop gives the batches the buffer could not append back to their source
     // instead of retrying them until `shutdown_timeout`.
@@ -373,8 +402,7 @@ fn sigterm_while_the_buffers_disk_is_full_stops_at_once_and_a_restart_loses_noth
     );
 
     std::fs::remove_file(&filler).unwrap();
-    let enter: Vec<&OsStr> = disk.enter.iter().map(OsStr::new).collect();
-    let ferry = Ferry::start_wrapped(&config, &enter, &[]);
+    let ferry = disk.start(&config);
     wait_until(HANG_GUARD, "every line delivered after the restart", || {
         setup.output().unique() as u64 >= written
     });
