@@ -34,7 +34,7 @@ use crate::topology::BatchReceiver;
 /// Most batches appended in one group.
 const MAX_BATCHES_PER_GROUP: usize = 256;
 /// A group is written once its records reach this many bytes.
-const MAX_GROUP_BYTES: usize = 8 << 20;
+const MAX_GROUP_BYTES: usize = 1 << 20;
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(
