@@ -3,7 +3,8 @@
 //! kept, nothing twice), SIGKILLed at random moments (nothing lost, duplicates
 //! bounded by the in-flight windows), on a disk that fills up (a tmpfs of 4 MiB in
 //! a private mount namespace: `/health` 503, the source held, nothing lost once space
-//! returns, also across a SIGKILL), and `ferry buffer stats|verify` on what it leaves.
+//! returns, also across a SIGKILL; a SIGTERM gives back at once what the buffer could
+//! not append), and `ferry buffer stats|verify` on what it leaves.
 
 #[path = "support/ferry_process.rs"]
 mod ferry_process;
@@ -16,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_process::{Ferry, free_port, http_get, metric, scaled, wait_until};
+use ferry_process::{
+    Ferry, free_port, http_get, metric, scaled, wait_until, warnings_after_sigterm,
+};
 use line_files::{Output, Setup, Writer, append_lines, line, sigkill_while_writing};
 
 const HANG_GUARD: Duration = Duration::from_secs(600);
@@ -153,6 +156,12 @@ struct TinyDisk {
 }
 
 impl TinyDisk {
+    /// Starts ferry with `config` in the namespace, where the tiny disk is.
+    fn start(&self, config: &Path) -> Ferry {
+        let enter: Vec<&OsStr> = self.enter.iter().map(OsStr::new).collect();
+        Ferry::start_wrapped(config, &enter, &[])
+    }
+
     /// Where `path` (on the tiny disk) is seen from outside the namespace.
     fn outside(&self, path: &Path) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{}", self.keeper, path.display()))
@@ -215,9 +224,10 @@ fn committed_offset(config: &Path) -> u64 {
     rows[0]["cursor"]["offset"].as_u64().unwrap_or(0)
 }
 
-#[test]
-fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_nothing() {
-    let setup = Setup::new();
+/// Starts ferry with `config` in a private mount namespace where a tiny disk is
+/// mounted on `setup`'s `data/buffers`; `None`, after saying why, where the
+/// environment refuses one.
+fn start_on_a_tiny_disk(setup: &Setup, config: &Path) -> Option<(Ferry, TinyDisk)> {
     let buffers = setup.path("data/buffers");
     std::fs::create_dir_all(&buffers).unwrap();
     let way = match mount_namespace(&buffers) {
@@ -226,22 +236,14 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
             eprintln!(
                 "NOT TESTED: a full disk under the buffer needs a tmpfs in a private mount namespace, and this environment refuses one: {refusals}"
             );
-            return;
+            return None;
         }
     };
-    let port = free_port();
-    // The buffer may take far more than the 4 MiB disk has (its segments are 8 MiB).
-    let config = setup.config(
-        "in/app.log",
-        "max_in_flight_batches = 4\nbatch_max_events = 100",
-        DISK_BUFFER,
-        Some(port),
-    );
     let keeper_pid = setup.path("keeper.pid");
     let mut wrapper: Vec<&OsStr> = way.iter().map(OsStr::new).collect();
     wrapper.extend(["sh", "-c", TINY_DISK, "sh"].map(OsStr::new));
     wrapper.extend([buffers.as_os_str(), keeper_pid.as_os_str()]);
-    let ferry = Ferry::start_wrapped(&config, &wrapper, &[]);
+    let ferry = Ferry::start_wrapped(config, &wrapper, &[]);
     wait_until(HANG_GUARD, "the tiny disk mounted", || {
         std::fs::read_to_string(&keeper_pid).is_ok_and(|pid| pid.ends_with('\n'))
     });
@@ -255,25 +257,77 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
         enter.push("--user".into());
     }
     enter.push("--mount".into());
-    let disk = TinyDisk { keeper, enter };
-    let filler = disk.outside(&buffers.join("filler"));
+    Some((ferry, TinyDisk { keeper, enter }))
+}
+
+/// Ferry running on a tiny disk that filled up under its buffer.
+struct FilledDisk {
+    ferry: Ferry,
+    disk: TinyDisk,
+    config: PathBuf,
+    port: u16,
+    /// The file that takes the disk's space.
+    filler: PathBuf,
+    /// Lines written to the input: `lines` delivered, then `lines` held back.
+    written: u64,
+    /// `/health` once ferry is held.
+    health: String,
+}
+
+/// Starts ferry on a tiny disk (its source holds at most 4 batches of 100 lines in
+/// flight; its buffer may take far more than the 4 MiB disk has, its segments being
+/// 8 MiB), lets `lines` lines through, fills the disk, writes `lines` more and waits
+/// until ferry is held by the full disk. `None` where no tiny disk can be had.
+fn fill_the_disk_under_a_running_ferry(setup: &Setup, lines: u64) -> Option<FilledDisk> {
+    let port = free_port();
+    let config = setup.config(
+        "in/app.log",
+        "max_in_flight_batches = 4\nbatch_max_events = 100",
+        DISK_BUFFER,
+        Some(port),
+    );
+    let (ferry, disk) = start_on_a_tiny_disk(setup, &config)?;
+    let filler = disk.outside(&setup.path("data/buffers/filler"));
+    let input = setup.path("in/app.log");
+    append_lines(&input, 0, 0..lines);
+    wait_until(HANG_GUARD, "the first lines delivered", || {
+        setup.output_len() >= lines * line(0, 0).len() as u64
+    });
+    fill(&filler);
+    append_lines(&input, 0, lines..2 * lines);
+    let health = hold_full(port, &filler);
+    Some(FilledDisk {
+        ferry,
+        disk,
+        config,
+        port,
+        filler,
+        written: 2 * lines,
+        health,
+    })
+}
+
+#[test]
+fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_nothing() {
+    let setup = Setup::new();
+    // More than the disk holds goes through while it has room; then the disk fills
+    // up under the buffer: health turns 503 naming it, and the source is held back.
+    let more = scaled(20_000) as u64;
+    let Some(FilledDisk {
+        ferry,
+        disk,
+        config,
+        port,
+        filler,
+        mut written,
+        health,
+    }) = fill_the_disk_under_a_running_ferry(&setup, more)
+    else {
+        return;
+    };
+    let buffers = setup.path("data/buffers");
     let input = setup.path("in/app.log");
     let line_bytes = line(0, 0).len() as u64;
-
-    // More than the disk holds goes through while it has room.
-    let mut written = scaled(20_000) as u64;
-    append_lines(&input, 0, 0..written);
-    wait_until(HANG_GUARD, "the first lines delivered", || {
-        setup.output_len() >= written * line_bytes
-    });
-
-    // The disk fills up under the buffer: health turns 503 naming it, and the source
-    // is held back.
-    fill(&filler);
-    let more = scaled(20_000) as u64;
-    append_lines(&input, 0, written..written + more);
-    written += more;
-    let health = hold_full(port, &filler);
     assert!(health.contains("disk buffer append failing"), "{health}");
     let held = setup.output().lines as u64;
     assert!(held < written, "the source went on with a full disk");
@@ -309,8 +363,7 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
     assert!(committed < written, "the source went on with a full disk");
 
     // Restarted on the same full disk, then space returns: nothing lost.
-    let enter: Vec<&OsStr> = disk.enter.iter().map(OsStr::new).collect();
-    let ferry = Ferry::start_wrapped(&config, &enter, &[]);
+    let ferry = disk.start(&config);
     hold_full(port, &filler);
     std::fs::remove_file(&filler).unwrap();
     wait_until(HANG_GUARD, "every line delivered after the restart", || {
@@ -319,6 +372,43 @@ fn a_full_disk_under_the_buffer_turns_health_503_holds_the_sources_and_loses_not
     let log = ferry.log_text();
     assert!(ferry.terminate().success(), "{log}");
     assert_nothing_lost(&setup.output(), written, 1, (4, 100));
+}
+
+#[test]
+fn sigterm_while_the_buffers_disk_is_full_stops_at_once_and_a_restart_loses_nothing() {
+    let setup = Setup::new();
+    let Some(FilledDisk {
+        mut ferry,
+        disk,
+        config,
+        filler,
+        written,
+        ..
+    }) = fill_the_disk_under_a_running_ferry(&setup, scaled(5_000) as u64)
+    else {
+        return;
+    };
+
+    // The stop gives the batches the buffer could not append back to their source
+    // instead of retrying them until `shutdown_timeout`.
+    ferry.signal(libc::SIGTERM);
+    let status = ferry.wait(HANG_GUARD);
+    let log = ferry.log_text();
+    assert!(status.success(), "{status:?}\n{log}");
+    let warnings = warnings_after_sigterm(&log);
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("could not append"),
+        "one warning, about the batches given back:\n{log}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let ferry = disk.start(&config);
+    wait_until(HANG_GUARD, "every line delivered after the restart", || {
+        setup.output().unique() as u64 >= written
+    });
+    let log = ferry.log_text();
+    assert!(ferry.terminate().success(), "{log}");
+    setup.output().assert_exact(0, written);
 }
 
 #[test]

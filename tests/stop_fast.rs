@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry::sources::demo::{DemoFormat, demo_line};
-use ferry_process::{Ferry, free_port, scaled};
+use ferry_process::{Ferry, free_port, scaled, warnings_after_sigterm};
 use loki_receiver::LokiReceiver;
 
 /// Far longer than any stop that gives back takes: exiting before it proves ferry
@@ -99,14 +99,6 @@ fn stop(ferry: Ferry) -> (std::process::ExitStatus, String) {
     })
 }
 
-/// The warnings and errors ferry logged once it was told to stop.
-fn warnings_after_stop(log: &str) -> Vec<&str> {
-    log.lines()
-        .skip_while(|l| !l.contains("SIGTERM received"))
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-        .collect()
-}
-
 /// Stops `ferry` while its sink cannot deliver: it must exit 0 (before
 /// `shutdown_timeout`) with one warning, naming the sink, which is returned.
 fn stop_giving_back(ferry: Ferry) -> String {
@@ -115,7 +107,7 @@ fn stop_giving_back(ferry: Ferry) -> String {
         status.success(),
         "exit 0 after giving back: {status:?}\n{log}"
     );
-    let warnings = warnings_after_stop(&log);
+    let warnings = warnings_after_sigterm(&log);
     assert_eq!(warnings.len(), 1, "one warning:\n{log}");
     let warning = warnings[0];
     assert!(
@@ -240,7 +232,7 @@ retry_max_backoff = "200ms""#,
     ferry.signal(libc::SIGTERM);
     let (status, log) = (ferry.wait(STOP_LIMIT), ferry.log_text());
     assert!(status.success(), "{status:?}\n{log}");
-    let warnings = warnings_after_stop(&log);
+    let warnings = warnings_after_sigterm(&log);
     assert!(
         warnings.len() == 1 && warnings[0].contains("sinks.files"),
         "one warning naming the sink:\n{log}"
@@ -288,7 +280,7 @@ async fn a_sink_making_progress_still_drains() {
     let (status, log) = stop(ferry);
     assert!(status.success(), "{status:?}\n{log}");
     assert!(
-        warnings_after_stop(&log).is_empty(),
+        warnings_after_sigterm(&log).is_empty(),
         "nothing given back:\n{log}"
     );
     let committed = committed(dir.path());
@@ -331,7 +323,7 @@ batch_timeout = "100ms"
         status.success(),
         "exit 0 after giving back: {status:?}\n{log}"
     );
-    let given_back: Vec<&str> = warnings_after_stop(&log)
+    let given_back: Vec<&str> = warnings_after_sigterm(&log)
         .into_iter()
         .filter(|warning| warning.contains("gave back"))
         .collect();

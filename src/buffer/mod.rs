@@ -10,6 +10,7 @@
 //! sink settled the replayed batch. See `docs/buffers.md`.
 //!
 //! - [`record`]: the framing of one batch on disk (length, CRC32C, sequence number);
+//! - [`payload`]: the binary form of a batch's events inside a record;
 //! - [`segment`]: segment files and the scanner that finds records again after damage;
 //! - [`ledger`]: the last record the sink has, made durable;
 //! - [`disk`]: opening and recovering a buffer, and the state its tasks share;
@@ -19,6 +20,7 @@
 mod disk;
 pub mod inspect;
 mod ledger;
+mod payload;
 mod reader;
 pub mod record;
 pub mod segment;

@@ -20,9 +20,9 @@ use crate::event::{Batch, Event};
 use crate::topology::{BatchReceiver, BatchSender, batch_channel};
 
 /// The byte budget of the channel between the reader and the sink.
-const READ_AHEAD_BYTES: usize = 4 << 20;
+const READ_AHEAD_BYTES: usize = 2 << 20;
 /// Most payload bytes decoded in one step.
-const STEP_BYTES: usize = 1 << 20;
+const STEP_BYTES: usize = 256 << 10;
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the reader sends its batches: the input of the buffer's sink, which a
@@ -92,7 +92,7 @@ impl Cursor {
                     bytes += header.len as usize;
                     found.push(Found::Record {
                         header,
-                        events: record::decode(self.scanner.payload()),
+                        events: record::decode(&header, self.scanner.payload()),
                     });
                 }
                 Some(Item::Damaged { offset, len, .. }) => {

@@ -1,32 +1,61 @@
-//! One buffered batch on disk: a 32-byte header and the batch's events in the
-//! `native` encoding, checked by a CRC32C.
+//! One buffered batch on disk: a 32-byte header and the batch's events, checked by a
+//! CRC32C.
 //!
 //! ```text
 //! offset  size  field
-//!      0     4  magic  F5 B0 FE 01   (0xF5 never occurs in UTF-8, so never in a payload)
+//!      0     4  magic  F5 B0 FE, then the payload's format: 02 (01 before)
 //!      4     4  CRC32C of bytes 8 .. 32 + len (little endian, as every field)
 //!      8     4  len     payload bytes
 //!     12     4  events  events in the payload
 //!     16     8  seq     record number, increasing by one across segments
 //!     24     8  appended_at  Unix nanoseconds when it was appended
-//!     32   len  payload: per event, its length (u32) and its native encoding
+//!     32   len  payload, in its format:
+//!               02  the binary form of [`payload`]
+//!               01  per event, its length (u32) and its `native` JSON encoding
+//!                   (written by earlier versions; still read, never written)
 //! ```
 //!
-//! The magic lets a reader find the next record after a damaged one by scanning; the
-//! CRC covers everything after itself, the length included, so a damaged length is
-//! caught too; the sequence number tells how many records a damaged stretch held.
+//! The magic lets a reader find the next record after a damaged one by scanning (a
+//! false match inside a payload fails its CRC); the CRC covers everything after
+//! itself, the length included, so a damaged length is caught too; no single flipped
+//! bit turns one format byte into the other. The sequence number tells how many
+//! records a damaged stretch held.
 
 use std::sync::Arc;
 
+use super::payload;
 use crate::event::{Event, native};
 
-pub const MAGIC: [u8; 4] = [0xF5, 0xB0, 0xFE, 0x01];
+/// The magic's bytes before the format byte.
+const MAGIC_PREFIX: [u8; 3] = [0xF5, 0xB0, 0xFE];
+/// The magic of the records this version writes.
+pub const MAGIC: [u8; 4] = [0xF5, 0xB0, 0xFE, Format::Binary as u8];
 pub const HEADER_LEN: usize = 32;
 /// A length above this is damage, not a record (a batch is far smaller).
 pub const MAX_PAYLOAD: usize = 256 << 20;
 
+/// How a record's payload is written: the magic's last byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Earlier versions': each event's `native` JSON encoding.
+    Native = 1,
+    /// [`payload`]'s binary form.
+    Binary = 2,
+}
+
+impl Format {
+    fn from_byte(byte: u8) -> Option<Format> {
+        match byte {
+            1 => Some(Format::Native),
+            2 => Some(Format::Binary),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    pub format: Format,
     pub len: u32,
     pub events: u32,
     pub seq: u64,
@@ -55,21 +84,27 @@ pub enum Parsed {
 pub fn encode(out: &mut Vec<u8>, seq: u64, appended_at: i64, events: &[Event]) -> Header {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
-    for event in events {
-        let at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        native::encode(event, out);
-        let len = (out.len() - at - 4) as u32;
-        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    }
+    payload::encode(events, out);
+    seal(
+        &mut out[start..],
+        Format::Binary,
+        events.len(),
+        seq,
+        appended_at,
+    )
+}
+
+/// Fills in the header of `record` (32 zero bytes, then the payload).
+fn seal(record: &mut [u8], format: Format, events: usize, seq: u64, appended_at: i64) -> Header {
     let header = Header {
-        len: (out.len() - start - HEADER_LEN) as u32,
-        events: events.len() as u32,
+        format,
+        len: (record.len() - HEADER_LEN) as u32,
+        events: events as u32,
         seq,
         appended_at,
     };
-    let record = &mut out[start..];
-    record[0..4].copy_from_slice(&MAGIC);
+    record[0..3].copy_from_slice(&MAGIC_PREFIX);
+    record[3] = format as u8;
     record[8..12].copy_from_slice(&header.len.to_le_bytes());
     record[12..16].copy_from_slice(&header.events.to_le_bytes());
     record[16..24].copy_from_slice(&header.seq.to_le_bytes());
@@ -91,10 +126,17 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 
 /// Judges the bytes at the start of `bytes` (which may go on past the record).
 pub fn parse(bytes: &[u8]) -> Parsed {
-    let seen = bytes.len().min(MAGIC.len());
-    if bytes[..seen] != MAGIC[..seen] {
+    let seen = bytes.len().min(MAGIC_PREFIX.len());
+    if bytes[..seen] != MAGIC_PREFIX[..seen] {
         return Parsed::Corrupt;
     }
+    let format = match bytes.get(MAGIC_PREFIX.len()) {
+        None => return Parsed::Incomplete(HEADER_LEN),
+        Some(&byte) => match Format::from_byte(byte) {
+            Some(format) => format,
+            None => return Parsed::Corrupt,
+        },
+    };
     if bytes.len() < HEADER_LEN {
         return Parsed::Incomplete(HEADER_LEN);
     }
@@ -110,6 +152,7 @@ pub fn parse(bytes: &[u8]) -> Parsed {
         return Parsed::Corrupt;
     }
     Parsed::Record(Header {
+        format,
         len: len as u32,
         events: u32_at(bytes, 12),
         seq: u64_at(bytes, 16),
@@ -117,15 +160,27 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     })
 }
 
-/// Where the next possible record start (its magic) is in `bytes`.
+/// Where the next possible record start (a magic of a known format) is in `bytes`.
 pub fn find_magic(bytes: &[u8]) -> Option<usize> {
-    memchr::memmem::find(bytes, &MAGIC)
+    memchr::memmem::find_iter(bytes, &MAGIC_PREFIX).find(|&at| {
+        bytes
+            .get(at + MAGIC_PREFIX.len())
+            .is_some_and(|&byte| Format::from_byte(byte).is_some())
+    })
 }
 
-/// The events of a record's payload (the bytes after its header). Events of one
-/// record share their source, provider and file names, as the batch they came from
-/// did.
-pub fn decode(payload: &[u8]) -> Result<Vec<Event>, String> {
+/// The events of the record `header` heads, from its payload (the bytes after the
+/// header).
+pub fn decode(header: &Header, payload: &[u8]) -> Result<Vec<Event>, String> {
+    match header.format {
+        Format::Binary => payload::decode(payload, header.events as usize),
+        Format::Native => decode_native(payload),
+    }
+}
+
+/// The events of a [`Format::Native`] payload. Events of one record share their
+/// source, provider and file names, as the batch they came from did.
+fn decode_native(payload: &[u8]) -> Result<Vec<Event>, String> {
     let mut events = Vec::new();
     let mut shared = SharedNames::default();
     let mut rest = payload;
@@ -191,7 +246,8 @@ mod tests {
         assert_eq!(header.events, 3);
         assert_eq!(out.len() as u64, header.record_len());
         assert_eq!(parse(&out), Parsed::Record(header));
-        let decoded = decode(&out[HEADER_LEN..]).unwrap();
+        assert_eq!(header.format, Format::Binary);
+        let decoded = decode(&header, &out[HEADER_LEN..]).unwrap();
         assert_eq!(decoded, events(3));
         assert!(Arc::ptr_eq(
             decoded[0].origin.file.as_ref().unwrap(),
@@ -215,7 +271,59 @@ mod tests {
             }
         }
         assert_eq!(find_magic(&out[1..]), None);
-        assert!(decode(&[1, 0, 0]).is_err());
-        assert!(decode(&[9, 0, 0, 0, b'{']).is_err());
+    }
+
+    /// A record as versions before the binary payload wrote it.
+    fn native_record(seq: u64, events: &[Event]) -> Vec<u8> {
+        let mut out = vec![0; HEADER_LEN];
+        for event in events {
+            let mut bytes = Vec::new();
+            native::encode(event, &mut bytes);
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        seal(&mut out, Format::Native, events.len(), seq, 42);
+        out
+    }
+
+    #[test]
+    fn a_record_an_earlier_version_wrote_is_still_read() {
+        let mut old = native_record(3, &events(2));
+        assert_eq!(old[..4], [0xF5, 0xB0, 0xFE, 0x01]);
+        let mut new = Vec::new();
+        encode(&mut new, 4, 43, &events(3));
+        old.extend_from_slice(&new);
+
+        let Parsed::Record(header) = parse(&old) else {
+            panic!("the old record is not recognized");
+        };
+        assert_eq!(
+            (header.format, header.seq, header.events),
+            (Format::Native, 3, 2)
+        );
+        let at = header.record_len() as usize;
+        let decoded = decode(&header, &old[HEADER_LEN..at]).unwrap();
+        assert_eq!(decoded, events(2));
+        assert!(Arc::ptr_eq(
+            decoded[0].origin.file.as_ref().unwrap(),
+            decoded[1].origin.file.as_ref().unwrap()
+        ));
+        assert_eq!(find_magic(&old[1..]), Some(at - 1));
+        let Parsed::Record(next) = parse(&old[at..]) else {
+            panic!("the new record after the old one is not recognized");
+        };
+        assert_eq!((next.format, next.seq), (Format::Binary, 4));
+
+        assert!(decode_native(&[1, 0, 0]).is_err());
+        assert!(decode_native(&[9, 0, 0, 0, b'{']).is_err());
+    }
+
+    #[test]
+    fn a_magic_of_an_unknown_format_is_no_record_start() {
+        let mut out = Vec::new();
+        encode(&mut out, 1, 2, &events(1));
+        out[3] = 0x03;
+        assert_eq!(parse(&out), Parsed::Corrupt);
+        assert_eq!(find_magic(&out), None);
     }
 }

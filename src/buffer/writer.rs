@@ -34,7 +34,7 @@ use crate::topology::BatchReceiver;
 /// Most batches appended in one group.
 const MAX_BATCHES_PER_GROUP: usize = 256;
 /// A group is written once its records reach this many bytes.
-const MAX_GROUP_BYTES: usize = 8 << 20;
+const MAX_GROUP_BYTES: usize = 1 << 20;
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(
@@ -73,12 +73,15 @@ pub(super) async fn run(
             }
         }
         if writer.flush().await? == Progress::Stopped {
+            writer.give_back(None);
             break;
         }
     }
-    // After a stop: what still comes is left unsettled (its sources read it again
-    // on the next start), and taken so that no sender waits on a closed channel.
-    while input.recv().await.is_some() {}
+    // After a stop: what still comes is given back (its sources read it again on
+    // the next start), and taken so that no sender waits on a closed channel.
+    while let Some(batch) = input.recv().await {
+        batch.delivery.settle(BatchStatus::GivenBack);
+    }
     {
         let mut state = shared.state();
         state.writer_done = true;
@@ -169,6 +172,7 @@ impl Writer {
                         self.flush().await?
                     };
                     if progress == Progress::Stopped {
+                        self.give_back(Some(batch.delivery));
                         return Ok(Progress::Stopped);
                     }
                     // The group is empty now: the record is all of it.
@@ -198,8 +202,22 @@ impl Writer {
         }
     }
 
-    /// Writes the group (retrying until it succeeds, or until a stop), then settles
-    /// its batches.
+    /// At a stop: the batches not appended (the group's, and `held`) go back to their
+    /// sources, with one warning, as a sink gives back what it cannot deliver.
+    fn give_back(&mut self, held: Option<Delivery>) {
+        let group = std::mem::take(&mut self.group);
+        let batches = group.records.len() + usize::from(held.is_some());
+        if batches == 0 {
+            return;
+        }
+        tracing::warn!(sink = %self.shared.sink, batches, "stopping with batches the disk buffer could not append; their sources read them again on the next start");
+        for delivery in group.records.into_iter().map(|r| r.delivery).chain(held) {
+            delivery.settle(BatchStatus::GivenBack);
+        }
+    }
+
+    /// Writes the group (retrying until it succeeds, or until a stop, which leaves
+    /// it as it is), then settles its batches.
     async fn flush(&mut self) -> Result<Progress> {
         if self.group.records.is_empty() {
             return Ok(Progress::Done);
@@ -233,11 +251,7 @@ impl Writer {
                     self.seal_active();
                     tokio::select! {
                         () = tokio::time::sleep(retry.next().unwrap_or(MAX_RETRY_BACKOFF)) => {}
-                        () = self.stop.cancelled() => {
-                            tracing::warn!(sink = %self.shared.sink, batches = self.group.records.len(), "stopping with batches the disk buffer could not append; their sources read them again on the next start");
-                            self.group = Group::default();
-                            return Ok(Progress::Stopped);
-                        }
+                        () = self.stop.cancelled() => return Ok(Progress::Stopped),
                     }
                 }
             }

@@ -12,6 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The warnings and errors ferry logged once it was told to stop.
+pub fn warnings_after_sigterm(log: &str) -> Vec<&str> {
+    log.lines()
+        .skip_while(|l| !l.contains("SIGTERM received"))
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect()
+}
+
 /// Multiplies a test size by `FERRY_TEST_SCALE`.
 pub fn scaled(n: usize) -> usize {
     let scale: f64 = std::env::var("FERRY_TEST_SCALE")
