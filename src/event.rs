@@ -250,6 +250,15 @@ fn value_as_text(value: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
+/// `bytes` as text, each invalid UTF-8 sequence replaced by U+FFFD. Valid text (nearly
+/// every line) is checked by `str::from_utf8`, many times faster than the lossy scan.
+pub fn lossy_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 /// Unix nanoseconds now.
 pub fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
@@ -257,8 +266,38 @@ pub fn now_nanos() -> i64 {
 
 /// `2026-11-20T10:00:00.123456789Z`
 pub fn format_rfc3339_nanos(nanos: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(nanos)
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    let mut text = Vec::with_capacity(30);
+    write_rfc3339_nanos(nanos, &mut text);
+    String::from_utf8(text).unwrap_or_default()
+}
+
+/// Appends [`format_rfc3339_nanos`]'s text to `out`, digit by digit: every time an
+/// `i64` of nanoseconds holds (1677 to 2262) has a four-digit year.
+pub fn write_rfc3339_nanos(nanos: i64, out: &mut Vec<u8>) {
+    use chrono::{Datelike, Timelike};
+    let time = chrono::DateTime::from_timestamp_nanos(nanos).naive_utc();
+    let digits = |out: &mut Vec<u8>, mut value: u32, width: usize| {
+        let start = out.len();
+        out.resize(start + width, b'0');
+        for slot in out[start..].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    digits(out, time.year().unsigned_abs(), 4);
+    out.push(b'-');
+    digits(out, time.month(), 2);
+    out.push(b'-');
+    digits(out, time.day(), 2);
+    out.push(b'T');
+    digits(out, time.hour(), 2);
+    out.push(b':');
+    digits(out, time.minute(), 2);
+    out.push(b':');
+    digits(out, time.second(), 2);
+    out.push(b'.');
+    digits(out, time.nanosecond(), 9);
+    out.push(b'Z');
 }
 
 /// Events on their way, with the promise to report back once every sink has them.

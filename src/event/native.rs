@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::event::{Event, Fields, Level, Origin};
-use crate::sinks::encoding::EventObject;
+use crate::sinks::encoding::{EventObject, Timestamp};
 
 /// The version written in the `ferry` key.
 const VERSION: u32 = 1;
@@ -53,7 +53,7 @@ struct NativeIn {
 
 /// Appends the native form of `event` to `out`.
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
-    EventObject::new(event, event.timestamp, Some(VERSION)).write(out);
+    EventObject::new(event, Timestamp::Nanos(event.timestamp), Some(VERSION)).write(out);
 }
 
 /// Rebuilds the event `encode` wrote; says why when `bytes` is not a native event.

@@ -103,13 +103,18 @@ impl Sink for FileSink {
             }
             let mut outputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
             let mut event_count = 0u64;
+            let mut path = String::new();
             for batch in &batches {
                 for event in &batch.events {
-                    let path = PathBuf::from(self.config.path.render(event));
-                    let buffer = match outputs.iter_mut().find(|(p, _)| *p == path) {
+                    path.clear();
+                    self.config.path.render_into(event, &mut path);
+                    let buffer = match outputs
+                        .iter_mut()
+                        .find(|(p, _)| p.as_os_str() == std::ffi::OsStr::new(&path))
+                    {
                         Some((_, buffer)) => buffer,
                         None => {
-                            outputs.push((path, Vec::with_capacity(64 * 1024)));
+                            outputs.push((PathBuf::from(&path), Vec::with_capacity(64 * 1024)));
                             &mut outputs.last_mut().expect("just pushed").1
                         }
                     };

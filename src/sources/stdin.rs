@@ -62,7 +62,7 @@ impl Source for StdinSource {
                     let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
                     let line = &line[..line.len().min(self.config.max_line_bytes)];
-                    let text = String::from_utf8_lossy(line).into_owned();
+                    let text = crate::event::lossy_text(line);
                     batch_bytes += text.len();
                     batch.push(Event::new(
                         Arc::clone(&ctx.id),

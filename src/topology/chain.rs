@@ -3,10 +3,10 @@
 //! that component is its only input and it is that component's only consumer, so a
 //! source followed by parse → level → redact is one task that reads, parses, tags
 //! and redacts each batch before it enters the in-flight budget (and is charged what
-//! it then holds).
+//! it then holds). A large batch is cut into parts run at once, one per core.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::event::Event;
 use crate::telemetry::{TapPoint, catalog};
@@ -36,16 +36,35 @@ impl Flow {
 /// The pure transforms run on each batch of one task, in order, and the tap points
 /// of what enters the chain (the output of the task's source or stateful transform)
 /// and of each transform's output.
+///
+/// A batch of at least [`MIN_PART`] events per thread is cut into parts, one per
+/// core, run at once: the task's own thread takes the first part, rayon's pool the
+/// others, and the parts are put back together in order. Each part runs through
+/// every transform on its own lane (a [`Transform::fork`] of each), so no part waits
+/// for another between transforms. The transforms are pure, so the events that come
+/// out are the ones one pass over the whole batch would give.
 #[derive(Default)]
 pub struct Chain {
     head: Option<Arc<TapPoint>>,
     stages: Vec<Stage>,
+    /// `lanes[lane][stage]`: the first lane runs whole batches and first parts.
+    lanes: Vec<Vec<Box<dyn Transform>>>,
 }
 
+/// A transform's counters and tap point, which every lane shares.
 struct Stage {
-    transform: Box<dyn Transform>,
     flow: Flow,
     tap: Option<Arc<TapPoint>>,
+}
+
+/// The fewest events a part of a cut batch holds: below that, the cut costs more
+/// than it saves.
+pub const MIN_PART: usize = 256;
+
+/// How many lanes a chain runs: one per core.
+fn lane_count() -> usize {
+    static LANES: OnceLock<usize> = OnceLock::new();
+    *LANES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl Chain {
@@ -53,13 +72,19 @@ impl Chain {
     pub fn tapped(tap: Arc<TapPoint>) -> Self {
         Chain {
             head: Some(tap),
-            stages: Vec::new(),
+            ..Chain::default()
         }
     }
 
     pub fn push(&mut self, id: &str, transform: Box<dyn Transform>, tap: Option<Arc<TapPoint>>) {
+        if self.lanes.is_empty() {
+            self.lanes.resize_with(lane_count(), Vec::new);
+        }
+        for lane in &mut self.lanes[1..] {
+            lane.push(transform.fork());
+        }
+        self.lanes[0].push(transform);
         self.stages.push(Stage {
-            transform,
             flow: Flow::transform(id),
             tap,
         });
@@ -74,16 +99,44 @@ impl Chain {
         if let Some(tap) = &self.head {
             tap.observe(events);
         }
-        for stage in &mut self.stages {
-            if events.is_empty() {
-                return;
+        let parts = (events.len() / MIN_PART).min(self.lanes.len());
+        if parts < 2 {
+            if let Some(lane) = self.lanes.first_mut() {
+                run_lane(&self.stages, lane, events);
             }
-            let before = events.len();
-            stage.transform.apply(events);
-            stage.flow.count(before, events.len());
-            if let Some(tap) = &stage.tap {
-                tap.observe(events);
+            return;
+        }
+        let part_len = events.len().div_ceil(parts);
+        let mut rest: Vec<Vec<Event>> = (1..parts)
+            .rev()
+            .map(|part| events.split_off(part * part_len))
+            .collect();
+        rest.reverse();
+        let stages = &self.stages;
+        let (first_lane, other_lanes) = self.lanes.split_at_mut(1);
+        rayon::in_place_scope(|scope| {
+            for (lane, part) in other_lanes.iter_mut().zip(rest.iter_mut()) {
+                scope.spawn(move |_| run_lane(stages, lane, part));
             }
+            run_lane(stages, &mut first_lane[0], events);
+        });
+        for mut part in rest {
+            events.append(&mut part);
+        }
+    }
+}
+
+/// Runs the transforms of one lane on `events`, counting and showing each's output.
+fn run_lane(stages: &[Stage], lane: &mut [Box<dyn Transform>], events: &mut Vec<Event>) {
+    for (stage, transform) in stages.iter().zip(lane) {
+        if events.is_empty() {
+            return;
+        }
+        let before = events.len();
+        transform.apply(events);
+        stage.flow.count(before, events.len());
+        if let Some(tap) = &stage.tap {
+            tap.observe(events);
         }
     }
 }

@@ -218,6 +218,7 @@ fn parse_level_test(text: &str) -> Result<(Comparison, Level), String> {
     Ok((cmp, level))
 }
 
+#[derive(Clone)]
 pub struct Filter {
     keep_matching: bool,
     condition: Condition,
@@ -239,6 +240,10 @@ impl Transform for Filter {
         let before = events.len();
         events.retain(|e| self.condition.matches(e) == self.keep_matching);
         self.dropped.increment((before - events.len()) as u64);
+    }
+
+    fn fork(&self) -> Box<dyn Transform> {
+        Box::new(self.clone())
     }
 }
 

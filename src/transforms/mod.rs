@@ -19,9 +19,13 @@ use crate::event::{Batch, Event};
 
 /// Rewrites or drops the events of one batch in place. Never touches delivery: a
 /// dropped event is acknowledged with the rest of its batch. Consecutive pure
-/// transforms may be run as one step.
+/// transforms may be run as one step, and a large batch may be cut into parts run at
+/// once on several threads: what `apply` does to an event depends on that event alone.
 pub trait Transform: Send {
     fn apply(&mut self, events: &mut Vec<Event>);
+    /// Another instance for another thread: the same compiled rules (and metric
+    /// handles), its own scratch space.
+    fn fork(&self) -> Box<dyn Transform>;
 }
 
 /// A transform that may hold events back across batches and release them later: on

@@ -74,7 +74,7 @@ impl Decoder {
         Event::new(
             Arc::clone(&self.source),
             Arc::clone(&self.provider),
-            String::from_utf8_lossy(payload).into_owned(),
+            crate::event::lossy_text(payload),
             timestamp,
         )
     }

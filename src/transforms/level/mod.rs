@@ -87,6 +87,7 @@ fn default_header_bytes() -> usize {
     text::DEFAULT_HEADER_BYTES
 }
 
+#[derive(Clone)]
 pub struct LevelTag {
     config: LevelConfig,
     text: TextRules,
@@ -132,6 +133,10 @@ impl Transform for LevelTag {
             events.retain(|e| e.level.is_none_or(|level| level >= min));
             self.dropped.increment((before - events.len()) as u64);
         }
+    }
+
+    fn fork(&self) -> Box<dyn Transform> {
+        Box::new(self.clone())
     }
 }
 

@@ -139,6 +139,7 @@ impl Parsed {
     }
 }
 
+#[derive(Clone)]
 pub struct Parse {
     config: ParseConfig,
     errors: metrics::Counter,
@@ -304,6 +305,10 @@ impl Parse {
 impl Transform for Parse {
     fn apply(&mut self, events: &mut Vec<Event>) {
         events.retain_mut(|event| self.parse_event(event));
+    }
+
+    fn fork(&self) -> Box<dyn Transform> {
+        Box::new(self.clone())
     }
 }
 

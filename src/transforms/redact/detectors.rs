@@ -240,6 +240,7 @@ impl Rule {
 }
 
 /// How a rule finds its candidates.
+#[derive(Clone)]
 enum Finder {
     /// A regex; with `groups`, the first capture group that took part in a match is
     /// redacted rather than the whole match.
@@ -258,6 +259,7 @@ impl Finder {
     }
 }
 
+#[derive(Clone)]
 struct Compiled {
     rule: Rule,
     finder: Finder,
@@ -271,6 +273,7 @@ pub struct Found {
     pub rule: usize,
 }
 
+#[derive(Clone)]
 pub struct Scanner {
     /// The regexes of the rules found by regex, for one pass that tells which occur.
     set: RegexSet,

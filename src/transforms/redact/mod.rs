@@ -188,6 +188,7 @@ fn compile_replacement(template: &str) -> Vec<Part> {
     parts
 }
 
+#[derive(Clone)]
 enum Render {
     Template(Vec<Part>, Option<Hmac<Sha256>>),
     Partial {
@@ -197,6 +198,7 @@ enum Render {
     },
 }
 
+#[derive(Clone)]
 pub struct Redact {
     scanner: Scanner,
     scope: FieldScope,
@@ -220,6 +222,7 @@ pub struct Redact {
 }
 
 /// How [`Redact::redacted`] finds the matches of the text it is given.
+#[derive(Clone)]
 enum MatchSource {
     /// Found already in the joined texts (`found`, in joined positions): the text is
     /// the `text`-th of `joined`, its matches start at `found[next]`.
@@ -635,6 +638,10 @@ impl Transform for Redact {
         for event in events.iter_mut() {
             self.redact_event(event);
         }
+    }
+
+    fn fork(&self) -> Box<dyn Transform> {
+        Box::new(self.clone())
     }
 }
 

@@ -10,7 +10,7 @@ use crate::event::Fields;
 /// A joined buffer grown past this by a huge event is given back afterwards.
 const KEEP_BYTES: usize = 64 << 10;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Joined {
     pub text: String,
     /// `start..end` of each text in `text`, in the order they were pushed.
