@@ -16,6 +16,7 @@ pub mod http;
 pub mod inspect;
 pub mod kafka;
 pub mod notify;
+pub mod resident;
 pub mod secret;
 pub mod sinks;
 pub mod sources;
