@@ -20,10 +20,6 @@ use crate::topology::{self, Outcome, Pipeline};
 /// Reload requests that arrive within this long of each other make one reload.
 const RELOAD_SETTLE: Duration = Duration::from_secs(1);
 
-/// How long after the start the pages only starting up used are handed back
-/// ([`resident`](crate::resident)): by then the pipeline's own code has run.
-const STARTUP_PAGES_KEPT_FOR: Duration = Duration::from_secs(3);
-
 /// Runs the pipeline described by the config at `path` until it ends or is stopped.
 pub async fn run(path: &Path) -> Result<Outcome> {
     let config = config::load(path)?;
@@ -61,10 +57,9 @@ pub async fn run(path: &Path) -> Result<Outcome> {
         "ferry started"
     );
     notify::ready();
-    tokio::spawn(async {
-        tokio::time::sleep(STARTUP_PAGES_KEPT_FOR).await;
-        let released = tokio::task::spawn_blocking(crate::resident::release_startup_pages).await;
-        tracing::debug!(bytes = released.unwrap_or(0), "startup pages handed back");
+    tokio::task::spawn_blocking(|| {
+        let released = crate::resident::release_startup_pages();
+        tracing::debug!(bytes = released, "startup pages handed back");
     });
     let supervisor = notify::spawn_supervisor(Arc::clone(&health), api_stop.clone());
     let outcome = loop {

@@ -1,13 +1,14 @@
-//! Trims the resident set once the agent is running: the pages of ferry's own code
-//! and read-only data that only starting up touched (argument and config parsing,
-//! validation, building the pipeline, TLS setup) are handed back to the kernel.
+//! Trims the resident set once the pipeline has started: the pages of ferry's own
+//! code and read-only data that starting up touched (argument and config parsing,
+//! validation, building the pipeline) are handed back to the kernel.
 //!
 //! Executing from a 23 MB binary maps its pages 64 KiB at a time (the kernel's
 //! fault-around), so starting up leaves about 10 MiB of it resident, while a running
 //! pipeline uses about 4 MiB. Those pages are clean and would be reclaimed under
 //! memory pressure anyway; until then they count in the process's RSS and in its
 //! service's memory, which operators watch. `MADV_PAGEOUT` (Linux 5.4) drops them
-//! now; what the pipeline runs again is mapped again on its next use. Pages other
+//! now; what the pipeline runs is mapped again on its first use (from the page
+//! cache, or read back from the binary once). Pages other
 //! processes map too (shared libraries) are left as they are by the kernel.
 
 use std::path::Path;
