@@ -8,8 +8,8 @@
 //! memory pressure anyway; until then they count in the process's RSS and in its
 //! service's memory, which operators watch. `MADV_PAGEOUT` (Linux 5.4) drops them
 //! now; what the pipeline runs is mapped again on its first use (from the page
-//! cache, or read back from the binary once). Pages other
-//! processes map too (shared libraries) are left as they are by the kernel.
+//! cache, or read back from the binary once). Pages other processes map too (shared
+//! libraries) are left as they are by the kernel.
 
 use std::path::Path;
 
