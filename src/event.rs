@@ -272,32 +272,49 @@ pub fn format_rfc3339_nanos(nanos: i64) -> String {
 }
 
 /// Appends [`format_rfc3339_nanos`]'s text to `out`, digit by digit: every time an
-/// `i64` of nanoseconds holds (1677 to 2262) has a four-digit year.
+/// `i64` of nanoseconds holds (1677 to 2262) has a four-digit year. The date and time
+/// of the last second written on this thread are kept, since a batch's events share
+/// their seconds.
 pub fn write_rfc3339_nanos(nanos: i64, out: &mut Vec<u8>) {
-    use chrono::{Datelike, Timelike};
-    let time = chrono::DateTime::from_timestamp_nanos(nanos).naive_utc();
-    let digits = |out: &mut Vec<u8>, mut value: u32, width: usize| {
-        let start = out.len();
-        out.resize(start + width, b'0');
-        for slot in out[start..].iter_mut().rev() {
-            *slot = b'0' + (value % 10) as u8;
-            value /= 10;
+    use std::cell::Cell;
+    thread_local! {
+        /// The last second written and its `YYYY-MM-DDTHH:MM:SS`.
+        static LAST_SECOND: Cell<(i64, [u8; 19])> = const { Cell::new((i64::MIN, [0; 19])) };
+    }
+    let (second, nanosecond) = (
+        nanos.div_euclid(1_000_000_000),
+        nanos.rem_euclid(1_000_000_000),
+    );
+    let (cached, mut text) = LAST_SECOND.get();
+    if cached != second {
+        use chrono::{Datelike, Timelike};
+        let time = chrono::DateTime::from_timestamp_nanos(nanos).naive_utc();
+        let parts = [
+            (0, time.year().unsigned_abs(), 4),
+            (5, time.month(), 2),
+            (8, time.day(), 2),
+            (11, time.hour(), 2),
+            (14, time.minute(), 2),
+            (17, time.second(), 2),
+        ];
+        text = *b"0000-00-00T00:00:00";
+        for (at, value, width) in parts {
+            write_digits(&mut text[at..at + width], value);
         }
-    };
-    digits(out, time.year().unsigned_abs(), 4);
-    out.push(b'-');
-    digits(out, time.month(), 2);
-    out.push(b'-');
-    digits(out, time.day(), 2);
-    out.push(b'T');
-    digits(out, time.hour(), 2);
-    out.push(b':');
-    digits(out, time.minute(), 2);
-    out.push(b':');
-    digits(out, time.second(), 2);
-    out.push(b'.');
-    digits(out, time.nanosecond(), 9);
-    out.push(b'Z');
+        LAST_SECOND.set((second, text));
+    }
+    out.extend_from_slice(&text);
+    let mut fraction = *b".000000000Z";
+    write_digits(&mut fraction[1..10], nanosecond as u32);
+    out.extend_from_slice(&fraction);
+}
+
+/// Writes `value`'s last `slots.len()` decimal digits into `slots`.
+fn write_digits(slots: &mut [u8], mut value: u32) {
+    for slot in slots.iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Events on their way, with the promise to report back once every sink has them.

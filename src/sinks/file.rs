@@ -93,6 +93,7 @@ impl Sink for FileSink {
         });
         let health_key = format!("sink:{}", ctx.id);
         let mut given_back = 0;
+        let mut bytes_per_event = 256;
         'batches: while let Some(first) = input.recv().await {
             let mut batches = vec![first];
             while batches.len() < MAX_BATCHES_PER_WRITE {
@@ -104,6 +105,7 @@ impl Sink for FileSink {
             let mut outputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
             let mut event_count = 0u64;
             let mut path = String::new();
+            let event_total: usize = batches.iter().map(|b| b.events.len()).sum();
             for batch in &batches {
                 for event in &batch.events {
                     path.clear();
@@ -114,7 +116,13 @@ impl Sink for FileSink {
                     {
                         Some((_, buffer)) => buffer,
                         None => {
-                            outputs.push((PathBuf::from(&path), Vec::with_capacity(64 * 1024)));
+                            // Most sinks write one path: sized for the whole write at
+                            // the last write's bytes per event, it never regrows.
+                            let capacity = match outputs.is_empty() {
+                                true => event_total * bytes_per_event,
+                                false => 64 * 1024,
+                            };
+                            outputs.push((PathBuf::from(&path), Vec::with_capacity(capacity)));
                             &mut outputs.last_mut().expect("just pushed").1
                         }
                     };
@@ -123,6 +131,8 @@ impl Sink for FileSink {
                 }
             }
             batch_events.record(event_count as f64);
+            let written: usize = outputs.iter().map(|(_, bytes)| bytes.len()).sum();
+            bytes_per_event = (written / event_total.max(1) + 16).max(16);
             let mut backoff = backoff(Duration::from_millis(50), self.config.retry_max_backoff);
             let mut attempts = 0u32;
             loop {
