@@ -108,6 +108,19 @@ pub struct Origin {
     pub file: Option<Arc<str>>,
 }
 
+impl Origin {
+    /// The origin names held as text (`file` aside, an `Arc`), in their order.
+    pub fn names(&self) -> [&Option<String>; 5] {
+        [
+            &self.app,
+            &self.deployment,
+            &self.component,
+            &self.instance,
+            &self.host,
+        ]
+    }
+}
+
 /// One log record, normalized.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

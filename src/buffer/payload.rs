@@ -103,16 +103,9 @@ pub fn encode(events: &[Event], out: &mut Vec<u8>) {
         if present & SAME_PROVIDER == 0 {
             put_str(out, &event.provider);
         }
-        for name in [
-            &event.stream,
-            &origin.app,
-            &origin.deployment,
-            &origin.component,
-            &origin.instance,
-            &origin.host,
-        ]
-        .into_iter()
-        .flatten()
+        for name in std::iter::once(&event.stream)
+            .chain(origin.names())
+            .flatten()
         {
             put_str(out, name);
         }

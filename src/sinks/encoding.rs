@@ -101,16 +101,7 @@ impl<'a> EventObject<'a> {
         }
         if !event.fields.is_empty() {
             write_key("fields", out);
-            out.push(b'{');
-            for (i, (key, value)) in event.fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                escape_into(key, out);
-                out.push(b':');
-                write_value(value, out);
-            }
-            out.push(b'}');
+            write_object(event.fields.iter(), out);
         }
         out.push(b'}');
     }
@@ -142,19 +133,25 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                escape_into(key, out);
-                out.push(b':');
-                write_value(item, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(map.iter(), out),
     }
+}
+
+/// A JSON object of `entries`, in their order.
+fn write_object<'v, K: AsRef<str>>(
+    entries: impl Iterator<Item = (K, &'v Value)>,
+    out: &mut Vec<u8>,
+) {
+    out.push(b'{');
+    for (i, (key, value)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        escape_into(key, out);
+        out.push(b':');
+        write_value(value, out);
+    }
+    out.push(b'}');
 }
 
 impl Encoding {

@@ -339,16 +339,7 @@ impl Redact {
         let sensitive = self.gather_object(&event.fields, &mut path, Reach::In, joined);
         if self.include_origin {
             let origin = &event.origin;
-            for name in [
-                &origin.app,
-                &origin.deployment,
-                &origin.component,
-                &origin.instance,
-                &origin.host,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for name in origin.names().into_iter().flatten() {
                 joined.push(name);
             }
             if let Some(file) = &origin.file {
