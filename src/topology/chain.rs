@@ -166,7 +166,50 @@ pub fn fused_after(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    /// Drops every third event (by its number) and counts its calls.
+    #[derive(Clone)]
+    struct DropThirds(Arc<AtomicUsize>);
+
+    impl Transform for DropThirds {
+        fn apply(&mut self, events: &mut Vec<Event>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            events.retain(|e| e.timestamp % 3 != 0);
+        }
+    }
+
+    fn numbered(count: i64) -> Vec<Event> {
+        (0..count)
+            .map(|n| Event::new("in".into(), "test".into(), n.to_string(), n))
+            .collect()
+    }
+
+    #[test]
+    fn a_large_batch_runs_in_parts_on_every_lane_and_comes_back_in_order() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut chain = Chain {
+            lanes: (0..3).map(|_| Vec::new()).collect(),
+            ..Chain::default()
+        };
+        chain.push("thirds", Box::new(DropThirds(Arc::clone(&calls))), None);
+        chain.push("again", Box::new(DropThirds(Arc::clone(&calls))), None);
+        let mut events = numbered(2000);
+        chain.apply(&mut events);
+        // Three parts, each through both transforms on its own lane.
+        assert_eq!(calls.load(Ordering::Relaxed), 6);
+        let kept: Vec<i64> = events.iter().map(|e| e.timestamp).collect();
+        let expected: Vec<i64> = (0..2000).filter(|n| n % 3 != 0).collect();
+        assert_eq!(kept, expected);
+        // A batch too small to cut runs whole on the first lane.
+        let small_count = 2 * MIN_PART as i64 - 1;
+        let mut small = numbered(small_count);
+        chain.apply(&mut small);
+        assert_eq!(calls.load(Ordering::Relaxed), 8);
+        assert_eq!(small.len(), (0..small_count).filter(|n| n % 3 != 0).count());
+    }
 
     fn graph(
         edges: &[(&str, &[&str])],

@@ -241,10 +241,6 @@ impl Transform for Filter {
         events.retain(|e| self.condition.matches(e) == self.keep_matching);
         self.dropped.increment((before - events.len()) as u64);
     }
-
-    fn fork(&self) -> Box<dyn Transform> {
-        Box::new(self.clone())
-    }
 }
 
 #[cfg(test)]

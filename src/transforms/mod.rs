@@ -21,11 +21,20 @@ use crate::event::{Batch, Event};
 /// dropped event is acknowledged with the rest of its batch. Consecutive pure
 /// transforms may be run as one step, and a large batch may be cut into parts run at
 /// once on several threads: what `apply` does to an event depends on that event alone.
-pub trait Transform: Send {
+pub trait Transform: Send + Fork {
     fn apply(&mut self, events: &mut Vec<Event>);
-    /// Another instance for another thread: the same compiled rules (and metric
-    /// handles), its own scratch space.
+}
+
+/// Another instance of a transform for another thread: the same compiled rules (and
+/// metric handles), its own scratch space. Every `Clone` transform has it.
+pub trait Fork {
     fn fork(&self) -> Box<dyn Transform>;
+}
+
+impl<T: Transform + Clone + 'static> Fork for T {
+    fn fork(&self) -> Box<dyn Transform> {
+        Box::new(self.clone())
+    }
 }
 
 /// A transform that may hold events back across batches and release them later: on

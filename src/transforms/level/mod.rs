@@ -134,10 +134,6 @@ impl Transform for LevelTag {
             self.dropped.increment((before - events.len()) as u64);
         }
     }
-
-    fn fork(&self) -> Box<dyn Transform> {
-        Box::new(self.clone())
-    }
 }
 
 /// A level from a field value: a name, or a number (as such or as text).

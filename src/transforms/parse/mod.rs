@@ -306,10 +306,6 @@ impl Transform for Parse {
     fn apply(&mut self, events: &mut Vec<Event>) {
         events.retain_mut(|event| self.parse_event(event));
     }
-
-    fn fork(&self) -> Box<dyn Transform> {
-        Box::new(self.clone())
-    }
 }
 
 /// A JSON object read straight into fields, in its own order.

@@ -630,10 +630,6 @@ impl Transform for Redact {
             self.redact_event(event);
         }
     }
-
-    fn fork(&self) -> Box<dyn Transform> {
-        Box::new(self.clone())
-    }
 }
 
 #[cfg(test)]
