@@ -129,7 +129,11 @@ pub const DEFAULT_SENSITIVE_KEYS: &[&str] = &[
 /// `token` catches `access_token` and `X-Auth-Token`.
 #[derive(Debug, Clone, Default)]
 pub struct SensitiveKeys {
-    normalized: Vec<Vec<u8>>,
+    /// The normalized keys, each written backwards (none is empty).
+    reversed: Vec<Vec<u8>>,
+    /// The last byte of each key, side by side: the keys a field key could end with
+    /// are found without reading the keys themselves.
+    last_bytes_of_keys: Vec<u8>,
     /// The bytes some normalized key ends with, one bit each: most keys are told
     /// apart by their last byte alone.
     last_bytes: [u64; 4],
@@ -137,57 +141,68 @@ pub struct SensitiveKeys {
 
 impl SensitiveKeys {
     pub fn new(keys: &[String]) -> Self {
-        let mut normalized: Vec<Vec<u8>> = keys
+        let mut reversed: Vec<Vec<u8>> = keys
             .iter()
-            .map(|k| normalize(k))
+            .map(|k| normalize(k).into_iter().rev().collect::<Vec<u8>>())
             .filter(|k| !k.is_empty())
             .collect();
-        normalized.sort();
-        normalized.dedup();
+        reversed.sort();
+        reversed.dedup();
         let mut last_bytes = [0u64; 4];
-        for key in &normalized {
-            if let Some(&last) = key.last() {
-                last_bytes[usize::from(last >> 6)] |= 1 << (last & 63);
-            }
+        for key in &reversed {
+            last_bytes[usize::from(key[0] >> 6)] |= 1 << (key[0] & 63);
         }
         SensitiveKeys {
-            normalized,
+            last_bytes_of_keys: reversed.iter().map(|k| k[0]).collect(),
+            reversed,
             last_bytes,
         }
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        let last = key.bytes().rev().find(|b| !matches!(b, b'_' | b'-' | b'.'));
-        let ends_a_key = |b: u8| {
-            let b = b.to_ascii_lowercase();
-            self.last_bytes[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+        let key = key.as_bytes();
+        let Some(&last) = key.iter().rev().find(|b| !is_separator(**b)) else {
+            return false;
         };
-        if !last.is_some_and(ends_a_key) {
+        let last = last.to_ascii_lowercase();
+        if self.last_bytes[usize::from(last >> 6)] & (1 << (last & 63)) == 0 {
             return false;
         }
-        let mut buf = [0u8; 64];
-        let mut len = 0;
-        // Only the tail of a long key can match; keep its last 64 significant bytes.
-        for &b in key.as_bytes().iter().rev() {
-            if matches!(b, b'_' | b'-' | b'.') {
-                continue;
+        self.last_bytes_of_keys
+            .iter()
+            .zip(&self.reversed)
+            .any(|(&end, k)| end == last && ends_with_reversed(key, k))
+    }
+}
+
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Whether `key`, normalized, ends with the normalized key written backwards as
+/// `reversed`.
+fn ends_with_reversed(key: &[u8], reversed: &[u8]) -> bool {
+    let mut at = key.len();
+    for &want in reversed {
+        loop {
+            if at == 0 {
+                return false;
             }
-            if len == buf.len() {
+            at -= 1;
+            if !is_separator(key[at]) {
                 break;
             }
-            buf[len] = b.to_ascii_lowercase();
-            len += 1;
         }
-        let reversed = &mut buf[..len];
-        reversed.reverse();
-        let key: &[u8] = reversed;
-        self.normalized.iter().any(|k| key.ends_with(k))
+        if key[at].to_ascii_lowercase() != want {
+            return false;
+        }
     }
+    true
 }
 
 fn normalize(key: &str) -> Vec<u8> {
     key.bytes()
-        .filter(|b| !matches!(b, b'_' | b'-' | b'.'))
+        .filter(|b| !is_separator(*b))
         .map(|b| b.to_ascii_lowercase())
         .collect()
 }
@@ -251,5 +266,19 @@ mod tests {
             assert!(!keys.contains(key), "{key}");
         }
         assert!(!SensitiveKeys::new(&[]).contains("password"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sensitive_keys_are_the_normalized_suffixes(
+            keys in proptest::collection::vec("[a-dA-D_.-]{0,5}", 0..5),
+            key in "[a-dA-D_.é-]{0,12}",
+        ) {
+            let expected = keys
+                .iter()
+                .map(|k| normalize(k))
+                .any(|k| !k.is_empty() && normalize(&key).ends_with(&k));
+            proptest::prop_assert_eq!(SensitiveKeys::new(&keys).contains(&key), expected);
+        }
     }
 }
