@@ -380,13 +380,13 @@ impl Scanner {
     }
 
     /// The rules that may match somewhere in `text` (no validation, no spans), in
-    /// priority order, as indexes for [`Scanner::scan_rules`].
+    /// priority order, as indexes for [`Scanner::scan_rules`]: those the regex set
+    /// finds, and every rule found by a byte scanner, which is a whole search in
+    /// itself and runs once, in locating.
     pub fn candidates(&self, text: &str, rules: &mut Vec<usize>) {
         rules.clear();
+        rules.extend_from_slice(&self.shaped);
         let hay = text.as_bytes();
-        rules.extend(self.shaped.iter().copied().filter(|&index| {
-            matches!(self.rules[index].finder, Finder::Shape(find) if find(hay, 0).is_some())
-        }));
         // Finding whether anything matches is much cheaper than finding everything
         // that does, and most texts hold nothing.
         if self.set.is_match(hay) {

@@ -210,6 +210,10 @@ pub struct Redact {
     rules: Vec<(&'static str, metrics::Counter)>,
     /// Values redacted whole because of their key.
     sensitive_matches: metrics::Counter,
+    /// Matches per rule, then values under sensitive keys, since the last batch:
+    /// added to the counters once a batch, as lanes adding to the same counters for
+    /// each match keep taking their cache line from each other.
+    unpublished: Vec<u64>,
     /// Every text of the current event in scope, joined: one multi-pattern pass tells
     /// whether the event holds anything at all (most hold nothing) and which rules
     /// occur, then one search per such rule finds their matches in every text.
@@ -237,7 +241,7 @@ impl Redact {
     pub fn new(id: &str, config: &RedactConfig) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
         let scanner = Scanner::new(&config.detectors, &config.sensitive_keys, &config.patterns)?;
-        let rules = scanner
+        let rules: Vec<_> = scanner
             .rules()
             .map(|rule| {
                 let counter = metrics::counter!(
@@ -290,6 +294,7 @@ impl Redact {
             include_origin: config.include_origin,
             render,
             hash_length: config.hash_length,
+            unpublished: vec![0; rules.len() + 1],
             rules,
             sensitive_matches: metrics::counter!(
                 "ferry_redact_matches_total",
@@ -303,8 +308,9 @@ impl Redact {
         })
     }
 
-    /// Redacts whatever `event` holds: gathers its texts in scope, finds out with
-    /// one pass whether anything is there, and only then rewrites it.
+    /// Redacts whatever `event` holds: gathers its texts in scope, finds their
+    /// matches with one search per rule that may occur in them, and rewrites the
+    /// event only when there is something to replace.
     fn redact_event(&mut self, event: &mut Event) {
         if !self.scanner.joinable() {
             self.source = MatchSource::Everything;
@@ -315,20 +321,19 @@ impl Redact {
         joined.clear();
         let sensitive = self.gather(event, &mut joined);
         self.scanner.candidates(&joined.text, &mut self.candidates);
-        if sensitive || !self.candidates.is_empty() {
-            let whole = self
-                .scanner
-                .scan_joined(&joined, &self.candidates, &mut self.found);
-            self.source = if whole {
-                MatchSource::Joined { text: 0, next: 0 }
-            } else {
-                MatchSource::Candidates
-            };
-            self.joined = joined;
-            self.rewrite(event);
-        } else {
-            self.joined = joined;
+        let whole = self
+            .scanner
+            .scan_joined(&joined, &self.candidates, &mut self.found);
+        self.joined = joined;
+        if whole && self.found.is_empty() && !sensitive {
+            return;
         }
+        self.source = if whole {
+            MatchSource::Joined { text: 0, next: 0 }
+        } else {
+            MatchSource::Candidates
+        };
+        self.rewrite(event);
     }
 
     /// Pushes every text of `event` in scope to `joined`, in the order [`Redact::rewrite`]
@@ -451,8 +456,8 @@ impl Redact {
         for f in found {
             let (start, end) = (f.start - offset, f.end - offset);
             out.push_str(&text[last..start]);
-            let (name, counter) = &self.rules[f.rule];
-            counter.increment(1);
+            let (name, _) = &self.rules[f.rule];
+            self.unpublished[f.rule] += 1;
             render_one(
                 &self.render,
                 self.hash_length,
@@ -530,7 +535,7 @@ impl Redact {
             Value::String(s) => std::mem::take(s),
             Value::Number(n) => n.to_string(),
         };
-        self.sensitive_matches.increment(1);
+        self.unpublished[self.rules.len()] += 1;
         let mut out = String::new();
         render_one(
             &self.render,
@@ -624,11 +629,26 @@ fn push_hex(bytes: &[u8], len: usize, out: &mut String) {
     }
 }
 
+impl Redact {
+    fn publish_matches(&mut self) {
+        let counters = self.rules.iter().map(|(_, counter)| counter);
+        for (counter, count) in counters
+            .chain([&self.sensitive_matches])
+            .zip(&mut self.unpublished)
+        {
+            if *count > 0 {
+                counter.increment(std::mem::take(count));
+            }
+        }
+    }
+}
+
 impl Transform for Redact {
     fn apply(&mut self, events: &mut Vec<Event>) {
         for event in events.iter_mut() {
             self.redact_event(event);
         }
+        self.publish_matches();
     }
 }
 

@@ -594,3 +594,25 @@ fn json_tree_with_secrets() -> impl Strategy<Value = (Value, Vec<String>)> {
         (Value::Object(root), secrets)
     })
 }
+
+#[test]
+fn matches_are_counted_per_detector_once_a_batch() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let mut redactor = redactor("");
+        let mut events: Vec<Event> = ["a@x.io from 10.0.0.1", "b@x.io and c@x.io", "nothing"]
+            .into_iter()
+            .map(|m| Event::new("s".into(), "demo".into(), m.to_string(), 0))
+            .collect();
+        events[2].fields.insert("password".into(), json!("hunter2"));
+        redactor.apply(&mut events);
+    });
+    let metrics = handle.render();
+    for (detector, count) in [("email", 3), ("ipv4", 1), ("sensitive_key", 1)] {
+        let line = format!(
+            "ferry_redact_matches_total{{transform=\"test\",detector=\"{detector}\"}} {count}"
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+}
