@@ -132,6 +132,7 @@ impl Source for FileSource {
         let mut state = Follower {
             config: self.config,
             source: Arc::clone(&ctx.id),
+            provider: Arc::from("file"),
             host: hostname(),
             readers: BTreeMap::new(),
             saved,
@@ -206,6 +207,8 @@ fn stopped(result: Result<(), SendError>) -> anyhow::Result<bool> {
 struct Follower {
     config: FileSourceConfig,
     source: Arc<str>,
+    /// `file`, shared by every event rather than allocated for each.
+    provider: Arc<str>,
     host: Option<String>,
     readers: BTreeMap<String, FileReader>,
     /// Cursors from the store not yet claimed by a file.
@@ -384,7 +387,12 @@ impl Follower {
         if line.invalid_utf8 {
             self.invalid_utf8.increment(1);
         }
-        let mut event = Event::new(Arc::clone(&self.source), Arc::from("file"), line.text, now);
+        let mut event = Event::new(
+            Arc::clone(&self.source),
+            Arc::clone(&self.provider),
+            line.text,
+            now,
+        );
         event.origin.host.clone_from(&self.host);
         event.origin.file = Some(Arc::clone(path));
         if line.truncated {
