@@ -20,7 +20,7 @@ use sha2::Sha256;
 pub use detectors::Detector;
 use detectors::{Found, Scanner};
 use scope::{DEFAULT_SENSITIVE_KEYS, FieldPath, FieldScope, Reach, SensitiveKeys};
-use texts::{Joined, Object};
+use texts::{Joined, KEEP_BYTES, Object};
 
 use super::Transform;
 use super::pattern::Pattern;
@@ -221,6 +221,9 @@ pub struct Redact {
     /// The rules found in `joined`.
     candidates: Vec<usize>,
     found: Vec<Found>,
+    /// The text being rewritten; swapped with the text it replaces, whose buffer is
+    /// written into next (no allocation per rewrite).
+    rewritten: String,
     /// Where the matches of the texts being rewritten come from.
     source: MatchSource,
 }
@@ -304,6 +307,7 @@ impl Redact {
             joined: Joined::default(),
             candidates: Vec::new(),
             found: Vec::new(),
+            rewritten: String::new(),
             source: MatchSource::Everything,
         })
     }
@@ -418,14 +422,18 @@ impl Redact {
 
     /// Redacts `text` in place; leaves it untouched (no allocation) when clean.
     fn redact_text(&mut self, text: &mut String) {
-        if let Some(redacted) = self.redacted(text) {
-            *text = redacted;
+        if self.redacted(text) {
+            std::mem::swap(text, &mut self.rewritten);
+            // The text's old buffer is written into next, unless a huge text left it.
+            if self.rewritten.capacity() > KEEP_BYTES {
+                self.rewritten = String::new();
+            }
         }
     }
 
-    /// The redacted form of `text` (the next text in gathering order), or `None` when
-    /// it holds nothing to redact.
-    fn redacted(&mut self, text: &str) -> Option<String> {
+    /// Writes the redacted form of `text` (the next text in gathering order) to
+    /// `rewritten`; `false` when it holds nothing to redact.
+    fn redacted(&mut self, text: &str) -> bool {
         let (found, offset) = match &mut self.source {
             MatchSource::Joined { text: index, next } => {
                 let (start, end) = self.joined.spans[*index];
@@ -449,26 +457,22 @@ impl Redact {
             }
         };
         if found.is_empty() {
-            return None;
+            return false;
         }
-        let mut out = String::with_capacity(text.len() + 16 * found.len());
+        let out = &mut self.rewritten;
+        out.clear();
+        out.reserve(text.len() + 16 * found.len());
         let mut last = 0;
         for f in found {
             let (start, end) = (f.start - offset, f.end - offset);
             out.push_str(&text[last..start]);
             let (name, _) = &self.rules[f.rule];
             self.unpublished[f.rule] += 1;
-            render_one(
-                &self.render,
-                self.hash_length,
-                name,
-                &text[start..end],
-                &mut out,
-            );
+            render_one(&self.render, self.hash_length, name, &text[start..end], out);
             last = end;
         }
         out.push_str(&text[last..]);
-        Some(out)
+        true
     }
 
     /// Redacts the keys and values of `object` in scope: string values, and keys
@@ -485,10 +489,8 @@ impl Redact {
             } else {
                 reach
             };
-            if reach == Reach::In
-                && let Some(new_key) = self.redacted(key)
-            {
-                renamed.push((key.clone(), new_key));
+            if reach == Reach::In && self.redacted(key) {
+                renamed.push((key.clone(), std::mem::take(&mut self.rewritten)));
             }
             match reach {
                 Reach::Out => {}
@@ -561,9 +563,9 @@ impl Redact {
             self.redact_text(name);
         }
         if let Some(file) = &origin.file
-            && let Some(redacted) = self.redacted(file)
+            && self.redacted(file)
         {
-            origin.file = Some(redacted.into());
+            origin.file = Some(self.rewritten.as_str().into());
         }
     }
 }

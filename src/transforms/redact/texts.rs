@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::event::Fields;
 
-/// A joined buffer grown past this by a huge event is given back afterwards.
-const KEEP_BYTES: usize = 64 << 10;
+/// A scratch buffer grown past this by a huge event is given back afterwards.
+pub const KEEP_BYTES: usize = 64 << 10;
 
 #[derive(Clone, Default)]
 pub struct Joined {
