@@ -20,7 +20,7 @@ use crate::event::{Batch, Event};
 use crate::topology::{BatchReceiver, BatchSender, batch_channel};
 
 /// The byte budget of the channel between the reader and the sink.
-const READ_AHEAD_BYTES: usize = 1 << 20;
+const READ_AHEAD_BYTES: usize = 512 << 10;
 /// Most payload bytes decoded in one step.
 const STEP_BYTES: usize = 256 << 10;
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
