@@ -43,8 +43,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat};
@@ -324,7 +324,7 @@ fn authorize(state: &ByteniteState, headers: &HeaderMap) -> Result<(), Box<Respo
     }
 }
 
-async fn access_token(State(sim): State<Shared>, body: Bytes) -> Response {
+async fn access_token(Call { sim, .. }: Call, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     let key = request["apiKey"].as_str().unwrap_or_default();
     let mut state = sim.lock();
@@ -366,7 +366,7 @@ fn job_json(id: &str, job: &Job, omit_empty: bool) -> Value {
     value
 }
 
-async fn list_jobs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+async fn list_jobs(Call { sim, uri, headers }: Call) -> Response {
     let state = sim.lock();
     if let Err(refused) = authorize(&state, &headers) {
         return *refused;
@@ -400,11 +400,7 @@ async fn list_jobs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> R
     )
 }
 
-async fn get_job(
-    State(sim): State<Shared>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn get_job(Call { sim, headers, .. }: Call, Path(id): Path<String>) -> Response {
     let state = sim.lock();
     if let Err(refused) = authorize(&state, &headers) {
         return *refused;
@@ -538,7 +534,7 @@ fn parts(job: &Job, filters: &Filters, omit_empty: bool) -> Vec<Part> {
     parts
 }
 
-async fn logs(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn logs(Call { sim, headers, .. }: Call, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let state = sim.lock();
     let checked = authorize(&state, &headers)

@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -310,7 +310,7 @@ fn take_fault(sim: &Shared) -> (Option<Fault>, Option<Response>) {
     (fault, answer)
 }
 
-async fn login(State(sim): State<Shared>, body: Bytes) -> Response {
+async fn login(Call { sim, .. }: Call, body: Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return json(
             StatusCode::BAD_REQUEST,
@@ -367,7 +367,7 @@ fn verify_service_jwt(jwt: &str, uid: &str, public_key: &[u8]) -> bool {
             .is_some_and(|exp| exp > sim_server::unix_now())
 }
 
-async fn mesos_state(State(sim): State<Shared>, headers: HeaderMap) -> Response {
+async fn mesos_state(Call { sim, headers, .. }: Call) -> Response {
     let state = sim.lock();
     if !state.authorized(&headers) {
         return unauthorized();
@@ -400,10 +400,8 @@ async fn mesos_state(State(sim): State<Shared>, headers: HeaderMap) -> Response 
 
 /// The journal: of the unit `name`, or all of it.
 async fn component(
-    State(sim): State<Shared>,
+    Call { sim, uri, headers }: Call,
     Path(mut params): Path<HashMap<String, String>>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let unit = params.remove("name");
     let state = sim.lock();
@@ -534,10 +532,7 @@ async fn component(
 /// route's `file`.
 fn redirect(rest: Option<&'static str>) -> MethodRouter<Shared> {
     get(
-        move |State(sim): State<Shared>,
-              Path(params): Path<HashMap<String, String>>,
-              headers: HeaderMap,
-              uri: Uri| async move {
+        move |Call { sim, uri, headers }: Call, Path(params): Path<HashMap<String, String>>| async move {
             let rest = rest
                 .or(params.get("file").map(String::as_str))
                 .unwrap_or_default();
@@ -578,9 +573,8 @@ fn agent_task<'a>(
 }
 
 async fn agent_browse(
-    State(sim): State<Shared>,
+    Call { sim, headers, .. }: Call,
     Path((agent, fw, ex, container)): Path<(String, String, String, String)>,
-    headers: HeaderMap,
 ) -> Response {
     let state = sim.lock();
     if !state.authorized(&headers) {
@@ -605,10 +599,8 @@ async fn agent_browse(
 }
 
 async fn agent_file(
-    State(sim): State<Shared>,
+    Call { sim, uri, headers }: Call,
     Path((agent, fw, ex, container, file)): Path<(String, String, String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let state = sim.lock();
     if !state.authorized(&headers) {

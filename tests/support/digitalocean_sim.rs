@@ -51,8 +51,8 @@ mod sim_server;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::extract::Path;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
@@ -587,7 +587,7 @@ fn app_json(state: &DoState) -> Value {
     app
 }
 
-async fn apps(State(sim): State<Shared>, headers: HeaderMap) -> Response {
+async fn apps(Call { sim, headers, .. }: Call) -> Response {
     rest(&sim, &headers, |state| {
         sim_server::json(
             StatusCode::OK,
@@ -612,10 +612,7 @@ type AppAnswer = fn(&mut DoState, &AppRequest) -> Response;
 /// checked, and the app is this one, `answer` answers.
 fn app_route(answer: AppAnswer) -> MethodRouter<Shared> {
     get(
-        move |State(sim): State<Shared>,
-              Path(params): Path<HashMap<String, String>>,
-              uri: Uri,
-              headers: HeaderMap| async move {
+        move |Call { sim, uri, headers }: Call, Path(params): Path<HashMap<String, String>>| async move {
             let asked = AppRequest {
                 params,
                 uri,
@@ -779,10 +776,9 @@ fn live_over(state: &DoState, grant: &Grant) -> bool {
 }
 
 async fn live(
-    upgrade: WebSocketUpgrade,
-    State(sim): State<Shared>,
+    Call { sim, uri, .. }: Call,
     Path(deployment): Path<String>,
-    uri: Uri,
+    upgrade: WebSocketUpgrade,
 ) -> Response {
     let mut state = sim.lock();
     let grant = match url_grant(&state, &uri, &deployment) {
@@ -865,9 +861,8 @@ async fn live(
 }
 
 async fn archive(
-    State(sim): State<Shared>,
+    Call { sim, uri, .. }: Call,
     Path((deployment, log_type, file)): Path<(String, String, String)>,
-    uri: Uri,
 ) -> Response {
     let state = sim.lock();
     let answer: Result<Response, Box<Response>> = (|| {

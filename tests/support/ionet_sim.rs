@@ -33,8 +33,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 
@@ -228,9 +228,8 @@ fn check(state: &IonetState, headers: &HeaderMap, deployment_id: &str) -> Option
 }
 
 async fn containers(
-    State(sim): State<Shared>,
+    Call { sim, headers, .. }: Call,
     Path(deployment_id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
     let state = sim.lock();
     if let Some(error) = check(&state, &headers, &deployment_id) {
@@ -261,10 +260,8 @@ async fn containers(
 }
 
 async fn logs(
-    State(sim): State<Shared>,
+    Call { sim, uri, headers }: Call,
     Path((deployment_id, container_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let param = |name: &str| sim_server::query_param(&uri, name);
     let stream = param("stream").unwrap_or_else(|| "stdout".into());

@@ -39,9 +39,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -324,7 +324,7 @@ fn fault_answer(fault: Option<&Fault>) -> Option<Response> {
     })
 }
 
-async fn exchange(State(sim): State<Shared>, headers: HeaderMap) -> Response {
+async fn exchange(Call { sim, headers, .. }: Call) -> Response {
     let fault = sim.next_fault();
     if let Some(response) = fault_answer(fault.as_ref()) {
         return response;
@@ -345,11 +345,7 @@ async fn exchange(State(sim): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn logs_url(
-    State(sim): State<Shared>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn logs_url(Call { sim, headers, .. }: Call, Path(app): Path<String>) -> Response {
     let fault = sim.next_fault();
     let mut state = sim.lock();
     state.api_limit.max = state.config.api_limit;
@@ -391,10 +387,9 @@ async fn logs_url(
 }
 
 async fn logs(
-    State(sim): State<Shared>,
+    Call { sim, uri, .. }: Call,
     Path(app_id): Path<String>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    uri: Uri,
 ) -> Response {
     let param = |name: &str| sim_server::query_param(&uri, name);
     let mut state = sim.lock();

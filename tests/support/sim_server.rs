@@ -30,7 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -298,6 +299,29 @@ async fn record_answered<T>(
     response
 }
 
+/// What a handler is given besides its path parameters and body: the simulator,
+/// and the request's URI and headers.
+pub struct Call<T> {
+    pub sim: Arc<Sim<T>>,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+impl<T: Send + 'static> FromRequestParts<Arc<Sim<T>>> for Call<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        sim: &Arc<Sim<T>>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Call {
+            sim: Arc::clone(sim),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 /// A simulator state holding a config that tests read and change.
 pub trait Configured {
     type Config: Clone;
@@ -371,9 +395,9 @@ impl<T: Send + 'static> Server<T> {
 /// Declares a provider simulator `$name`, a [`Server`] over `$state` (which holds
 /// its `config: SimConfig` and is otherwise its `Default`), dereferencing to the
 /// server; `$name::start(config)` serves the routes (path `=>` method router),
-/// recording every request they answer. `Shared` is what the handlers get,
-/// `Arc<Sim<$state>>`. `Server`, `Sim`, `Configured` and `SimConfig` must be in
-/// scope.
+/// recording every request they answer. A handler takes `Call` (the simulator,
+/// the request's URI and headers); `Shared` is its `Arc<Sim<$state>>`. `Server`,
+/// `Sim`, `Configured` and `SimConfig` must be in scope.
 #[allow(unused_macros)]
 macro_rules! simulator {
     (
@@ -386,6 +410,7 @@ macro_rules! simulator {
         pub struct $name(Server<$state>);
 
         type Shared = std::sync::Arc<Sim<$state>>;
+        type Call = sim_server::Call<$state>;
 
         impl $name {
             pub async fn start(config: SimConfig) -> $name {
