@@ -1,6 +1,7 @@
 //! Default values that many components' options share, for serde's
-//! `#[serde(default = "…")]`: with `use crate::config::defaults::{secs, yes};`,
-//! `default = "yes"` (true) and `default = "secs::<30>"` (30 seconds).
+//! `#[serde(default = "…")]`: with `use crate::config::defaults::{millis, secs, yes};`,
+//! `default = "yes"` (true), `default = "secs::<30>"` (30 seconds) and
+//! `default = "millis::<250>"` (250 milliseconds).
 
 use std::time::Duration;
 
@@ -10,4 +11,8 @@ pub fn yes() -> bool {
 
 pub fn secs<const N: u64>() -> Duration {
     Duration::from_secs(N)
+}
+
+pub fn millis<const N: u64>() -> Duration {
+    Duration::from_millis(N)
 }

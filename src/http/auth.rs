@@ -106,9 +106,12 @@ impl Credentials {
         Credentials(Kind::Anonymous)
     }
 
-    /// The same header on every request.
-    pub fn fixed(header: AuthHeader) -> Self {
-        Credentials(Kind::Fixed(header))
+    /// The same header on every request: `name: prefix + secret` (see
+    /// [`AuthHeader::new`]).
+    pub fn fixed(name: &'static str, prefix: &str, secret: &Secret) -> anyhow::Result<Self> {
+        Ok(Credentials(Kind::Fixed(AuthHeader::new(
+            name, prefix, secret,
+        )?)))
     }
 
     /// Tokens from `source`, renewed as the module doc says.

@@ -49,15 +49,8 @@ fn default_app() -> String {
 
 const CURSOR_KEY: &str = "sequence";
 
-pub struct DemoSource {
-    config: DemoConfig,
-}
-
-impl From<DemoConfig> for DemoSource {
-    fn from(config: DemoConfig) -> Self {
-        DemoSource { config }
-    }
-}
+/// The demo source needs nothing but its options.
+pub type DemoSource = DemoConfig;
 
 impl super::SourceOptions for DemoConfig {}
 
@@ -69,15 +62,15 @@ impl Source for DemoSource {
             .get(CURSOR_KEY)
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
-        let end = self.config.count.unwrap_or(u64::MAX);
-        let app: Arc<str> = Arc::from(self.config.app.as_str());
+        let end = self.count.unwrap_or(u64::MAX);
+        let app: Arc<str> = Arc::from(self.app.as_str());
         let provider: Arc<str> = Arc::from("demo");
         const TICK: Duration = Duration::from_millis(100);
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut credit = 0.0f64;
         while next < end {
-            let room = match self.config.rate {
+            let room = match self.rate {
                 Some(rate) => {
                     tokio::select! {
                         () = ctx.shutdown.cancelled() => return Ok(()),
@@ -96,7 +89,7 @@ impl Source for DemoSource {
             }
             let now = now_nanos();
             let events = (next..next + take)
-                .map(|n| demo_event(n, self.config.format, &ctx.id, &provider, &app, now))
+                .map(|n| demo_event(n, self.format, &ctx.id, &provider, &app, now))
                 .collect();
             next += take;
             match ctx

@@ -24,15 +24,8 @@ fn default_max_line_bytes() -> usize {
     1 << 20
 }
 
-pub struct StdinSource {
-    config: StdinConfig,
-}
-
-impl From<StdinConfig> for StdinSource {
-    fn from(config: StdinConfig) -> Self {
-        StdinSource { config }
-    }
-}
+/// The stdin source needs nothing but its options.
+pub type StdinSource = StdinConfig;
 
 impl super::SourceOptions for StdinConfig {}
 
@@ -61,7 +54,7 @@ impl Source for StdinSource {
                 Ok(Ok(_)) => {
                     let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    let line = &line[..line.len().min(self.config.max_line_bytes)];
+                    let line = &line[..line.len().min(self.max_line_bytes)];
                     let text = crate::event::lossy_text(line);
                     batch_bytes += text.len();
                     batch.push(Event::new(

@@ -40,20 +40,20 @@
 mod sim_server;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 #[allow(unused_imports)] // for the tests; the benchmark queues no fault
 pub use sim_server::Fault;
-use sim_server::{Configured, Flow, Frames, Server, Sim, StreamSpec, Tokens, header_str};
+use sim_server::{Configured, Flow, Frames, Seen, Server, Sim, StreamSpec, Tokens, header_str};
 
 /// `logsLogLevel`, in enum order.
 pub const LEVELS: [&str; 8] = [
@@ -62,42 +62,25 @@ pub const LEVELS: [&str; 8] = [
 /// `logsLogService`, in enum order.
 pub const SERVICES: [&str; 3] = ["PARTITIONER", "ASSEMBLER", "TASKRUNNER"];
 
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    pub api_key: String,
+sim_server::sim_config! {
+    pub api_key: String = "bn-key-eyJjcnYiOiJQLTM4NCIs-7f3a".into(),
     /// Lifetime of the access tokens issued.
-    pub token_ttl: Duration,
+    pub token_ttl: Duration = Duration::from_secs(3600),
     /// `expiresIn` as a JSON number rather than proto3's string.
-    pub expires_in_number: bool,
+    pub expires_in_number: bool = false,
     /// Accept `Authorization: Bearer <token>` as well.
-    pub accept_bearer: bool,
+    pub accept_bearer: bool = false,
     /// List lines newest first (ByteNite's order) rather than oldest first.
-    pub newest_first: bool,
+    pub newest_first: bool = true,
     /// Leave out empty arrays and strings and `UNKNOWN` levels.
-    pub omit_empty: bool,
+    pub omit_empty: bool = true,
     /// Write levels as enum numbers.
-    pub level_numbers: bool,
+    pub level_numbers: bool = false,
     /// Fractional digits of the timestamps, used in turn line after line.
-    pub fraction_digits: Vec<u8>,
+    pub fraction_digits: Vec<u8> = vec![9],
     /// Wait this long before answering a logs request, as a busy server would
     /// (so that polls of several jobs overlap).
-    pub answer_delay: Duration,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            api_key: "bn-key-eyJjcnYiOiJQLTM4NCIs-7f3a".into(),
-            token_ttl: Duration::from_secs(3600),
-            expires_in_number: false,
-            accept_bearer: false,
-            newest_first: true,
-            omit_empty: true,
-            level_numbers: false,
-            fraction_digits: vec![9],
-            answer_delay: Duration::ZERO,
-        }
-    }
+    pub answer_delay: Duration = Duration::ZERO,
 }
 
 /// One log line as ByteNite stores it.
@@ -156,15 +139,19 @@ struct Job {
 }
 
 /// A logs request as the simulator saw it.
-#[derive(Debug, Clone)]
-pub struct LogsRequest {
-    pub at: Instant,
+pub type LogsRequest = Seen<LogsQuery>;
+
+/// What a logs request asked for, as sent (enum values as names or numbers), and
+/// the `Authorization` it came with.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LogsQuery {
     pub job_id: Option<String>,
     pub task_ids: Vec<String>,
     pub levels: Vec<Value>,
     pub services: Vec<Value>,
+    #[serde(skip)]
     pub authorization: Option<String>,
-    pub status: u16,
 }
 
 #[derive(Default)]
@@ -173,34 +160,24 @@ pub struct ByteniteState {
     tokens: Tokens,
     jobs: BTreeMap<String, Job>,
     created: u64,
-    exchanges: u64,
-    /// Requests refused for a wrong API key or a bad token.
-    refused: u64,
-    logs_requests: Vec<LogsRequest>,
-    job_requests: u64,
 }
 
-type Shared = Arc<Sim<ByteniteState>>;
+const TOKEN_ROUTE: &str = "/v1/auth/access_token";
+const JOBS_ROUTE: &str = "/v1/customer/jobs";
+const LOGS_ROUTE: &str = "/v1/customer/logs";
 
 sim_server::simulator!(
     /// A running simulator (see [`Server`] for `url`, `config`, `set_config`,
     /// `requests`, faults); stops when dropped.
-    ByteniteSim(ByteniteState)
+    ByteniteSim(ByteniteState) {
+        TOKEN_ROUTE => post(access_token),
+        JOBS_ROUTE => get(list_jobs),
+        &format!("{JOBS_ROUTE}/{{id}}") => get(get_job),
+        LOGS_ROUTE => post(logs),
+    }
 );
 
 impl ByteniteSim {
-    pub async fn start(config: SimConfig) -> ByteniteSim {
-        let server = Server::configured(config, |router| {
-            router
-                .route("/v1/auth/access_token", post(access_token))
-                .route("/v1/customer/jobs", get(list_jobs))
-                .route("/v1/customer/jobs/{id}", get(get_job))
-                .route("/v1/customer/logs", post(logs))
-        })
-        .await;
-        ByteniteSim(server)
-    }
-
     /// Adds a job in `JOB_STATE_NEW`.
     pub fn add_job(&self, id: &str, template_id: &str) {
         self.sim.update(|s| {
@@ -256,23 +233,33 @@ impl ByteniteSim {
     }
 
     /// Token exchanges answered so far.
-    pub fn exchanges(&self) -> u64 {
-        self.sim.lock().exchanges
+    pub fn exchanges(&self) -> usize {
+        self.sim
+            .count_requests(|seen| seen.path == TOKEN_ROUTE && seen.status == 200)
     }
 
-    /// Requests refused so far for a wrong API key or a bad token.
-    pub fn refused(&self) -> u64 {
-        self.sim.lock().refused
+    /// Requests refused (401) so far for a wrong API key or a bad token.
+    pub fn refused(&self) -> usize {
+        self.sim.count_requests(|seen| seen.status == 401)
     }
 
     /// Requests to the jobs routes so far.
-    pub fn job_requests(&self) -> u64 {
-        self.sim.lock().job_requests
+    pub fn job_requests(&self) -> usize {
+        self.sim
+            .count_requests(|seen| seen.path.starts_with(JOBS_ROUTE))
     }
 
     /// The logs requests so far.
     pub fn logs_requests(&self) -> Vec<LogsRequest> {
-        self.sim.lock().logs_requests.clone()
+        self.sim.requests_as(|seen| {
+            (seen.path == LOGS_ROUTE).then(|| {
+                let query = LogsQuery {
+                    authorization: seen.header("authorization").map(str::to_string),
+                    ..serde_json::from_slice(&seen.body).unwrap_or_default()
+                };
+                seen.with(query)
+            })
+        })
     }
 
     /// The most logs answers that were open at once so far (from the start of
@@ -307,15 +294,7 @@ fn status(code: StatusCode, grpc_code: u16, message: &str) -> Response {
 }
 
 /// Checks the token of a request: the 401 to answer if it is not good.
-fn authorize(state: &mut ByteniteState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let checked = check_token(state, headers);
-    if checked.is_err() {
-        state.refused += 1;
-    }
-    checked
-}
-
-fn check_token(state: &ByteniteState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+fn authorize(state: &ByteniteState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(value) = header_str(headers, "authorization") else {
         return Err(Box::new(status(
             StatusCode::UNAUTHORIZED,
@@ -345,19 +324,17 @@ fn check_token(state: &ByteniteState, headers: &HeaderMap) -> Result<(), Box<Res
     }
 }
 
-async fn access_token(State(sim): State<Shared>, body: Bytes) -> Response {
+async fn access_token(Call { sim, .. }: Call, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     let key = request["apiKey"].as_str().unwrap_or_default();
     let mut state = sim.lock();
     if key != state.config.api_key {
-        state.refused += 1;
         return status(
             StatusCode::UNAUTHORIZED,
             16,
             &format!("invalid API key {key}"),
         );
     }
-    state.exchanges += 1;
     let ttl = state.config.token_ttl;
     let token = state.tokens.issue("customer", Some(ttl));
     let seconds = ttl.as_secs().max(1);
@@ -389,10 +366,9 @@ fn job_json(id: &str, job: &Job, omit_empty: bool) -> Value {
     value
 }
 
-async fn list_jobs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    let mut state = sim.lock();
-    state.job_requests += 1;
-    if let Err(refused) = authorize(&mut state, &headers) {
+async fn list_jobs(Call { sim, uri, headers }: Call) -> Response {
+    let state = sim.lock();
+    if let Err(refused) = authorize(&state, &headers) {
         return *refused;
     }
     let param = |name: &str, default: usize| {
@@ -424,14 +400,9 @@ async fn list_jobs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> R
     )
 }
 
-async fn get_job(
-    State(sim): State<Shared>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let mut state = sim.lock();
-    state.job_requests += 1;
-    if let Err(refused) = authorize(&mut state, &headers) {
+async fn get_job(Call { sim, headers, .. }: Call, Path(id): Path<String>) -> Response {
+    let state = sim.lock();
+    if let Err(refused) = authorize(&state, &headers) {
         return *refused;
     }
     match state.jobs.get(&id) {
@@ -563,26 +534,10 @@ fn parts(job: &Job, filters: &Filters, omit_empty: bool) -> Vec<Part> {
     parts
 }
 
-async fn logs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+async fn logs(Call { sim, headers, .. }: Call, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut seen = LogsRequest {
-        at: Instant::now(),
-        job_id: request["jobId"].as_str().map(str::to_string),
-        task_ids: request["taskIds"]
-            .as_array()
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        levels: request["levels"].as_array().cloned().unwrap_or_default(),
-        services: request["services"].as_array().cloned().unwrap_or_default(),
-        authorization: header_str(&headers, "authorization").map(str::to_string),
-        status: 200,
-    };
-    let mut state = sim.lock();
-    let checked = authorize(&mut state, &headers)
+    let state = sim.lock();
+    let checked = authorize(&state, &headers)
         .and_then(|()| filters(&request))
         .and_then(|filters| match state.jobs.contains_key(&filters.job_id) {
             true => Ok(filters),
@@ -590,23 +545,15 @@ async fn logs(State(sim): State<Shared>, headers: HeaderMap, uri: Uri, body: Byt
         });
     let filters = match checked {
         Ok(filters) => filters,
-        Err(refused) => {
-            seen.status = refused.status().as_u16();
-            state.logs_requests.push(seen);
-            return *refused;
-        }
+        Err(refused) => return *refused,
     };
     let fault = sim.next_fault();
     if let Some(refused) = fault
         .as_ref()
         .and_then(|f| f.answer(|code| status(code, 14, "the service is unavailable, retry later")))
     {
-        seen.status = refused.status().as_u16();
-        state.logs_requests.push(seen);
         return refused;
     }
-    state.logs_requests.push(seen);
-    sim.record(&Method::POST, &uri, &headers, 200);
     let delay = state.config.answer_delay;
     let parts = parts(
         &state.jobs[&filters.job_id],

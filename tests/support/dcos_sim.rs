@@ -37,12 +37,11 @@
 mod sim_server;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use base64::Engine;
@@ -50,46 +49,32 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 pub use sim_server::Fault;
 use sim_server::{
-    Configured, Flow, Frames, Server, Sim, StreamSpec, Tokens, accepts, header_str, json, query,
-    text,
+    Configured, Flow, Frames, HasStdFiles, Seen, Server, Sim, StdFiles, StreamSpec, Tokens,
+    accepts, header_str, json, query, text,
 };
 
-#[derive(Debug, Clone)]
-pub struct SimConfig {
+sim_server::sim_config! {
     /// A token accepted on every route (as if obtained earlier).
-    pub token: String,
+    pub token: String = "eyJhbGciOiJSUzI1NiJ9.static.sig".into(),
     /// Local users: uid → password.
-    pub users: BTreeMap<String, String>,
+    pub users: BTreeMap<String, String> =
+        BTreeMap::from([("ferry".to_string(), "hunter2-dcos".to_string())]),
     /// Service accounts: uid → public key (DER, PKCS#1 RSAPublicKey).
-    pub service_accounts: BTreeMap<String, Vec<u8>>,
+    pub service_accounts: BTreeMap<String, Vec<u8>> = BTreeMap::new(),
     /// Lifetime of the tokens a login issues (`None`: until expired by hand).
-    pub token_ttl: Option<Duration>,
+    pub token_ttl: Option<Duration> = None,
     /// Idle time before a `: ping` on component streams.
-    pub keepalive: Duration,
-    pub hostname: String,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            token: "eyJhbGciOiJSUzI1NiJ9.static.sig".into(),
-            users: BTreeMap::from([("ferry".to_string(), "hunter2-dcos".to_string())]),
-            service_accounts: BTreeMap::new(),
-            token_ttl: None,
-            keepalive: Duration::from_secs(15),
-            hostname: "master-1.cluster.local".into(),
-        }
-    }
+    pub keepalive: Duration = Duration::from_secs(15),
+    pub hostname: String = "master-1.cluster.local".into(),
 }
 
 /// A request to a log route, as the simulator saw it.
+pub type Request = Seen<LogRequest>;
+
+/// How a log request asked to resume.
 #[derive(Debug, Clone)]
-pub struct Request {
-    pub at: Instant,
-    pub path: String,
-    pub query: String,
+pub struct LogRequest {
     pub last_event_id: Option<String>,
-    pub status: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -106,27 +91,16 @@ struct Task {
     executor: String,
     container: String,
     state: String,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    files: StdFiles,
+}
+
+impl HasStdFiles for DcosState {
+    fn std_files(&mut self, id: &str) -> &mut StdFiles {
+        &mut self.tasks.get_mut(id).expect("unknown task").files
+    }
 }
 
 impl Task {
-    fn file(&self, name: &str) -> &[u8] {
-        if name == "stderr" {
-            &self.stderr
-        } else {
-            &self.stdout
-        }
-    }
-
-    fn file_mut(&mut self, name: &str) -> &mut Vec<u8> {
-        if name == "stderr" {
-            &mut self.stderr
-        } else {
-            &mut self.stdout
-        }
-    }
-
     fn agent_route(&self) -> String {
         format!(
             "/system/v1/agent/{}/logs/v2/task/frameworks/{}/executors/{}/runs/{}",
@@ -143,43 +117,31 @@ pub struct DcosState {
     tasks: BTreeMap<String, Task>,
     tokens: Tokens,
     static_expired: bool,
-    logins: usize,
 }
 
-type Shared = Arc<Sim<DcosState>>;
-
-sim_server::simulator!(
-    /// A running simulator (see [`Server`] for `url`, `config`, `set_config`);
-    /// stops when dropped.
-    DcosSim(DcosState)
-);
-
+const LOGIN_ROUTE: &str = "/acs/api/v1/auth/login";
 const BOOT: &str = "637573ba91ae4008b58eaa9505a11f86";
 const REALTIME_START: u64 = 1_763_600_000_000_000;
 const AGENT_ROUTE: &str =
     "/system/v1/agent/{agent}/logs/v2/task/frameworks/{fw}/executors/{ex}/runs/{container}";
 
-impl DcosSim {
-    pub async fn start(config: SimConfig) -> DcosSim {
-        let server = Server::configured(config, |router| {
-            router
-                .route("/acs/api/v1/auth/login", post(login))
-                .route("/mesos/master/state", get(mesos_state))
-                .route("/system/v1/logs/v2/component", get(component))
-                .route("/system/v1/logs/v2/component/{name}", get(component))
-                .route("/system/v1/logs/v2/task/{task}", redirect(Some("stdout")))
-                .route("/system/v1/logs/v2/task/{task}/file/{file}", redirect(None))
-                .route(
-                    "/system/v1/logs/v2/task/{task}/browse",
-                    redirect(Some("files/browse")),
-                )
-                .route(&format!("{AGENT_ROUTE}/files/browse"), get(agent_browse))
-                .route(&format!("{AGENT_ROUTE}/{{file}}"), get(agent_file))
-        })
-        .await;
-        DcosSim(server)
+sim_server::simulator!(
+    /// A running simulator (see [`Server`] for `url`, `config`, `set_config`);
+    /// stops when dropped.
+    DcosSim(DcosState) {
+        LOGIN_ROUTE => post(login),
+        "/mesos/master/state" => get(mesos_state),
+        "/system/v1/logs/v2/component" => get(component),
+        "/system/v1/logs/v2/component/{name}" => get(component),
+        "/system/v1/logs/v2/task/{task}" => redirect(Some("stdout")),
+        "/system/v1/logs/v2/task/{task}/file/{file}" => redirect(None),
+        "/system/v1/logs/v2/task/{task}/browse" => redirect(Some("files/browse")),
+        &format!("{AGENT_ROUTE}/files/browse") => get(agent_browse),
+        &format!("{AGENT_ROUTE}/{{file}}") => get(agent_file),
     }
+);
 
+impl DcosSim {
     /// Appends journal entries for `unit`: (PRIORITY, MESSAGE) pairs.
     pub fn journal<S: AsRef<str>>(&self, unit: &str, entries: impl IntoIterator<Item = (u8, S)>) {
         self.sim.update(|s| {
@@ -220,8 +182,7 @@ impl DcosSim {
                     executor: id.to_string(),
                     container: format!("c1f5-{}", id.len()),
                     state: "TASK_RUNNING".to_string(),
-                    stdout: Vec::new(),
-                    stderr: Vec::new(),
+                    files: StdFiles::default(),
                 },
             )
         });
@@ -242,24 +203,13 @@ impl DcosSim {
         file: &str,
         lines: impl IntoIterator<Item = S>,
     ) {
-        self.sim.update(|s| {
-            let bytes = s.tasks.get_mut(id).expect("unknown task").file_mut(file);
-            for line in lines {
-                bytes.extend_from_slice(line.as_ref().as_bytes());
-                bytes.push(b'\n');
-            }
-        });
+        self.append(id, file, lines);
     }
 
     /// Empties a task's file, as logrotate's copytruncate does.
     pub fn truncate_task_file(&self, id: &str, file: &str) {
-        self.sim.update(|s| {
-            s.tasks
-                .get_mut(id)
-                .expect("unknown task")
-                .file_mut(file)
-                .clear()
-        });
+        self.sim
+            .update(|s| s.std_files(id).file_mut(file).truncate());
     }
 
     /// Every token issued so far, and the static one, stop working.
@@ -278,13 +228,10 @@ impl DcosSim {
     pub fn requests(&self) -> Vec<Request> {
         self.sim.requests_as(|seen| {
             let log = seen.path.contains("/logs/v2/") && !seen.path.ends_with("/browse");
-            log.then(|| Request {
-                at: seen.at,
+            let view = log.then(|| LogRequest {
                 last_event_id: seen.header("last-event-id").map(str::to_string),
-                path: seen.path,
-                query: seen.query,
-                status: seen.status,
-            })
+            })?;
+            Some(seen.with(view))
         })
     }
 
@@ -306,8 +253,10 @@ impl DcosSim {
             .count_requests(|seen| seen.path == "/mesos/master/state")
     }
 
+    /// Logins answered so far.
     pub fn logins(&self) -> usize {
-        self.sim.lock().logins
+        self.sim
+            .count_requests(|seen| seen.path == LOGIN_ROUTE && seen.status == 200)
     }
 }
 
@@ -352,12 +301,6 @@ impl DcosState {
     }
 }
 
-/// Answers `response` to a log route, recording it.
-fn answer(sim: &Shared, uri: &Uri, headers: &HeaderMap, response: Response) -> Response {
-    sim.record(&Method::GET, uri, headers, response.status().as_u16());
-    response
-}
-
 /// The fault an SSE request takes, or the answer of a status fault.
 fn take_fault(sim: &Shared) -> (Option<Fault>, Option<Response>) {
     let fault = sim.next_fault();
@@ -367,7 +310,7 @@ fn take_fault(sim: &Shared) -> (Option<Fault>, Option<Response>) {
     (fault, answer)
 }
 
-async fn login(State(sim): State<Shared>, body: Bytes) -> Response {
+async fn login(Call { sim, .. }: Call, body: Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return json(
             StatusCode::BAD_REQUEST,
@@ -391,7 +334,6 @@ async fn login(State(sim): State<Shared>, body: Bytes) -> Response {
             serde_json::json!({"title": "Unauthorized", "description": "Login failed: wrong uid or credentials", "code": "ERR_INVALID_CREDENTIALS"}),
         );
     }
-    state.logins += 1;
     let ttl = state.config.token_ttl;
     let token = state.tokens.issue(&uid, ttl);
     json(StatusCode::OK, serde_json::json!({ "token": token }))
@@ -425,11 +367,9 @@ fn verify_service_jwt(jwt: &str, uid: &str, public_key: &[u8]) -> bool {
             .is_some_and(|exp| exp > sim_server::unix_now())
 }
 
-async fn mesos_state(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+async fn mesos_state(Call { sim, headers, .. }: Call) -> Response {
     let state = sim.lock();
     if !state.authorized(&headers) {
-        drop(state);
-        sim.record(&Method::GET, &uri, &headers, 401);
         return unauthorized();
     }
     let mut frameworks: BTreeMap<String, (Vec<serde_json::Value>, Vec<serde_json::Value>)> =
@@ -448,7 +388,6 @@ async fn mesos_state(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) ->
         }));
     }
     drop(state);
-    sim.record(&Method::GET, &uri, &headers, 200);
     let frameworks: Vec<_> = frameworks
         .into_iter()
         .map(|(id, (tasks, completed))| serde_json::json!({"id": id, "name": "marathon", "tasks": tasks, "completed_tasks": completed}))
@@ -461,16 +400,13 @@ async fn mesos_state(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) ->
 
 /// The journal: of the unit `name`, or all of it.
 async fn component(
-    State(sim): State<Shared>,
+    Call { sim, uri, headers }: Call,
     Path(mut params): Path<HashMap<String, String>>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let unit = params.remove("name");
     let state = sim.lock();
-    let refuse = |response: Response| answer(&sim, &uri, &headers, response);
     if !state.authorized(&headers) {
-        return refuse(unauthorized());
+        return unauthorized();
     }
     let mut cursor = None;
     let mut skip: i64 = 0;
@@ -482,19 +418,13 @@ async fn component(
             "skip" => match value.parse() {
                 Ok(v) => skip = v,
                 Err(_) => {
-                    return refuse(text(
-                        StatusCode::BAD_REQUEST,
-                        "unable to parse skip parameter",
-                    ));
+                    return text(StatusCode::BAD_REQUEST, "unable to parse skip parameter");
                 }
             },
             "limit" => match value.parse() {
                 Ok(v) => limit = Some(v),
                 Err(_) => {
-                    return refuse(text(
-                        StatusCode::BAD_REQUEST,
-                        "unable to parse limit parameter",
-                    ));
+                    return text(StatusCode::BAD_REQUEST, "unable to parse limit parameter");
                 }
             },
             "filter" => match value.split_once(':') {
@@ -502,12 +432,12 @@ async fn component(
                     filters.push((key.to_ascii_uppercase(), v.to_string()))
                 }
                 _ => {
-                    return refuse(text(
+                    return text(
                         StatusCode::BAD_REQUEST,
                         &format!(
                             "incorrect filter parameter format, must be ?filter=key:value. Got {value}"
                         ),
-                    ));
+                    );
                 }
             },
             _ => {}
@@ -533,10 +463,10 @@ async fn component(
         Some(cursor) => match (0..state.journal.len()).find(|i| state.cursor(*i) == cursor) {
             Some(index) => matching.iter().filter(|m| **m <= index).count() as i64,
             None => {
-                return refuse(text(
+                return text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &format!("unable to open journald: cannot seek to cursor {cursor}"),
-                ));
+                );
             }
         },
     };
@@ -553,10 +483,10 @@ async fn component(
             .collect();
         if accepts(&headers, "application/json") {
             if wanted.is_empty() {
-                return refuse(text(StatusCode::NO_CONTENT, "No match found"));
+                return text(StatusCode::NO_CONTENT, "No match found");
             }
             let body: String = wanted.iter().map(|i| state.entry_json(*i) + "\n").collect();
-            return refuse(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+            return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
         }
         let body: String = wanted
             .iter()
@@ -570,13 +500,12 @@ async fn component(
                 )
             })
             .collect();
-        return refuse(([(header::CONTENT_TYPE, "text/plain")], body).into_response());
+        return ([(header::CONTENT_TYPE, "text/plain")], body).into_response();
     }
     let (fault, refused) = take_fault(&sim);
     if let Some(response) = refused {
-        return answer(&sim, &uri, &headers, response);
+        return response;
     }
-    sim.record(&Method::GET, &uri, &headers, 200);
     let spec = StreamSpec::new(fault).keepalive(state.config.keepalive, b": ping\n\n");
     drop(state);
     let mut next = start;
@@ -603,10 +532,7 @@ async fn component(
 /// route's `file`.
 fn redirect(rest: Option<&'static str>) -> MethodRouter<Shared> {
     get(
-        move |State(sim): State<Shared>,
-              Path(params): Path<HashMap<String, String>>,
-              headers: HeaderMap,
-              uri: Uri| async move {
+        move |Call { sim, uri, headers }: Call, Path(params): Path<HashMap<String, String>>| async move {
             let rest = rest
                 .or(params.get("file").map(String::as_str))
                 .unwrap_or_default();
@@ -618,7 +544,7 @@ fn redirect(rest: Option<&'static str>) -> MethodRouter<Shared> {
 /// The discovery route: 303 to the task's agent route + `rest`, keeping the query.
 fn to_agent(sim: &Shared, task_id: &str, rest: &str, headers: &HeaderMap, uri: &Uri) -> Response {
     let state = sim.lock();
-    let response = if !state.authorized(headers) {
+    if !state.authorized(headers) {
         unauthorized()
     } else if let Some(task) = state.tasks.get(task_id) {
         let mut location = format!("{}/{rest}", task.agent_route());
@@ -633,9 +559,7 @@ fn to_agent(sim: &Shared, task_id: &str, rest: &str, headers: &HeaderMap, uri: &
             .unwrap()
     } else {
         text(StatusCode::NOT_FOUND, &format!("Task {task_id} not found"))
-    };
-    drop(state);
-    answer(sim, uri, headers, response)
+    }
 }
 
 /// The task an agent route names, if it exists.
@@ -649,13 +573,11 @@ fn agent_task<'a>(
 }
 
 async fn agent_browse(
-    State(sim): State<Shared>,
+    Call { sim, headers, .. }: Call,
     Path((agent, fw, ex, container)): Path<(String, String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let state = sim.lock();
-    let response = if !state.authorized(&headers) {
+    if !state.authorized(&headers) {
         unauthorized()
     } else if let Some((_, task)) = agent_task(&state, (&agent, &fw, &ex, &container)) {
         let sandbox = format!(
@@ -666,37 +588,32 @@ async fn agent_browse(
             .map(|name| {
                 serde_json::json!({
                     "gid": "root", "mode": "-rw-r--r--", "mtime": 1_763_600_000, "nlink": 1,
-                    "path": format!("{sandbox}/{name}"), "size": task.file(name).len(), "uid": "root",
+                    "path": format!("{sandbox}/{name}"), "size": task.files.file(name).bytes().len(), "uid": "root",
                 })
             })
             .collect();
         json(StatusCode::OK, serde_json::Value::Array(files))
     } else {
         text(StatusCode::NOT_FOUND, "task not found")
-    };
-    drop(state);
-    answer(&sim, &uri, &headers, response)
+    }
 }
 
 async fn agent_file(
-    State(sim): State<Shared>,
+    Call { sim, uri, headers }: Call,
     Path((agent, fw, ex, container, file)): Path<(String, String, String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let state = sim.lock();
-    let refuse = |response: Response| answer(&sim, &uri, &headers, response);
     if !state.authorized(&headers) {
-        return refuse(unauthorized());
+        return unauthorized();
     }
     let Some((task_id, task)) = agent_task(&state, (&agent, &fw, &ex, &container)) else {
-        return refuse(text(StatusCode::NOT_FOUND, "task not found"));
+        return text(StatusCode::NOT_FOUND, "task not found");
     };
     if file != "stdout" && file != "stderr" {
-        return refuse(text(StatusCode::NO_CONTENT, "File not found"));
+        return text(StatusCode::NO_CONTENT, "File not found");
     }
     let task_id = task_id.clone();
-    let bytes = task.file(&file);
+    let bytes = task.files.file(&file).bytes();
     let size = bytes.len() as u64;
     let mut start: u64 = 0;
     let mut skip: i64 = 0;
@@ -709,10 +626,10 @@ async fn agent_file(
                     v => match v.parse() {
                         Ok(offset) => offset,
                         Err(_) => {
-                            return refuse(text(
+                            return text(
                                 StatusCode::BAD_REQUEST,
                                 "unable to parse cursor parameter",
-                            ));
+                            );
                         }
                     },
                 }
@@ -737,29 +654,25 @@ async fn agent_file(
         match id.parse() {
             Ok(offset) => start = offset,
             Err(_) => {
-                return refuse(text(
-                    StatusCode::BAD_REQUEST,
-                    "unable to parse Last-Event-ID",
-                ));
+                return text(StatusCode::BAD_REQUEST, "unable to parse Last-Event-ID");
             }
         }
     }
     if !accepts(&headers, "text/event-stream") {
         let body = bytes[(start as usize).min(bytes.len())..].to_vec();
-        return refuse(([(header::CONTENT_TYPE, "text/plain")], body).into_response());
+        return ([(header::CONTENT_TYPE, "text/plain")], body).into_response();
     }
     let (fault, refused) = take_fault(&sim);
     if let Some(response) = refused {
-        return answer(&sim, &uri, &headers, response);
+        return response;
     }
-    sim.record(&Method::GET, &uri, &headers, 200);
     drop(state);
     let mut offset = start;
     let feed = move |state: &DcosState, frames: &mut Frames| {
         let Some(t) = state.tasks.get(&task_id) else {
             return Flow::Reset;
         };
-        let bytes = t.file(&file);
+        let bytes = t.files.file(&file).bytes();
         while (offset as usize) < bytes.len() && !frames.is_full() {
             let from = offset as usize;
             let Some(len) = bytes[from..].iter().position(|b| *b == b'\n') else {

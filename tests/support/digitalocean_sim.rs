@@ -49,12 +49,11 @@
 mod sim_server;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::extract::Path;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
@@ -74,43 +73,26 @@ pub enum LiveScheme {
     Http,
 }
 
-#[derive(Debug, Clone)]
-pub struct SimConfig {
+sim_server::sim_config! {
     /// The personal access token the API accepts.
-    pub token: String,
-    pub app_id: String,
-    pub live_scheme: LiveScheme,
+    pub token: String =
+        "dop_v1_5f2b9c7e1d3a8f60b4e2c9d7a1f3e5b8c0d2f4a6b8c0e2d4f6a8b0c2d4e6f8a0".into(),
+    pub app_id: String = "4f6c71e2-1e90-4762-9fee-6cc4a0a9f2cf".into(),
+    pub live_scheme: LiveScheme = LiveScheme::Ws,
     /// Log lines per websocket message.
-    pub lines_per_message: usize,
+    pub lines_per_message: usize = 1,
     /// How long a live or archive URL's token works (`None`: until
     /// [`DigitalOceanSim::expire_urls`]).
-    pub url_token_ttl: Option<Duration>,
+    pub url_token_ttl: Option<Duration> = None,
     /// Close the live sockets of a deployment when a redeploy supersedes it.
-    pub close_on_redeploy: bool,
+    pub close_on_redeploy: bool = false,
     /// Answer with the API reference example's names (`url`, `historic_logs`).
-    pub doc_example_fields: bool,
+    pub doc_example_fields: bool = false,
     /// Archive files per finished log.
-    pub archive_files: usize,
+    pub archive_files: usize = 2,
     /// REST requests allowed per sliding window.
-    pub rate_limit: usize,
-    pub rate_window: Duration,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            token: "dop_v1_5f2b9c7e1d3a8f60b4e2c9d7a1f3e5b8c0d2f4a6b8c0e2d4f6a8b0c2d4e6f8a0".into(),
-            app_id: "4f6c71e2-1e90-4762-9fee-6cc4a0a9f2cf".into(),
-            live_scheme: LiveScheme::Ws,
-            lines_per_message: 1,
-            url_token_ttl: None,
-            close_on_redeploy: false,
-            doc_example_fields: false,
-            archive_files: 2,
-            rate_limit: 250,
-            rate_window: Duration::from_secs(60),
-        }
-    }
+    pub rate_limit: usize = 250,
+    pub rate_window: Duration = Duration::from_secs(60),
 }
 
 /// Where a deployment is in its life.
@@ -142,20 +124,19 @@ pub enum Kind {
     Archive,
 }
 
-/// A request as the simulator saw it.
+/// A request as the simulator saw it (its `query` as sent: a live or archive
+/// URL's carries its token).
+pub type Request = Seen<Asked>;
+
+/// What a request was for, and what it asked.
 #[derive(Debug, Clone)]
-pub struct Request {
-    pub at: Instant,
+pub struct Asked {
     pub kind: Kind,
-    pub path: String,
     pub log_type: Option<String>,
     pub tail_lines: Option<i64>,
     pub follow: Option<String>,
-    /// The query, as sent (a live or archive URL's carries its token).
-    pub query: String,
     /// The request carried an `Authorization` header.
     pub authorized: bool,
-    pub status: u16,
 }
 
 impl Kind {
@@ -243,7 +224,6 @@ pub struct DoState {
     api_faults: VecDeque<Fault>,
     stream_faults: VecDeque<Fault>,
     last_time: i64,
-    base: String,
 }
 
 impl DoState {
@@ -289,56 +269,28 @@ impl DoState {
     }
 }
 
-type Shared = Arc<Sim<DoState>>;
-
 sim_server::simulator!(
     /// A running simulator (see [`Server`] for `url`, `config`, `set_config`);
     /// stops when dropped.
-    DigitalOceanSim(DoState)
+    DigitalOceanSim(DoState) {
+        "/v2/apps" => get(apps),
+        "/v2/apps/{app_id}" => app_route(app),
+        "/v2/apps/{app_id}/deployments" => app_route(deployments),
+        "/v2/apps/{app_id}/logs" => app_route(logs_answer),
+        "/v2/apps/{app_id}/components/{component}/logs" => app_route(logs_answer),
+        "/v2/apps/{app_id}/deployments/{deployment_id}/logs" => app_route(logs_answer),
+        "/v2/apps/{app_id}/deployments/{deployment_id}/components/{component}/logs" =>
+            app_route(logs_answer),
+        "/v2/apps/{app_id}/jobs/{job}/invocations/{invocation}/logs" =>
+            app_route(|_, asked| unmodelled(&asked.uri, "JOB_INVOCATION")),
+        "/v2/apps/{app_id}/events/{event}/logs" =>
+            app_route(|_, asked| unmodelled(&asked.uri, "AUTOSCALE_EVENT")),
+        "/live/{deployment_id}" => get(live),
+        "/archive/{deployment_id}/{log_type}/{file}" => get(archive),
+    }
 );
 
 impl DigitalOceanSim {
-    pub async fn start(config: SimConfig) -> DigitalOceanSim {
-        let state = DoState {
-            rate: RateLimit::new(config.rate_limit, config.rate_window),
-            config,
-            ..Default::default()
-        };
-        let server = Server::start(state, |router| {
-            router
-                .route("/v2/apps", get(apps))
-                .route("/v2/apps/{app_id}", app_route(app))
-                .route("/v2/apps/{app_id}/deployments", app_route(deployments))
-                .route("/v2/apps/{app_id}/logs", app_route(logs_answer))
-                .route(
-                    "/v2/apps/{app_id}/components/{component}/logs",
-                    app_route(logs_answer),
-                )
-                .route(
-                    "/v2/apps/{app_id}/deployments/{deployment_id}/logs",
-                    app_route(logs_answer),
-                )
-                .route(
-                    "/v2/apps/{app_id}/deployments/{deployment_id}/components/{component}/logs",
-                    app_route(logs_answer),
-                )
-                .route(
-                    "/v2/apps/{app_id}/jobs/{job}/invocations/{invocation}/logs",
-                    app_route(|_, _, uri| unmodelled(uri, "JOB_INVOCATION")),
-                )
-                .route(
-                    "/v2/apps/{app_id}/events/{event}/logs",
-                    app_route(|_, _, uri| unmodelled(uri, "AUTOSCALE_EVENT")),
-                )
-                .route("/live/{deployment_id}", get(live))
-                .route("/archive/{deployment_id}/{log_type}/{file}", get(archive))
-        })
-        .await;
-        let base = server.url();
-        server.sim.lock().base = base;
-        DigitalOceanSim(server)
-    }
-
     /// Adds a component to the app's spec.
     pub fn add_component(&self, name: &str) {
         self.sim.update(|s| {
@@ -487,17 +439,14 @@ impl DigitalOceanSim {
     /// Every request so far.
     pub fn requests(&self) -> Vec<Request> {
         self.sim.requests_as(|seen| {
-            Some(Request {
-                at: seen.at,
+            let asked = Asked {
                 kind: Kind::of(&seen),
                 log_type: seen.param("type"),
                 tail_lines: seen.param("tail_lines").and_then(|t| t.parse().ok()),
                 follow: seen.param("follow"),
                 authorized: seen.header("authorization").is_some(),
-                query: seen.query,
-                path: seen.path,
-                status: seen.status,
-            })
+            };
+            Some(seen.with(asked))
         })
     }
 }
@@ -588,25 +537,21 @@ fn admit(
     Ok(limits)
 }
 
-/// Runs `answer` behind [`admit`] and records the request.
+/// Runs `answer` behind [`admit`].
 fn rest(
     sim: &Shared,
-    uri: &Uri,
     headers: &HeaderMap,
     answer: impl FnOnce(&mut DoState) -> Response,
 ) -> Response {
     let mut state = sim.lock();
-    let response = match admit(sim, &mut state, headers) {
+    match admit(sim, &mut state, headers) {
         Err(response) => *response,
         Ok(limits) => {
             let mut response = answer(&mut state);
             response.headers_mut().extend(limits);
             response
         }
-    };
-    drop(state);
-    sim.record(&Method::GET, uri, headers, response.status().as_u16());
-    response
+    }
 }
 
 fn deployment_json(state: &DoState, id: &str) -> Value {
@@ -642,8 +587,8 @@ fn app_json(state: &DoState) -> Value {
     app
 }
 
-async fn apps(State(sim): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
-    rest(&sim, &uri, &headers, |state| {
+async fn apps(Call { sim, headers, .. }: Call) -> Response {
+    rest(&sim, &headers, |state| {
         sim_server::json(
             StatusCode::OK,
             json!({ "apps": [app_json(state)], "links": {}, "meta": {"total": 1} }),
@@ -651,33 +596,43 @@ async fn apps(State(sim): State<Shared>, uri: Uri, headers: HeaderMap) -> Respon
     })
 }
 
-/// What the app's routes are given: the state, the route's path parameters
-/// (`app_id`, and `deployment_id`, `component` where the route has them) and its URI.
-type AppAnswer = fn(&mut DoState, &HashMap<String, String>, &Uri) -> Response;
+/// What an app route was asked: the route's path parameters (`app_id`, and
+/// `deployment_id`, `component` where the route has them), its URI, and where the
+/// simulator serves (for the URLs it hands out).
+struct AppRequest<'a> {
+    params: HashMap<String, String>,
+    uri: Uri,
+    base: &'a str,
+}
+
+/// What the app's routes are given: the state and the request.
+type AppAnswer = fn(&mut DoState, &AppRequest) -> Response;
 
 /// A REST route under `/v2/apps/{app_id}`: once the token and the rate limit are
 /// checked, and the app is this one, `answer` answers.
 fn app_route(answer: AppAnswer) -> MethodRouter<Shared> {
     get(
-        move |State(sim): State<Shared>,
-              Path(params): Path<HashMap<String, String>>,
-              uri: Uri,
-              headers: HeaderMap| async move {
-            rest(&sim, &uri, &headers, |state| {
-                if params.get("app_id") != Some(&state.config.app_id) {
+        move |Call { sim, uri, headers }: Call, Path(params): Path<HashMap<String, String>>| async move {
+            let asked = AppRequest {
+                params,
+                uri,
+                base: sim.url(),
+            };
+            rest(&sim, &headers, |state| {
+                if asked.params.get("app_id") != Some(&state.config.app_id) {
                     return not_found();
                 }
-                answer(state, &params, &uri)
+                answer(state, &asked)
             })
         },
     )
 }
 
-fn app(state: &mut DoState, _: &HashMap<String, String>, _: &Uri) -> Response {
+fn app(state: &mut DoState, _: &AppRequest) -> Response {
     sim_server::json(StatusCode::OK, json!({ "app": app_json(state) }))
 }
 
-fn deployments(state: &mut DoState, _: &HashMap<String, String>, _: &Uri) -> Response {
+fn deployments(state: &mut DoState, _: &AppRequest) -> Response {
     let list: Vec<Value> = state
         .order
         .iter()
@@ -693,10 +648,10 @@ fn deployments(state: &mut DoState, _: &HashMap<String, String>, _: &Uri) -> Res
 
 /// The answer of the log-URL routes for the route's `deployment_id` (none: the
 /// active deployment) and `component` (none: all, or the `component_name` query).
-fn logs_answer(state: &mut DoState, params: &HashMap<String, String>, uri: &Uri) -> Response {
-    let deployment = params.get("deployment_id").cloned();
-    let component = params.get("component").cloned();
-    let param = |name: &str| query_param(uri, name);
+fn logs_answer(state: &mut DoState, asked: &AppRequest) -> Response {
+    let deployment = asked.params.get("deployment_id").cloned();
+    let component = asked.params.get("component").cloned();
+    let param = |name: &str| query_param(&asked.uri, name);
     let log_type = param("type").unwrap_or_else(|| "UNSPECIFIED".into());
     if !LOG_TYPES.contains(&log_type.as_str()) {
         return bad_request(&format!(
@@ -743,7 +698,7 @@ fn logs_answer(state: &mut DoState, params: &HashMap<String, String>, uri: &Uri)
                 LiveScheme::Ws => "ws",
                 LiveScheme::Http => "http",
             };
-            let host = state.base.trim_start_matches("http://");
+            let host = asked.base.trim_start_matches("http://");
             (
                 Some(format!("{scheme}://{host}/live/{deployment}?token={token}")),
                 Vec::new(),
@@ -756,7 +711,7 @@ fn logs_answer(state: &mut DoState, params: &HashMap<String, String>, uri: &Uri)
                     let token = state.grant(grant.clone());
                     format!(
                         "{}/archive/{deployment}/{log_type}/{n}.log?token={token}",
-                        state.base
+                        asked.base
                     )
                 })
                 .collect();
@@ -821,27 +776,19 @@ fn live_over(state: &DoState, grant: &Grant) -> bool {
 }
 
 async fn live(
-    upgrade: WebSocketUpgrade,
-    State(sim): State<Shared>,
+    Call { sim, uri, .. }: Call,
     Path(deployment): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
 ) -> Response {
     let mut state = sim.lock();
     let grant = match url_grant(&state, &uri, &deployment) {
         Ok(grant) => grant,
-        Err(response) => {
-            drop(state);
-            sim.record(&Method::GET, &uri, &headers, 403);
-            return *response;
-        }
+        Err(response) => return *response,
     };
     let fault = state.stream_faults.pop_front().or_else(|| sim.next_fault());
     if let Some(response) = fault.as_ref().and_then(|f| {
         f.answer(|status| error(status, "server_error", "Unexpected server-side error"))
     }) {
-        drop(state);
-        sim.record(&Method::GET, &uri, &headers, response.status().as_u16());
         return response;
     }
     let per_message = state.config.lines_per_message.max(1);
@@ -866,7 +813,6 @@ async fn live(
         }
     }
     drop(state);
-    sim.record(&Method::GET, &uri, &headers, 101);
     let mut next = start;
     let mut replayed = false;
     let feed = move |state: &DoState, frames: &mut Frames| {
@@ -915,10 +861,8 @@ async fn live(
 }
 
 async fn archive(
-    State(sim): State<Shared>,
+    Call { sim, uri, .. }: Call,
     Path((deployment, log_type, file)): Path<(String, String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
     let state = sim.lock();
     let answer: Result<Response, Box<Response>> = (|| {
@@ -955,10 +899,7 @@ async fn archive(
         )
             .into_response())
     })();
-    drop(state);
-    let response = answer.unwrap_or_else(|response| *response);
-    sim.record(&Method::GET, &uri, &headers, response.status().as_u16());
-    response
+    answer.unwrap_or_else(|response| *response)
 }
 
 /// A test message `n` of about `len` bytes (padded with `x`).

@@ -40,11 +40,16 @@ pub fn free_port() -> u16 {
 
 /// Polls `check` every 20 ms until it holds; panics with `what` after `limit` (a
 /// guard against hangs, not a timing assertion).
-pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub fn wait_until(limit: Duration, what: &str, check: impl FnMut() -> bool) {
+    wait_every(Duration::from_millis(20), limit, what, check);
+}
+
+/// Polls `check` every `every` until it holds; panics with `what` after `limit`.
+pub fn wait_every(every: Duration, limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 

@@ -30,18 +30,20 @@
 mod sim_server;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 
 #[allow(unused_imports)] // for the tests; the benchmark queues no fault
 pub use sim_server::Fault;
-use sim_server::{Configured, Flow, Frames, Server, Sim, StreamSpec, header_str, json};
+use sim_server::{
+    Configured, Flow, Frames, HasStdFiles, Seen, Server, Sim, StdFiles, StreamSpec, header_str,
+    json,
+};
 
 pub const PREFIX: &str = "/enterprise/v1/io-cloud/caas";
 
@@ -54,52 +56,30 @@ pub enum Framing {
     Bare,
 }
 
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    pub api_key: String,
-    pub deployment_id: String,
-    pub framing: Framing,
-    pub ids: bool,
-    pub honour_offset: bool,
+sim_server::sim_config! {
+    pub api_key: String = "io-test-key-5f2b".into(),
+    pub deployment_id: String = "6f1c2a4e-93b7-4d0e-8a55-1c9e2f7b3d10".into(),
+    pub framing: Framing = Framing::Sse,
+    pub ids: bool = true,
+    pub honour_offset: bool = true,
     /// Keep the stream open at the end of the data (waiting for more) instead of
     /// ending the response.
-    pub follow: bool,
+    pub follow: bool = true,
     /// Idle time before a `: keepalive` comment.
-    pub keepalive: Duration,
+    pub keepalive: Duration = Duration::from_secs(15),
     /// A `retry:` value (ms) sent at the start of every stream.
-    pub retry_ms: Option<u64>,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            api_key: "io-test-key-5f2b".into(),
-            deployment_id: "6f1c2a4e-93b7-4d0e-8a55-1c9e2f7b3d10".into(),
-            framing: Framing::Sse,
-            ids: true,
-            honour_offset: true,
-            follow: true,
-            keepalive: Duration::from_secs(15),
-            retry_ms: None,
-        }
-    }
+    pub retry_ms: Option<u64> = None,
 }
 
 /// A log request as the simulator saw it.
+pub type Request = Seen<LogRequest>;
+
+/// What a log request asked for.
 #[derive(Debug, Clone)]
-pub struct Request {
-    pub at: Instant,
+pub struct LogRequest {
     pub container: String,
     pub stream: String,
     pub offset: Option<u64>,
-    pub status: u16,
-}
-
-#[derive(Debug, Default)]
-struct LogFile {
-    bytes: Vec<u8>,
-    /// (start offset, length without `\n`) of every line.
-    lines: Vec<(u64, u32)>,
 }
 
 #[derive(Debug)]
@@ -107,18 +87,7 @@ struct Container {
     status: String,
     device_id: String,
     events: Vec<(String, String)>,
-    stdout: LogFile,
-    stderr: LogFile,
-}
-
-impl Container {
-    fn file(&self, stream: &str) -> &LogFile {
-        if stream == "stderr" {
-            &self.stderr
-        } else {
-            &self.stdout
-        }
-    }
+    files: StdFiles,
 }
 
 #[derive(Default)]
@@ -126,36 +95,33 @@ pub struct IonetState {
     config: SimConfig,
     key_expired: bool,
     containers: BTreeMap<String, Container>,
-    list_requests: usize,
 }
 
-type Shared = Arc<Sim<IonetState>>;
+/// Lines are appended to a container's stream (`stdout` or `stderr`) with
+/// `append` (of `sim_server::Server`).
+impl HasStdFiles for IonetState {
+    fn std_files(&mut self, container: &str) -> &mut StdFiles {
+        &mut self
+            .containers
+            .get_mut(container)
+            .expect("unknown container")
+            .files
+    }
+}
+
+const CONTAINERS_ROUTE: &str = "/containers";
+const LOG_ROUTE: &str = "/log/";
 
 sim_server::simulator!(
     /// A running simulator (see [`Server`] for `url`, `config`, `set_config`);
     /// stops when dropped.
-    IonetSim(IonetState)
+    IonetSim(IonetState) {
+        &format!("{PREFIX}/deployment/{{deployment_id}}{CONTAINERS_ROUTE}") => get(containers),
+        &format!("{PREFIX}/deployment/{{deployment_id}}{LOG_ROUTE}{{container_id}}") => get(logs),
+    }
 );
 
-const LOG_ROUTE: &str = "/log/";
-
 impl IonetSim {
-    pub async fn start(config: SimConfig) -> IonetSim {
-        let server = Server::configured(config, |router| {
-            router
-                .route(
-                    &format!("{PREFIX}/deployment/{{deployment_id}}/containers"),
-                    get(containers),
-                )
-                .route(
-                    &format!("{PREFIX}/deployment/{{deployment_id}}/log/{{container_id}}"),
-                    get(logs),
-                )
-        })
-        .await;
-        IonetSim(server)
-    }
-
     /// Adds (or updates the status of) a container.
     pub fn add_container(&self, id: &str, status: &str, device_id: &str) {
         self.sim.update(|s| {
@@ -166,8 +132,7 @@ impl IonetSim {
                     status: String::new(),
                     device_id: device_id.to_string(),
                     events: Vec::new(),
-                    stdout: LogFile::default(),
-                    stderr: LogFile::default(),
+                    files: StdFiles::default(),
                 });
             container.status = status.to_string();
         });
@@ -184,31 +149,6 @@ impl IonetSim {
         }
     }
 
-    /// Appends lines to a container's stream (`stdout` or `stderr`).
-    pub fn append<S: AsRef<str>>(
-        &self,
-        container: &str,
-        stream: &str,
-        lines: impl IntoIterator<Item = S>,
-    ) {
-        self.sim.update(|s| {
-            let c = s.containers.get_mut(container).expect("unknown container");
-            let file = if stream == "stderr" {
-                &mut c.stderr
-            } else {
-                &mut c.stdout
-            };
-            for line in lines {
-                let line = line.as_ref();
-                assert!(!line.contains('\n'), "one line at a time");
-                file.lines
-                    .push((file.bytes.len() as u64, line.len() as u32));
-                file.bytes.extend_from_slice(line.as_bytes());
-                file.bytes.push(b'\n');
-            }
-        });
-    }
-
     /// Makes the API key expire (401 on every request) or valid again.
     pub fn expire_key(&self, expired: bool) {
         self.sim.lock().key_expired = expired;
@@ -217,18 +157,19 @@ impl IonetSim {
     /// The log requests so far.
     pub fn requests(&self) -> Vec<Request> {
         self.sim.requests_as(|seen| {
-            seen.path.contains(LOG_ROUTE).then(|| Request {
-                at: seen.at,
+            let view = seen.path.contains(LOG_ROUTE).then(|| LogRequest {
                 container: seen.path.rsplit('/').next().unwrap_or("").to_string(),
                 stream: seen.param("stream").unwrap_or_else(|| "stdout".into()),
                 offset: seen.param("offset").and_then(|o| o.parse().ok()),
-                status: seen.status,
-            })
+            })?;
+            Some(seen.with(view))
         })
     }
 
+    /// Requests of the containers list so far.
     pub fn list_requests(&self) -> usize {
-        self.sim.lock().list_requests
+        self.sim
+            .count_requests(|seen| seen.path.ends_with(CONTAINERS_ROUTE))
     }
 }
 
@@ -287,12 +228,10 @@ fn check(state: &IonetState, headers: &HeaderMap, deployment_id: &str) -> Option
 }
 
 async fn containers(
-    State(sim): State<Shared>,
+    Call { sim, headers, .. }: Call,
     Path(deployment_id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let mut state = sim.lock();
-    state.list_requests += 1;
+    let state = sim.lock();
     if let Some(error) = check(&state, &headers, &deployment_id) {
         return error;
     }
@@ -321,10 +260,8 @@ async fn containers(
 }
 
 async fn logs(
-    State(sim): State<Shared>,
+    Call { sim, uri, headers }: Call,
     Path((deployment_id, container_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let param = |name: &str| sim_server::query_param(&uri, name);
     let stream = param("stream").unwrap_or_else(|| "stdout".into());
@@ -353,9 +290,7 @@ async fn logs(
             (!state.containers.contains_key(&container_id))
                 .then(|| detail(StatusCode::NOT_FOUND, "Not Found"))
         });
-    let record = |status: u16| sim.record(&Method::GET, &uri, &headers, status);
     if let Some(error) = error {
-        record(error.status().as_u16());
         return error;
     }
     let fault = sim.next_fault();
@@ -363,10 +298,8 @@ async fn logs(
         .as_ref()
         .and_then(|f| f.answer(|status| detail(status, "Too many requests, slow down")))
     {
-        record(response.status().as_u16());
         return response;
     }
-    record(200);
     let start = match offset {
         Some(Ok(offset)) if state.config.honour_offset => offset,
         _ => 0,
@@ -382,12 +315,13 @@ async fn logs(
         let Some(c) = state.containers.get(&container_id) else {
             return Flow::End;
         };
-        let file = c.file(&stream);
+        let file = c.files.file(&stream);
+        let (bytes, lines) = (file.bytes(), file.lines());
         let mut index =
-            *next_line.get_or_insert_with(|| file.lines.partition_point(|(s, _)| *s < start));
-        while index < file.lines.len() && !frames.is_full() {
-            let (line_start, len) = file.lines[index];
-            let line = &file.bytes[line_start as usize..line_start as usize + len as usize];
+            *next_line.get_or_insert_with(|| lines.partition_point(|(s, _)| *s < start));
+        while index < lines.len() && !frames.is_full() {
+            let (line_start, len) = lines[index];
+            let line = &bytes[line_start as usize..line_start as usize + len as usize];
             frames.with(|chunk| match config.framing {
                 Framing::Bare => {
                     chunk.extend_from_slice(line);
@@ -407,7 +341,7 @@ async fn logs(
             index += 1;
         }
         next_line = Some(index);
-        if config.follow || index < file.lines.len() {
+        if config.follow || index < lines.len() {
             Flow::More
         } else {
             Flow::End

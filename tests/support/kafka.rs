@@ -339,10 +339,6 @@ pub fn complete_lines(path: &std::path::Path) -> Vec<String> {
 }
 
 /// Polls `check` every 300 ms until it holds; panics with `what` after `limit`.
-pub fn wait_slowly(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+pub fn wait_slowly(limit: Duration, what: &str, check: impl FnMut() -> bool) {
+    super::ferry_process::wait_every(Duration::from_millis(300), limit, what, check);
 }

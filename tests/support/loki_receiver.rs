@@ -35,6 +35,11 @@
 
 #![allow(dead_code)]
 
+// A test may also include a simulator, which has its own copy of `sim_server`.
+#[allow(clippy::duplicate_mod)]
+#[path = "sim_server.rs"]
+mod sim_server;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::Read;
@@ -46,11 +51,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use ferry::sinks::loki::proto::PushRequest;
 use prost::Message;
+use sim_server::Seen;
 
 /// Loki's default `max_line_size`.
 pub const DEFAULT_MAX_LINE: usize = 256 * 1024;
@@ -87,16 +93,17 @@ pub struct ReceivedEntry {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A push as the receiver saw it: its `body` as sent (still compressed; empty with
+/// [`LokiReceiver::count_only`]), and what the receiver read from it.
+pub type ReceivedRequest = Seen<Push>;
+
+/// The headers of a push the receiver looks at, and what it found in the entries.
 #[derive(Debug, Clone)]
-pub struct ReceivedRequest {
-    pub at: Instant,
+pub struct Push {
     pub tenant: Option<String>,
     pub content_type: Option<String>,
     pub content_encoding: Option<String>,
     pub authorization: Option<String>,
-    /// The body as sent (still compressed).
-    pub body: Vec<u8>,
-    pub status: u16,
     /// Every stream of the request had its entries in timestamp order.
     pub sorted: bool,
     pub entries: usize,
@@ -365,31 +372,29 @@ struct PushedStream {
     entries: Vec<(i64, String, BTreeMap<String, String>)>,
 }
 
-async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+async fn push(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| sim_server::header_str(&headers, name).map(str::to_string);
     let delay = shared.inner.lock().unwrap_or_else(|e| e.into_inner()).delay;
     tokio::time::sleep(delay).await;
-    let mut record = ReceivedRequest {
-        at: Instant::now(),
+    let push = Push {
         tenant: header("x-scope-orgid"),
         content_type: header(header::CONTENT_TYPE.as_str()),
         content_encoding: header(header::CONTENT_ENCODING.as_str()),
         authorization: header(header::AUTHORIZATION.as_str()),
-        body: Vec::new(),
-        status: 0,
         sorted: true,
         entries: 0,
     };
+    let stored = shared.inner.lock().unwrap_or_else(|e| e.into_inner()).store;
+    let kept = if stored { body.clone() } else { Bytes::new() };
+    let mut record =
+        Seen::new(Instant::now(), Method::POST, &uri, headers.clone(), kept).with(push);
     let injected = {
         let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.store {
-            record.body = body.to_vec();
-        }
         let arrival = inner.arrivals;
         inner.arrivals += 1;
         let planned = inner.planned.remove(&arrival);

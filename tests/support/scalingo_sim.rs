@@ -36,13 +36,12 @@
 mod sim_server;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -63,45 +62,24 @@ pub enum EventKey {
     Both,
 }
 
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    pub api_token: String,
-    pub app: String,
-    pub app_id: String,
-    pub token_ttl: Duration,
-    pub url_ttl: Duration,
-    pub ping_every: Duration,
-    pub event_key: EventKey,
+sim_server::sim_config! {
+    pub api_token: String = "tk-us-Qm9vYmFyYmF6cXV4".into(),
+    pub app: String = "my-app".into(),
+    pub app_id: String = "66b24069fb0de6002981dd79".into(),
+    pub token_ttl: Duration = Duration::from_secs(3600),
+    pub url_ttl: Duration = Duration::from_secs(3600),
+    pub ping_every: Duration = Duration::from_secs(25),
+    pub event_key: EventKey = EventKey::Event,
     /// Upgrade `stream=true` requests that ask for a websocket; off: always SSE.
-    pub websocket: bool,
-    pub api_limit: usize,
-    pub api_window: Duration,
+    pub websocket: bool = true,
+    pub api_limit: usize = 60,
+    pub api_window: Duration = Duration::from_secs(60),
     /// Lines per `log` event (Scalingo may pack several).
-    pub lines_per_event: usize,
+    pub lines_per_event: usize = 1,
     /// Every stream drops after a random number of frames in `1..=N`.
-    pub drops: Option<usize>,
+    pub drops: Option<usize> = None,
     /// Clock step between published lines, in ns.
-    pub step: i64,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            api_token: "tk-us-Qm9vYmFyYmF6cXV4".into(),
-            app: "my-app".into(),
-            app_id: "66b24069fb0de6002981dd79".into(),
-            token_ttl: Duration::from_secs(3600),
-            url_ttl: Duration::from_secs(3600),
-            ping_every: Duration::from_secs(25),
-            event_key: EventKey::Event,
-            websocket: true,
-            api_limit: 60,
-            api_window: Duration::from_secs(60),
-            lines_per_event: 1,
-            drops: None,
-            step: 1_250_000,
-        }
-    }
+    pub step: i64 = 1_250_000,
 }
 
 /// What a request was, as the simulator saw it.
@@ -113,11 +91,13 @@ pub enum Kind {
     Stream,
 }
 
+/// A request as the simulator saw it.
+pub type Request = Seen<Asked>;
+
+/// What a request was, and what it asked for.
 #[derive(Debug, Clone)]
-pub struct Request {
-    pub at: Instant,
+pub struct Asked {
     pub kind: Kind,
-    pub status: u16,
     pub n: Option<String>,
     pub filter: Option<String>,
     /// The request asked for a websocket.
@@ -158,40 +138,35 @@ pub struct ScalingoState {
     rng: rand::rngs::StdRng,
 }
 
-type Shared = Arc<Sim<ScalingoState>>;
-
-sim_server::simulator!(
-    /// A running simulator (see [`Server`] for `url` — of every host —, `config`,
-    /// `set_config`); stops when dropped.
-    ScalingoSim(ScalingoState)
-);
-
 /// 2026-03-01 00:00:00 UTC, the clock's start.
 const CLOCK_START: i64 = 1_772_323_200_000_000_000;
 
-impl ScalingoSim {
-    pub async fn start(config: SimConfig) -> ScalingoSim {
-        let state = ScalingoState {
-            api_limit: RateLimit::new(config.api_limit, config.api_window),
-            config,
+impl Default for ScalingoState {
+    fn default() -> Self {
+        ScalingoState {
+            config: SimConfig::default(),
             lines: Vec::new(),
             clock: CLOCK_START,
             tokens: Tokens::default(),
             jwts: Vec::new(),
             signed: BTreeMap::new(),
+            api_limit: RateLimit::default(),
             rng: rand::rngs::StdRng::seed_from_u64(3),
-        };
-        ScalingoSim(
-            Server::start(state, |router| {
-                router
-                    .route("/v1/tokens/exchange", post(exchange))
-                    .route("/v1/apps/{app}/logs", get(logs_url))
-                    .route("/apps/{app_id}/logs", get(logs))
-            })
-            .await,
-        )
+        }
     }
+}
 
+sim_server::simulator!(
+    /// A running simulator (see [`Server`] for `url` — of every host —, `config`,
+    /// `set_config`); stops when dropped.
+    ScalingoSim(ScalingoState) {
+        "/v1/tokens/exchange" => post(exchange),
+        "/v1/apps/{app}/logs" => get(logs_url),
+        "/apps/{app_id}/logs" => get(logs),
+    }
+);
+
+impl ScalingoSim {
     /// Publishes `messages` from `container`, one line each on the clock; returns
     /// the lines as served.
     pub fn publish<S: AsRef<str>>(
@@ -245,14 +220,13 @@ impl ScalingoSim {
     /// Every request so far.
     pub fn requests(&self) -> Vec<Request> {
         self.sim.requests_as(|seen| {
-            Some(Request {
-                at: seen.at,
+            let asked = Asked {
                 kind: Kind::of(&seen),
-                status: seen.status,
                 n: seen.param("n"),
                 filter: seen.param("filter"),
                 upgrade: seen.header("upgrade").is_some(),
-            })
+            };
+            Some(seen.with(asked))
         })
     }
 }
@@ -339,12 +313,6 @@ fn error(status: StatusCode, message: &str) -> Response {
     json(status, serde_json::json!({ "error": message }))
 }
 
-/// Records the request with its answer's status.
-fn answer(sim: &Shared, uri: &Uri, headers: &HeaderMap, method: Method, r: Response) -> Response {
-    sim.record(&method, uri, headers, r.status().as_u16());
-    r
-}
-
 /// The queued or random fault's answer, if it is a status.
 fn fault_answer(fault: Option<&Fault>) -> Option<Response> {
     fault?.answer(|status| {
@@ -356,13 +324,13 @@ fn fault_answer(fault: Option<&Fault>) -> Option<Response> {
     })
 }
 
-async fn exchange(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+async fn exchange(Call { sim, headers, .. }: Call) -> Response {
     let fault = sim.next_fault();
     if let Some(response) = fault_answer(fault.as_ref()) {
-        return answer(&sim, &uri, &headers, Method::POST, response);
+        return response;
     }
     let mut state = sim.lock();
-    let response = match sim_server::basic(&headers) {
+    match sim_server::basic(&headers) {
         Some((user, token)) if user.is_empty() && token == state.config.api_token => {
             let ttl = state.config.token_ttl;
             let jwt = state.tokens.issue("ferry", Some(ttl));
@@ -374,22 +342,15 @@ async fn exchange(State(sim): State<Shared>, headers: HeaderMap, uri: Uri) -> Re
             &format!("invalid API token {token}"),
         ),
         None => error(StatusCode::UNAUTHORIZED, "no API token given"),
-    };
-    drop(state);
-    answer(&sim, &uri, &headers, Method::POST, response)
+    }
 }
 
-async fn logs_url(
-    State(sim): State<Shared>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
+async fn logs_url(Call { sim, headers, .. }: Call, Path(app): Path<String>) -> Response {
     let fault = sim.next_fault();
     let mut state = sim.lock();
     state.api_limit.max = state.config.api_limit;
     state.api_limit.window = state.config.api_window;
-    let response = if state.api_limit.check().is_err() {
+    if state.api_limit.check().is_err() {
         text(StatusCode::TOO_MANY_REQUESTS, "Retry later")
     } else if let Some(response) = fault_answer(fault.as_ref()) {
         response
@@ -422,43 +383,34 @@ async fn logs_url(
             ),
             None => error(StatusCode::UNAUTHORIZED, "authentication required"),
         }
-    };
-    drop(state);
-    answer(&sim, &uri, &headers, Method::GET, response)
+    }
 }
 
 async fn logs(
-    State(sim): State<Shared>,
+    Call { sim, uri, .. }: Call,
     Path(app_id): Path<String>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let param = |name: &str| sim_server::query_param(&uri, name);
-    let record = |response: Response| answer(&sim, &uri, &headers, Method::GET, response);
     let mut state = sim.lock();
     if app_id != state.config.app_id {
-        drop(state);
-        return record(text(StatusCode::NOT_FOUND, "404 page not found"));
+        return text(StatusCode::NOT_FOUND, "404 page not found");
     }
     if !state.signed_valid(param("token").as_deref(), param("timestamp").as_deref()) {
         let token = param("token").unwrap_or_default();
-        drop(state);
-        return record(text(
+        return text(
             StatusCode::UNAUTHORIZED,
             &format!("invalid or expired token {token}"),
-        ));
+        );
     }
     let Ok(filter) = filter_matcher(param("filter").as_deref()) else {
-        drop(state);
-        return record(error(StatusCode::BAD_REQUEST, "invalid filter"));
+        return error(StatusCode::BAD_REQUEST, "invalid filter");
     };
     let n: usize = match param("n").map(|n| n.parse()) {
         None => 20,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
-            drop(state);
-            return record(error(StatusCode::BAD_REQUEST, "invalid n"));
+            return error(StatusCode::BAD_REQUEST, "invalid n");
         }
     };
     let fault = sim.next_fault().or_else(|| {
@@ -466,8 +418,7 @@ async fn logs(
         Some(Fault::DropAfter(state.rng.random_range(1..=drops.max(1))))
     });
     if let Some(response) = fault_answer(fault.as_ref()) {
-        drop(state);
-        return record(response);
+        return response;
     }
     let history: Vec<usize> = {
         let mut matching: Vec<usize> = (0..state.lines.len())
@@ -485,20 +436,16 @@ async fn logs(
             .collect();
         drop(state);
         if body.is_empty() {
-            return record(
-                Response::builder()
-                    .status(StatusCode::NO_CONTENT)
-                    .body(axum::body::Body::empty())
-                    .unwrap(),
-            );
+            return Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(axum::body::Body::empty())
+                .unwrap();
         }
-        return record(
-            Response::builder()
-                .status(StatusCode::OK)
-                .header("content-type", "text/plain; charset=utf-8")
-                .body(axum::body::Body::from(body))
-                .unwrap(),
-        );
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(axum::body::Body::from(body))
+            .unwrap();
     }
     // A stream: the last `n` lines, then every line published from now on.
     let upgrade = upgrade.ok().filter(|_| state.config.websocket);
@@ -509,7 +456,6 @@ async fn logs(
     let ping = state.event("ping", serde_json::json!({}));
     let every = state.config.ping_every;
     drop(state);
-    sim.record(&Method::GET, &uri, &headers, if sse { 200 } else { 101 });
     let mut spec = StreamSpec::new(fault);
     let ping = if sse {
         format!("data: {ping}\n\n")

@@ -4,20 +4,25 @@
 //! - [`Server`]: an axum router on `127.0.0.1:0` over a shared [`Sim`] state,
 //!   stopped when dropped;
 //! - [`Sim`]: the provider's state behind a lock, a wake-up for streams when it
-//!   changes, every request recorded ([`Seen`]), queued [`Fault`]s and a random
+//!   changes, every request recorded ([`Seen`], with what the simulator reads from
+//!   it: `Seen<ItsView>`), queued [`Fault`]s and a random
 //!   5xx rate (seeded, so a run can be replayed), the count of open streams (and
 //!   the most open at once), and [`Sim::disconnect_all`] to cut every stream at
 //!   once;
+//! - [`simulator!`] and [`sim_config!`]: a provider simulator's type, `start`
+//!   from its route table, and its `SimConfig` with each option's default;
 //! - [`stream_body`] and [`ws_stream`]: a streaming response (SSE or plain text
 //!   chunks) or a websocket fed by a provider closure, with keepalives and the
 //!   faults (drop mid-frame, clean close after N frames, stall);
 //! - helpers for auth ([`bearer`], [`basic`], [`Tokens`] with expiry, [`jwt`]),
-//!   rate limits ([`RateLimit`]), queries and JSON/text answers.
+//!   rate limits ([`RateLimit`]), queries and JSON/text answers, and the
+//!   `stdout`/`stderr` files of a container or task ([`StdFiles`]).
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,7 +30,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -61,18 +69,68 @@ impl Fault {
     }
 }
 
-/// A request as the simulator saw it.
+/// A request as the simulator saw it, with what the simulator reads from it
+/// (`view`): a simulator's own kind of request is a `Seen<ItsView>`, whose view's
+/// fields read as the request's own (through `Deref`).
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub struct Seen<V = ()> {
+    /// When it came.
     pub at: Instant,
     pub method: Method,
     pub path: String,
     pub query: String,
     pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The status it was answered with.
     pub status: u16,
+    pub view: V,
 }
 
 impl Seen {
+    /// A request that came `at`, not answered yet (status 0).
+    pub fn new(at: Instant, method: Method, uri: &Uri, headers: HeaderMap, body: Bytes) -> Seen {
+        Seen {
+            at,
+            method,
+            path: uri.path().to_string(),
+            query: uri.query().unwrap_or("").to_string(),
+            headers,
+            body,
+            status: 0,
+            view: (),
+        }
+    }
+
+    /// The request, with what a simulator reads from it.
+    pub fn with<V>(self, view: V) -> Seen<V> {
+        Seen {
+            at: self.at,
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers: self.headers,
+            body: self.body,
+            status: self.status,
+            view,
+        }
+    }
+}
+
+impl<V> Deref for Seen<V> {
+    type Target = V;
+
+    fn deref(&self) -> &V {
+        &self.view
+    }
+}
+
+impl<V> DerefMut for Seen<V> {
+    fn deref_mut(&mut self) -> &mut V {
+        &mut self.view
+    }
+}
+
+impl<V> Seen<V> {
     pub fn header(&self, name: &str) -> Option<&str> {
         header_str(&self.headers, name)
     }
@@ -93,6 +151,8 @@ struct Book {
 
 /// A simulator's state and bookkeeping (see the module doc).
 pub struct Sim<T> {
+    /// `http://127.0.0.1:{port}`.
+    url: String,
     state: Mutex<T>,
     changed: Notify,
     book: Mutex<Book>,
@@ -102,8 +162,9 @@ pub struct Sim<T> {
 }
 
 impl<T> Sim<T> {
-    fn new(state: T) -> Self {
+    fn new(url: String, state: T) -> Self {
         Sim {
+            url,
             state: Mutex::new(state),
             changed: Notify::new(),
             book: Mutex::new(Book {
@@ -116,6 +177,11 @@ impl<T> Sim<T> {
             most_open_streams: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Where the simulator serves, for answers that point back to it.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The state, locked.
@@ -134,16 +200,17 @@ impl<T> Sim<T> {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a request and the status it got.
+    /// Records a request and the status it got, for a server whose handlers record
+    /// their requests themselves ([`Server::start`]).
     pub fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, status: u16) {
-        self.book().requests.push(Seen {
-            at: Instant::now(),
-            method: method.clone(),
-            path: uri.path().to_string(),
-            query: uri.query().unwrap_or("").to_string(),
-            headers: headers.clone(),
-            status,
-        });
+        let seen = Seen::new(
+            Instant::now(),
+            method.clone(),
+            uri,
+            headers.clone(),
+            Bytes::new(),
+        );
+        self.book().requests.push(Seen { status, ..seen });
     }
 
     /// Every request recorded so far.
@@ -208,6 +275,53 @@ impl<T> Sim<T> {
     }
 }
 
+/// Records a request a route answered, with its body and the status of its answer.
+async fn record_answered<T>(
+    State(sim): State<Arc<Sim<T>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let at = Instant::now();
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let seen = Seen::new(
+        at,
+        parts.method.clone(),
+        &parts.uri,
+        parts.headers.clone(),
+        body.clone(),
+    );
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let status = response.status().as_u16();
+    sim.book().requests.push(Seen { status, ..seen });
+    response
+}
+
+/// What a handler is given besides its path parameters and body: the simulator,
+/// and the request's URI and headers.
+pub struct Call<T> {
+    pub sim: Arc<Sim<T>>,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+impl<T: Send + 'static> FromRequestParts<Arc<Sim<T>>> for Call<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        sim: &Arc<Sim<T>>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Call {
+            sim: Arc::clone(sim),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 /// A simulator state holding a config that tests read and change.
 pub trait Configured {
     type Config: Clone;
@@ -238,17 +352,35 @@ impl<T> Drop for Server<T> {
 }
 
 impl<T: Send + 'static> Server<T> {
-    /// Serves `routes` (handlers take `State<Arc<Sim<T>>>`) over `state`.
+    /// Serves `routes` (handlers take `State<Arc<Sim<T>>>`) over `state`; the
+    /// handlers record the requests they want to ([`Sim::record`]).
     pub async fn start(
         state: T,
         routes: impl FnOnce(Router<Arc<Sim<T>>>) -> Router<Arc<Sim<T>>>,
     ) -> Server<T> {
-        let sim = Arc::new(Sim::new(state));
-        let app = routes(Router::new()).with_state(Arc::clone(&sim));
+        Server::serve(state, routes, false).await
+    }
+
+    /// Serves `routes` over `state`, recording every request a route answers when
+    /// `recorded`.
+    async fn serve(
+        state: T,
+        routes: impl FnOnce(Router<Arc<Sim<T>>>) -> Router<Arc<Sim<T>>>,
+        recorded: bool,
+    ) -> Server<T> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind simulator");
         let addr = listener.local_addr().expect("simulator address");
+        let sim = Arc::new(Sim::new(format!("http://{addr}"), state));
+        let mut routes = routes(Router::new());
+        if recorded {
+            routes = routes.route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&sim),
+                record_answered::<T>,
+            ));
+        }
+        let app = routes.with_state(Arc::clone(&sim));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -256,18 +388,35 @@ impl<T: Send + 'static> Server<T> {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.sim.url().to_string()
     }
 }
 
 /// Declares a provider simulator `$name`, a [`Server`] over `$state` (which holds
-/// its `config: SimConfig`), dereferencing to the server. `Server`, `Configured`
-/// and `SimConfig` must be in scope.
+/// its `config: SimConfig` and is otherwise its `Default`), dereferencing to the
+/// server; `$name::start(config)` serves the routes (path `=>` method router),
+/// recording every request they answer. A handler takes `Call` (the simulator,
+/// the request's URI and headers); `Shared` is its `Arc<Sim<$state>>`. `Server`,
+/// `Sim`, `Configured` and `SimConfig` must be in scope.
 #[allow(unused_macros)]
 macro_rules! simulator {
-    ($(#[$doc:meta])* $name:ident($state:ty)) => {
+    (
+        $(#[$doc:meta])*
+        $name:ident($state:ty) {
+            $($path:expr => $route:expr),+ $(,)?
+        }
+    ) => {
         $(#[$doc])*
         pub struct $name(Server<$state>);
+
+        type Shared = std::sync::Arc<Sim<$state>>;
+        type Call = sim_server::Call<$state>;
+
+        impl $name {
+            pub async fn start(config: SimConfig) -> $name {
+                $name(Server::configured(config, |router| router$(.route($path, $route))+).await)
+            }
+        }
 
         impl std::ops::Deref for $name {
             type Target = Server<$state>;
@@ -289,15 +438,39 @@ macro_rules! simulator {
 #[allow(unused_imports)]
 pub(crate) use simulator;
 
+/// Declares a simulator's `SimConfig` (what [`simulator!`] starts it with): each
+/// option with its default (`pub name: Type = default,`), and `Default` from those.
+#[allow(unused_macros)]
+macro_rules! sim_config {
+    ($($(#[$doc:meta])* pub $option:ident: $type:ty = $default:expr),+ $(,)?) => {
+        /// The simulator's behaviour, which tests may change while it runs.
+        #[derive(Debug, Clone)]
+        pub struct SimConfig {
+            $($(#[$doc])* pub $option: $type,)+
+        }
+
+        impl Default for SimConfig {
+            fn default() -> Self {
+                SimConfig {
+                    $($option: $default,)+
+                }
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use sim_config;
+
 impl<T: Configured + Default + Send + 'static> Server<T> {
-    /// [`Server::start`] over the default state holding `config`.
+    /// Serves `routes` over the default state holding `config`, recording every
+    /// request a route answers.
     pub async fn configured(
         config: T::Config,
         routes: impl FnOnce(Router<Arc<Sim<T>>>) -> Router<Arc<Sim<T>>>,
     ) -> Server<T> {
         let mut state = T::default();
         *state.config_mut() = config;
-        Server::start(state, routes).await
+        Server::serve(state, routes, true).await
     }
 }
 
@@ -643,6 +816,88 @@ async fn ws_drive<T>(socket: WebSocket, sim: Arc<Sim<T>>, spec: StreamSpec, feed
     })
     .await;
     reader.abort();
+}
+
+/// A growing file of lines, as a provider serves a container's or a task's output.
+#[derive(Debug, Default)]
+pub struct LogFile {
+    bytes: Vec<u8>,
+    /// (start offset, length without `\n`) of every line.
+    lines: Vec<(u64, u32)>,
+}
+
+impl LogFile {
+    /// Appends `lines`, each with its `\n`.
+    pub fn append<S: AsRef<str>>(&mut self, lines: impl IntoIterator<Item = S>) {
+        for line in lines {
+            let line = line.as_ref();
+            assert!(!line.contains('\n'), "one line at a time");
+            self.lines
+                .push((self.bytes.len() as u64, line.len() as u32));
+            self.bytes.extend_from_slice(line.as_bytes());
+            self.bytes.push(b'\n');
+        }
+    }
+
+    /// Empties the file, as logrotate's copytruncate does.
+    pub fn truncate(&mut self) {
+        self.bytes.clear();
+        self.lines.clear();
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// (start offset, length without `\n`) of every line.
+    pub fn lines(&self) -> &[(u64, u32)] {
+        &self.lines
+    }
+}
+
+/// The `stdout` and `stderr` of a container or a task.
+#[derive(Debug, Default)]
+pub struct StdFiles {
+    stdout: LogFile,
+    stderr: LogFile,
+}
+
+impl StdFiles {
+    /// The file `name`: `stderr`, else `stdout`.
+    pub fn file(&self, name: &str) -> &LogFile {
+        if name == "stderr" {
+            &self.stderr
+        } else {
+            &self.stdout
+        }
+    }
+
+    pub fn file_mut(&mut self, name: &str) -> &mut LogFile {
+        if name == "stderr" {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        }
+    }
+}
+
+/// A simulator state whose containers or tasks have a `stdout` and a `stderr`.
+pub trait HasStdFiles {
+    /// The files of `owner` (a container, a task), which must exist.
+    fn std_files(&mut self, owner: &str) -> &mut StdFiles;
+}
+
+impl<T: HasStdFiles> Server<T> {
+    /// Appends lines to the file `file` (`stdout` or `stderr`) of `owner`.
+    pub fn append<S: AsRef<str>>(
+        &self,
+        owner: &str,
+        file: &str,
+        lines: impl IntoIterator<Item = S>,
+    ) {
+        self.sim
+            .update(|s| s.std_files(owner).file_mut(file).append(lines));
+    }
 }
 
 /// The value of header `name`, if it is text.

@@ -263,8 +263,13 @@ impl Follow for JobLogs {
     /// A poll's answer is read whole in `open`: there are no frames.
     fn frame(&mut self, _frame: Frame, _ctx: &Context, _out: &mut Emitter) {}
 
+    /// The job: its sub-streams' cursors are committed under `{job}/…`.
+    fn key(&self) -> &str {
+        &self.job
+    }
+
     /// Each poll sends its pieces with the cursors of their sub-streams itself.
-    fn cursor(&self) -> Option<(String, Value)> {
+    fn position(&self) -> Option<Value> {
         None
     }
 

@@ -19,11 +19,8 @@ mod wire;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use self::answer::Selection;
 use self::auth::AccessToken;
@@ -32,58 +29,48 @@ use super::provider::{Context, Provider};
 use crate::config::defaults::secs;
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
-use crate::http::client::validate_endpoint;
 use crate::http::stream::StreamOptions;
-use crate::secret::{RequiredSecret, Secret};
 
 /// ByteNite's API host.
 pub const DEFAULT_ENDPOINT: &str = "https://api.bytenite.com";
-const API_KEY: RequiredSecret =
-    RequiredSecret::new("the API key", "api_key", "${BYTENITE_API_KEY}");
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ByteniteConfig {
+super::provider::options! {
     /// API base URL; `/v1/customer/…` and `/v1/auth/…` are added to it (a
     /// trailing `/v1/customer` or `/v1` is taken off). Default
     /// `https://api.bytenite.com`.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
+    endpoint: DEFAULT_ENDPOINT,
     /// The API key, exchanged for access tokens; usually `"${BYTENITE_API_KEY}"`.
-    pub api_key: Option<Secret>,
-    /// A file holding only the API key (instead of `api_key`).
-    pub api_key_file: Option<PathBuf>,
-    /// The jobs to follow. Default empty: every running job of the account, and
-    /// each one that starts later.
-    #[serde(default)]
-    pub job_ids: Vec<String>,
-    /// Services to ship: `partitioner`, `assembler`, `taskrunner`. Default empty:
-    /// all.
-    #[serde(default)]
-    pub services: Vec<Service>,
-    /// Levels to ship: `unknown`, `trace`, `debug`, `info`, `warn`, `error`,
-    /// `fatal`, `panic`. Default empty: all.
-    #[serde(default)]
-    pub levels: Vec<LogLevel>,
-    /// Task ids whose task-runner lines to ship. Default empty: all tasks.
-    #[serde(default)]
-    pub task_ids: Vec<String>,
-    /// How often to ask for each job's logs, and for the jobs' states. Default 5 s.
-    #[serde(default = "secs::<5>", with = "humantime_serde")]
-    pub poll_interval: Duration,
-    /// Keep polling a job this long after its `endedAt` (lines keep arriving
-    /// for a while), then poll it once more and stop. Default 2 min.
-    #[serde(default = "secs::<120>", with = "humantime_serde")]
-    pub finished_job_grace: Duration,
-    /// Most bytes of new lines taken from one answer (text plus 80 bytes per
-    /// line); the rest are taken by the next poll, at once. Default 32 MiB.
-    #[serde(default = "default_max_poll_bytes")]
-    pub max_poll_bytes: usize,
+    secret: api_key / api_key_file ("the API key", "${BYTENITE_API_KEY}"),
+    pub struct ByteniteConfig {
+        /// The jobs to follow. Default empty: every running job of the account, and
+        /// each one that starts later.
+        #[serde(default)]
+        pub job_ids: Vec<String>,
+        /// Services to ship: `partitioner`, `assembler`, `taskrunner`. Default empty:
+        /// all.
+        #[serde(default)]
+        pub services: Vec<Service>,
+        /// Levels to ship: `unknown`, `trace`, `debug`, `info`, `warn`, `error`,
+        /// `fatal`, `panic`. Default empty: all.
+        #[serde(default)]
+        pub levels: Vec<LogLevel>,
+        /// Task ids whose task-runner lines to ship. Default empty: all tasks.
+        #[serde(default)]
+        pub task_ids: Vec<String>,
+        /// How often to ask for each job's logs, and for the jobs' states. Default 5 s.
+        #[serde(default = "secs::<5>", with = "humantime_serde")]
+        pub poll_interval: Duration,
+        /// Keep polling a job this long after its `endedAt` (lines keep arriving
+        /// for a while), then poll it once more and stop. Default 2 min.
+        #[serde(default = "secs::<120>", with = "humantime_serde")]
+        pub finished_job_grace: Duration,
+        /// Most bytes of new lines taken from one answer (text plus 80 bytes per
+        /// line); the rest are taken by the next poll, at once. Default 32 MiB.
+        #[serde(default = "default_max_poll_bytes")]
+        pub max_poll_bytes: usize,
+    }
 }
 
-fn default_endpoint() -> String {
-    DEFAULT_ENDPOINT.into()
-}
 fn default_max_poll_bytes() -> usize {
     32 << 20
 }
@@ -94,8 +81,6 @@ impl Provider for ByteniteConfig {
     const NAME: &'static str = "bytenite";
 
     fn validate(&self) -> Result<(), String> {
-        validate_endpoint(&self.endpoint)?;
-        API_KEY.check(&self.api_key, &self.api_key_file)?;
         if self.job_ids.iter().any(|id| id.trim().is_empty()) {
             return Err("`job_ids` holds an empty id".into());
         }
@@ -114,7 +99,7 @@ impl Provider for ByteniteConfig {
     fn api(&self, stream: &StreamOptions) -> anyhow::Result<Api> {
         let credentials = Credentials::exchanged(AccessToken {
             url: format!("{}/v1/auth/access_token", api_base(&self.endpoint)),
-            api_key: API_KEY.resolve(&self.api_key, &self.api_key_file)?,
+            api_key: self.secret()?,
             timeout: stream.request_timeout,
         });
         Api::connect(stream, credentials)
@@ -198,49 +183,40 @@ fn api_base(endpoint: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::provider::{Config, parse_config};
-
-    fn parse(source: &str) -> Result<Config<ByteniteConfig>, String> {
-        parse_config(source)
-    }
+    use crate::sources::provider::{assert_refused, config, parse_source};
 
     #[test]
     fn defaults_and_errors_are_clear() {
-        let config = parse("type = \"bytenite\"\napi_key = \"${BYTENITE_API_KEY}\"").unwrap();
-        assert_eq!(config.endpoint, DEFAULT_ENDPOINT);
+        let config =
+            config::<ByteniteConfig>("type = \"bytenite\"\napi_key = \"${BYTENITE_API_KEY}\"");
         assert!(config.job_ids.is_empty() && config.services.is_empty());
         assert_eq!(config.poll_interval, Duration::from_secs(5));
         assert_eq!(config.finished_job_grace, Duration::from_secs(120));
         assert_eq!(config.max_poll_bytes, 32 << 20);
-        assert_eq!(format!("{:?}", config.api_key), "Some(***)");
 
-        let missing = parse("type = \"bytenite\"").unwrap_err();
+        let missing = parse_source("type = \"bytenite\"").unwrap_err();
         assert!(
             missing.contains("ferry.toml:1:1") && missing.contains("api_key"),
             "{missing}"
         );
-        let both =
-            parse("type = \"bytenite\"\napi_key = \"k\"\napi_key_file = \"/k\"").unwrap_err();
-        assert!(both.contains("not both"), "{both}");
-        let service =
-            parse("type = \"bytenite\"\napi_key = \"k\"\nservices = [\"scheduler\"]").unwrap_err();
-        assert!(service.contains("unknown service `scheduler`"), "{service}");
-        let level = parse("type = \"bytenite\"\napi_key = \"k\"\nlevels = [\"loud\"]").unwrap_err();
-        assert!(level.contains("unknown level `loud`"), "{level}");
-        let unknown = parse("type = \"bytenite\"\napi_key = \"k\"\njob = \"j\"").unwrap_err();
-        assert!(unknown.contains(".job: unknown option"), "{unknown}");
-        let zero =
-            parse("type = \"bytenite\"\napi_key = \"k\"\npoll_interval = \"0s\"").unwrap_err();
-        assert!(zero.contains("poll_interval"), "{zero}");
+        assert_refused(
+            "type = \"bytenite\"\napi_key = \"k\"",
+            &[
+                ("api_key_file = \"/k\"", "not both"),
+                ("services = [\"scheduler\"]", "unknown service `scheduler`"),
+                ("levels = [\"loud\"]", "unknown level `loud`"),
+                ("job = \"j\"", ".job: unknown option"),
+                ("poll_interval = \"0s\"", "poll_interval"),
+            ],
+        );
     }
 
     #[test]
     fn filters_go_into_the_request_by_enum_name() {
-        let config = parse(
+        let filtered = config::<ByteniteConfig>(
             "type = \"bytenite\"\napi_key = \"k\"\nservices = [\"taskrunner\", \"PARTITIONER\"]\nlevels = [\"error\", \"panic\"]\ntask_ids = [\"t2\", \"t1\"]",
-        )
-        .unwrap();
-        let settings = Settings::new(&config, &config.stream);
+        );
+        let settings = Settings::new(&filtered, &filtered.stream);
         assert_eq!(
             settings.request("j1"),
             serde_json::json!({
@@ -250,7 +226,7 @@ mod tests {
                 "services": ["TASKRUNNER", "PARTITIONER"],
             })
         );
-        let plain = parse("type = \"bytenite\"\napi_key = \"k\"").unwrap();
+        let plain = config::<ByteniteConfig>("type = \"bytenite\"\napi_key = \"k\"");
         let plain = Settings::new(&plain, &plain.stream);
         assert_eq!(plain.request("j1"), serde_json::json!({ "jobId": "j1" }));
         assert_eq!(plain.logs_url, "https://api.bytenite.com/v1/customer/logs");

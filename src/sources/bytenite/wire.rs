@@ -68,13 +68,27 @@ impl fmt::Display for Service {
 
 impl<'de> Deserialize<'de> for Service {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        Service::from_name(&name).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown service `{name}`, expected one of: partitioner, assembler, taskrunner"
-            ))
-        })
+        by_name(
+            deserializer,
+            Service::from_name,
+            "service",
+            "partitioner, assembler, taskrunner",
+        )
     }
+}
+
+/// A config option's value read by name with `from_name`; an unknown one is an
+/// error that names `what` it is and the `names` it may be.
+fn by_name<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    from_name: fn(&str) -> Option<T>,
+    what: &str,
+    names: &str,
+) -> Result<T, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    from_name(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!("unknown {what} `{name}`, expected one of: {names}"))
+    })
 }
 
 /// ByteNite's log level (`logsLogLevel`), in enum order.
@@ -165,12 +179,12 @@ impl LogLevel {
 
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        LogLevel::from_name(&name).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown level `{name}`, expected one of: unknown, trace, debug, info, warn, error, fatal, panic"
-            ))
-        })
+        by_name(
+            deserializer,
+            LogLevel::from_name,
+            "level",
+            "unknown, trace, debug, info, warn, error, fatal, panic",
+        )
     }
 }
 

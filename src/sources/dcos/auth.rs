@@ -15,7 +15,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 use crate::http::api::Api;
 use crate::http::auth::{Credentials, JwtAnswer, Token, TokenSource};
-use crate::http::client::{AuthHeader, scrub};
+use crate::http::client::scrub;
 use crate::http::stream::Ended;
 use crate::secret::Secret;
 
@@ -99,14 +99,9 @@ fn service_jwt(key: &RsaKeyPair, uid: &str) -> anyhow::Result<String> {
 /// What comes before a DC/OS token in `Authorization`.
 const TOKEN_PREFIX: &str = "token=";
 
-/// The header of a DC/OS token.
-pub(crate) fn token_header(token: &Secret) -> anyhow::Result<AuthHeader> {
-    AuthHeader::new("authorization", TOKEN_PREFIX, token)
-}
-
 /// Credentials from a static token.
 pub(crate) fn static_token(token: &Secret) -> anyhow::Result<Credentials> {
-    Ok(Credentials::fixed(token_header(token)?))
+    Credentials::fixed("authorization", TOKEN_PREFIX, token)
 }
 
 /// A login as `uid`, repeated whenever a fresh token is needed.

@@ -84,17 +84,15 @@ pub(crate) fn journal_event(from: Who, entry: &Entry, now: i64) -> Event {
         .or_else(|| entry.field("_SYSTEMD_UNIT"))
         .or_else(|| entry.field("SYSLOG_IDENTIFIER"))
         .map(str::to_string);
-    for (from, to) in [
-        ("_PID", "pid"),
-        ("SYSLOG_IDENTIFIER", "syslog_identifier"),
-        ("_TRANSPORT", "transport"),
-    ] {
-        if let Some(value) = entry.field(from) {
-            event
-                .fields
-                .insert(to.into(), Value::String(value.to_string()));
-        }
-    }
+    copy_fields(
+        entry,
+        &mut event,
+        &[
+            ("_PID", "pid"),
+            ("SYSLOG_IDENTIFIER", "syslog_identifier"),
+            ("_TRANSPORT", "transport"),
+        ],
+    );
     event
 }
 
@@ -109,17 +107,26 @@ pub(crate) fn task_event(from: Who, task: &str, entry: &Entry, now: i64) -> Even
     event.origin.component = Some(task.to_string());
     event.origin.host = entry.field("AGENT_ID").map(str::to_string);
     event.origin.instance = entry.field("CONTAINER_ID").map(str::to_string);
-    for (from, to) in [
-        ("FRAMEWORK_ID", "framework_id"),
-        ("EXECUTOR_ID", "executor_id"),
-    ] {
+    copy_fields(
+        entry,
+        &mut event,
+        &[
+            ("FRAMEWORK_ID", "framework_id"),
+            ("EXECUTOR_ID", "executor_id"),
+        ],
+    );
+    event
+}
+
+/// Each of the entry's fields `from` that it has, as the event's field `to`.
+fn copy_fields(entry: &Entry, event: &mut Event, names: &[(&str, &str)]) {
+    for (from, to) in names {
         if let Some(value) = entry.field(from) {
             event
                 .fields
-                .insert(to.into(), Value::String(value.to_string()));
+                .insert((*to).into(), Value::String(value.to_string()));
         }
     }
-    event
 }
 
 #[cfg(test)]

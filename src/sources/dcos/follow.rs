@@ -240,10 +240,6 @@ impl Stream {
 
 #[async_trait]
 impl Follow for Stream {
-    fn name(&self) -> String {
-        self.key.clone()
-    }
-
     async fn open(&mut self, ctx: &Context, _out: &mut Emitter) -> Result<Connection, Ended> {
         if self.is_task() && self.offset > 0 {
             self.check_truncation(ctx).await;
@@ -282,16 +278,19 @@ impl Follow for Stream {
         }
     }
 
-    fn cursor(&self) -> Option<(String, serde_json::Value)> {
-        let value = if self.is_task() {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        if self.is_task() {
             serde_json::to_value(TaskPosition {
                 offset: self.offset,
             })
-            .ok()?
+            .ok()
         } else {
-            serde_json::to_value(self.journal.as_ref()?).ok()?
-        };
-        Some((self.key.clone(), value))
+            serde_json::to_value(self.journal.as_ref()?).ok()
+        }
     }
 
     fn ended(&mut self, ended: &Ended, finished: bool) -> Next {

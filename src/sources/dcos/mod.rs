@@ -27,13 +27,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::provider::{Context, Provider};
 use crate::config::defaults::{secs, yes};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
-use crate::http::client::validate_endpoint;
 use crate::http::stream::StreamOptions;
 use crate::secret::{Secret, resolve_secret};
 
@@ -42,61 +39,57 @@ use self::auth::{Login, LoginSecret};
 /// Admin Router on the leading master, as seen from inside a DC/OS cluster.
 pub const DEFAULT_ENDPOINT: &str = "https://leader.mesos";
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DcosConfig {
+super::provider::options! {
     /// Cluster URL (Admin Router). Default `https://leader.mesos`.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
-    /// A DC/OS auth token, sent as `Authorization: token=…`.
-    pub token: Option<Secret>,
-    /// A file holding only the token (instead of `token`).
-    pub token_file: Option<PathBuf>,
-    /// Log in as this user or service account instead of giving a token.
-    pub uid: Option<String>,
-    /// The password of `uid`.
-    pub password: Option<Secret>,
-    /// A file holding only the password of `uid`.
-    pub password_file: Option<PathBuf>,
-    /// The RSA private key (PEM) of service account `uid`, for service login.
-    pub service_key: Option<Secret>,
-    /// A file holding the service account's PEM private key.
-    pub service_key_file: Option<PathBuf>,
-    /// journald units to follow (exact unit names, e.g. `dcos-mesos-master.service`).
-    #[serde(default)]
-    pub components: Vec<String>,
-    /// Follow the node's whole journal. Default false.
-    #[serde(default)]
-    pub journal: bool,
-    /// Mesos task ids whose sandbox files to follow. Left empty: follow every
-    /// running task found in Mesos state, and those that start later.
-    #[serde(default)]
-    pub tasks: Vec<String>,
-    /// With `tasks` empty, discover the running tasks. Default true; false follows
-    /// only `components` and `journal`.
-    #[serde(default = "yes")]
-    pub discover_tasks: bool,
-    /// Task files to follow. Default `["stdout", "stderr"]`.
-    #[serde(default = "default_files")]
-    pub files: Vec<String>,
-    /// How often to read `/mesos/master/state` for tasks that started or ended.
-    /// Default 30 s.
-    #[serde(default = "secs::<30>", with = "humantime_serde")]
-    pub task_poll_interval: Duration,
-    /// Once a task has ended, stop following its files after they stay silent this
-    /// long. Default 30 s.
-    #[serde(default = "secs::<30>", with = "humantime_serde")]
-    pub finished_task_grace: Duration,
-    /// When the server refuses a saved journald cursor (it no longer exists), read
-    /// this many entries back from the end (`skip=-N`) and skip those already
-    /// shipped. Default 1000.
-    #[serde(default = "default_fallback_entries")]
-    pub fallback_entries: u64,
+    endpoint: DEFAULT_ENDPOINT,
+    pub struct DcosConfig {
+        /// A DC/OS auth token, sent as `Authorization: token=…`.
+        pub token: Option<Secret>,
+        /// A file holding only the token (instead of `token`).
+        pub token_file: Option<PathBuf>,
+        /// Log in as this user or service account instead of giving a token.
+        pub uid: Option<String>,
+        /// The password of `uid`.
+        pub password: Option<Secret>,
+        /// A file holding only the password of `uid`.
+        pub password_file: Option<PathBuf>,
+        /// The RSA private key (PEM) of service account `uid`, for service login.
+        pub service_key: Option<Secret>,
+        /// A file holding the service account's PEM private key.
+        pub service_key_file: Option<PathBuf>,
+        /// journald units to follow (exact unit names, e.g. `dcos-mesos-master.service`).
+        #[serde(default)]
+        pub components: Vec<String>,
+        /// Follow the node's whole journal. Default false.
+        #[serde(default)]
+        pub journal: bool,
+        /// Mesos task ids whose sandbox files to follow. Left empty: follow every
+        /// running task found in Mesos state, and those that start later.
+        #[serde(default)]
+        pub tasks: Vec<String>,
+        /// With `tasks` empty, discover the running tasks. Default true; false follows
+        /// only `components` and `journal`.
+        #[serde(default = "yes")]
+        pub discover_tasks: bool,
+        /// Task files to follow. Default `["stdout", "stderr"]`.
+        #[serde(default = "default_files")]
+        pub files: Vec<String>,
+        /// How often to read `/mesos/master/state` for tasks that started or ended.
+        /// Default 30 s.
+        #[serde(default = "secs::<30>", with = "humantime_serde")]
+        pub task_poll_interval: Duration,
+        /// Once a task has ended, stop following its files after they stay silent this
+        /// long. Default 30 s.
+        #[serde(default = "secs::<30>", with = "humantime_serde")]
+        pub finished_task_grace: Duration,
+        /// When the server refuses a saved journald cursor (it no longer exists), read
+        /// this many entries back from the end (`skip=-N`) and skip those already
+        /// shipped. Default 1000.
+        #[serde(default = "default_fallback_entries")]
+        pub fallback_entries: u64,
+    }
 }
 
-fn default_endpoint() -> String {
-    DEFAULT_ENDPOINT.into()
-}
 fn default_files() -> Vec<String> {
     vec!["stdout".into(), "stderr".into()]
 }
@@ -108,7 +101,6 @@ impl Provider for DcosConfig {
     const NAME: &'static str = "dcos";
 
     fn validate(&self) -> Result<(), String> {
-        validate_endpoint(&self.endpoint)?;
         let token = self.token.is_some() || self.token_file.is_some();
         let password = self.password.is_some() || self.password_file.is_some();
         let key = self.service_key.is_some() || self.service_key_file.is_some();
@@ -190,35 +182,32 @@ impl DcosConfig {
 
 #[cfg(test)]
 mod tests {
-    use crate::sources::SourceConfig;
-    use crate::sources::provider::parse_source as parse;
+    use super::*;
+    use crate::sources::provider::{assert_refused, config, parse_source};
 
     #[test]
     fn credentials_and_targets_are_checked() {
-        let config =
-            parse("type = \"dcos\"\ntoken = \"t\"\ncomponents = [\"dcos-log.service\"]").unwrap();
-        let SourceConfig::Dcos(dcos) = config else {
-            panic!("not a dcos source");
-        };
-        assert_eq!(dcos.endpoint, super::DEFAULT_ENDPOINT);
+        let dcos = config::<DcosConfig>(
+            "type = \"dcos\"\ntoken = \"t\"\ncomponents = [\"dcos-log.service\"]",
+        );
         assert_eq!(dcos.files, ["stdout", "stderr"]);
-        parse("type = \"dcos\"\nuid = \"u\"\npassword = \"p\"\njournal = true").unwrap();
-
-        let none = parse("type = \"dcos\"\njournal = true").unwrap_err();
-        assert!(none.contains("no credentials"), "{none}");
-        let both =
-            parse("type = \"dcos\"\ntoken = \"t\"\nuid = \"u\"\npassword = \"p\"\njournal = true")
-                .unwrap_err();
-        assert!(both.contains("either"), "{both}");
-        let discover = parse("type = \"dcos\"\ntoken = \"t\"").unwrap();
-        let SourceConfig::Dcos(dcos) = discover else {
-            panic!("not a dcos source");
-        };
+        parse_source("type = \"dcos\"\nuid = \"u\"\npassword = \"p\"\njournal = true").unwrap();
+        let discover = config::<DcosConfig>("type = \"dcos\"\ntoken = \"t\"");
         assert!(
-            dcos.tasks.is_empty() && dcos.discover_tasks,
+            discover.tasks.is_empty() && discover.discover_tasks,
             "discovers tasks"
         );
-        let nothing = parse("type = \"dcos\"\ntoken = \"t\"\ndiscover_tasks = false").unwrap_err();
-        assert!(nothing.contains("nothing to follow"), "{nothing}");
+
+        assert_refused(
+            "type = \"dcos\"",
+            &[
+                ("journal = true", "no credentials"),
+                (
+                    "token = \"t\"\nuid = \"u\"\npassword = \"p\"\njournal = true",
+                    "either",
+                ),
+                ("token = \"t\"\ndiscover_tasks = false", "nothing to follow"),
+            ],
+        );
     }
 }

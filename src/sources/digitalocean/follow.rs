@@ -413,10 +413,6 @@ impl LogStream {
 
 #[async_trait]
 impl Follow for LogStream {
-    fn name(&self) -> String {
-        self.key.clone()
-    }
-
     async fn open(&mut self, ctx: &Context, out: &mut Emitter) -> Result<Connection, Ended> {
         self.opened = Opened::Nothing;
         self.reopen = false;
@@ -501,13 +497,15 @@ impl Follow for LogStream {
         }
     }
 
-    fn cursor(&self) -> Option<(String, Value)> {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn position(&self) -> Option<Value> {
         if self.position.components.is_empty() && !self.position.done {
             return None;
         }
-        serde_json::to_value(&self.position)
-            .ok()
-            .map(|value| (self.key.clone(), value))
+        serde_json::to_value(&self.position).ok()
     }
 
     fn ended(&mut self, ended: &Ended, finished: bool) -> Next {

@@ -24,7 +24,6 @@ pub mod frame;
 pub mod line;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,18 +33,14 @@ use super::provider::{Context, Provider};
 use crate::config::defaults::secs;
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
-use crate::http::client::{AuthHeader, validate_endpoint};
 use crate::http::rate::RateBudget;
 use crate::http::stream::{Ended, StreamOptions};
-use crate::secret::{RequiredSecret, Secret};
 
 /// The DigitalOcean API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.digitalocean.com";
 /// Requests per minute the source allows itself: under DigitalOcean's 5,000 an
 /// hour (and far under its 250 a minute).
 pub const REQUESTS_PER_MINUTE: u32 = 80;
-const TOKEN: RequiredSecret =
-    RequiredSecret::new("the access token", "token", "${DIGITALOCEAN_TOKEN}");
 
 /// An App Platform log type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -81,49 +76,43 @@ impl LogType {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DigitalOceanConfig {
+super::provider::options! {
     /// API base URL. Default `https://api.digitalocean.com`.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
+    endpoint: DEFAULT_ENDPOINT,
     /// A personal access token (scope `app:read`), sent as `Authorization:
     /// Bearer …`; usually `"${DIGITALOCEAN_TOKEN}"`.
-    pub token: Option<Secret>,
-    /// A file holding only the token (instead of `token`).
-    pub token_file: Option<PathBuf>,
-    /// The app whose logs to follow (its id).
-    pub app_id: String,
-    /// Follow only this deployment. Left out: the app's active deployment, else
-    /// its in-progress one, switching to the new one after each redeploy.
-    pub deployment_id: Option<String>,
-    /// Follow only these components, one connection each. Default: every
-    /// component, through the aggregate route (one connection).
-    #[serde(default)]
-    pub components: Vec<String>,
-    /// Log types to follow: `RUN`, `BUILD`, `DEPLOY`, `RUN_RESTARTED`. Default
-    /// `["RUN"]`.
-    #[serde(default = "default_types")]
-    pub types: Vec<LogType>,
-    /// Lines of history to ask for when ferry first follows the app (nothing in
-    /// its checkpoint yet); -1 asks for all the provider keeps. Default -1.
-    /// Deployments that appear later are read from their start, and reconnects ask
-    /// for as many lines as cover the outage.
-    #[serde(default = "default_tail_lines")]
-    pub tail_lines: i64,
-    /// How often to read the app for a redeploy (a live socket that ends also
-    /// makes ferry read it). Default 60 s.
-    #[serde(default = "secs::<60>", with = "humantime_serde")]
-    pub discovery_interval: Duration,
-    /// After a redeploy, how long the old deployment's live logs may stay silent
-    /// before ferry reads its archived logs a last time and leaves it. Default 30 s.
-    #[serde(default = "secs::<30>", with = "humantime_serde")]
-    pub finished_deployment_grace: Duration,
+    secret: token / token_file ("the access token", "${DIGITALOCEAN_TOKEN}"),
+    pub struct DigitalOceanConfig {
+        /// The app whose logs to follow (its id).
+        pub app_id: String,
+        /// Follow only this deployment. Left out: the app's active deployment, else
+        /// its in-progress one, switching to the new one after each redeploy.
+        pub deployment_id: Option<String>,
+        /// Follow only these components, one connection each. Default: every
+        /// component, through the aggregate route (one connection).
+        #[serde(default)]
+        pub components: Vec<String>,
+        /// Log types to follow: `RUN`, `BUILD`, `DEPLOY`, `RUN_RESTARTED`. Default
+        /// `["RUN"]`.
+        #[serde(default = "default_types")]
+        pub types: Vec<LogType>,
+        /// Lines of history to ask for when ferry first follows the app (nothing in
+        /// its checkpoint yet); -1 asks for all the provider keeps. Default -1.
+        /// Deployments that appear later are read from their start, and reconnects ask
+        /// for as many lines as cover the outage.
+        #[serde(default = "default_tail_lines")]
+        pub tail_lines: i64,
+        /// How often to read the app for a redeploy (a live socket that ends also
+        /// makes ferry read it). Default 60 s.
+        #[serde(default = "secs::<60>", with = "humantime_serde")]
+        pub discovery_interval: Duration,
+        /// After a redeploy, how long the old deployment's live logs may stay silent
+        /// before ferry reads its archived logs a last time and leaves it. Default 30 s.
+        #[serde(default = "secs::<30>", with = "humantime_serde")]
+        pub finished_deployment_grace: Duration,
+    }
 }
 
-fn default_endpoint() -> String {
-    DEFAULT_ENDPOINT.into()
-}
 fn default_types() -> Vec<LogType> {
     vec![LogType::Run]
 }
@@ -146,8 +135,6 @@ impl Provider for DigitalOceanConfig {
     const NAME: &'static str = "digitalocean";
 
     fn validate(&self) -> Result<(), String> {
-        validate_endpoint(&self.endpoint)?;
-        TOKEN.check(&self.token, &self.token_file)?;
         check_name("app_id", &self.app_id)?;
         if let Some(deployment) = &self.deployment_id {
             check_name("deployment_id", deployment)?;
@@ -170,11 +157,10 @@ impl Provider for DigitalOceanConfig {
     }
 
     fn api(&self, stream: &StreamOptions) -> anyhow::Result<Api> {
-        let token = TOKEN.resolve(&self.token, &self.token_file)?;
-        let auth = AuthHeader::new("authorization", "Bearer ", &token)?;
+        let credentials = Credentials::fixed("authorization", "Bearer ", &self.secret()?)?;
         App::new(&self.endpoint, &self.app_id)?;
         let budget = RateBudget::new(REQUESTS_PER_MINUTE, Duration::from_secs(60));
-        Ok(Api::connect(stream, Credentials::fixed(auth))?.with_budget(budget))
+        Ok(Api::connect(stream, credentials)?.with_budget(budget))
     }
 
     fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
@@ -238,25 +224,19 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::provider::{Config, parse_config, parse_source as parse};
-
-    fn config(source: &str) -> Config<DigitalOceanConfig> {
-        parse_config(source).unwrap()
-    }
+    use crate::sources::provider::{assert_refused, config};
 
     #[test]
     fn defaults_and_errors_are_clear() {
-        let c = config(
+        let c = config::<DigitalOceanConfig>(
             "type = \"digitalocean\"\ntoken = \"${DIGITALOCEAN_TOKEN}\"\napp_id = \"4f6c71e2\"",
         );
-        assert_eq!(c.endpoint, DEFAULT_ENDPOINT);
         assert_eq!(c.types, [LogType::Run]);
         assert_eq!(c.tail_lines, -1);
         assert!(c.components.is_empty() && c.deployment_id.is_none());
         assert_eq!(c.discovery_interval, Duration::from_secs(60));
         assert_eq!(c.finished_deployment_grace, Duration::from_secs(30));
-        assert_eq!(format!("{:?}", c.token), "Some(***)");
-        let types = config(
+        let types = config::<DigitalOceanConfig>(
             "type = \"digitalocean\"\ntoken = \"t\"\napp_id = \"a\"\ntypes = [\"BUILD\", \"deploy\", \"RUN_RESTARTED\"]",
         );
         assert_eq!(
@@ -264,40 +244,39 @@ mod tests {
             [LogType::Build, LogType::Deploy, LogType::RunRestarted]
         );
 
-        let cases = [
-            ("app_id = \"a\"", "token"),
-            ("token = \"t\"", "app_id"),
-            ("token = \"t\"\napp_id = \"a\"\ntypes = [\"LIVE\"]", "LIVE"),
-            (
-                "token = \"t\"\napp_id = \"a\"\ntypes = []",
-                "`types` is empty",
-            ),
-            (
-                "token = \"t\"\napp_id = \"a\"\ntail_lines = -2",
-                "tail_lines",
-            ),
-            ("token = \"t\"\napp_id = \"a/b\"", "must not contain"),
-            (
-                "token = \"t\"\napp_id = \"a\"\ncomponents = [\"\"]",
-                "`components` is empty",
-            ),
-            (
-                "token = \"t\"\ntoken_file = \"/t\"\napp_id = \"a\"",
-                "not both",
-            ),
-            (
-                "token = \"t\"\napp_id = \"a\"\nendpoint = \"ftp://x\"",
-                "http://",
-            ),
-            (
-                "token = \"t\"\napp_id = \"a\"\nfollow = true",
-                ".follow: unknown option",
-            ),
-        ];
-        for (body, expected) in cases {
-            let error = parse(&format!("type = \"digitalocean\"\n{body}")).unwrap_err();
-            assert!(error.contains(expected), "{body}: {error}");
-        }
+        assert_refused(
+            "type = \"digitalocean\"",
+            &[
+                ("app_id = \"a\"", "token"),
+                ("token = \"t\"", "app_id"),
+                ("token = \"t\"\napp_id = \"a\"\ntypes = [\"LIVE\"]", "LIVE"),
+                (
+                    "token = \"t\"\napp_id = \"a\"\ntypes = []",
+                    "`types` is empty",
+                ),
+                (
+                    "token = \"t\"\napp_id = \"a\"\ntail_lines = -2",
+                    "tail_lines",
+                ),
+                ("token = \"t\"\napp_id = \"a/b\"", "must not contain"),
+                (
+                    "token = \"t\"\napp_id = \"a\"\ncomponents = [\"\"]",
+                    "`components` is empty",
+                ),
+                (
+                    "token = \"t\"\ntoken_file = \"/t\"\napp_id = \"a\"",
+                    "not both",
+                ),
+                (
+                    "token = \"t\"\napp_id = \"a\"\nendpoint = \"ftp://x\"",
+                    "http://",
+                ),
+                (
+                    "token = \"t\"\napp_id = \"a\"\nfollow = true",
+                    ".follow: unknown option",
+                ),
+            ],
+        );
     }
 
     #[test]

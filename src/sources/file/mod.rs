@@ -24,6 +24,7 @@ use serde::{Deserialize, Deserializer};
 use self::reader::{FileCursor, FileReader, HEAD_LEN, Line, cursor_key, hash_at};
 use super::{SendError, Source, SourceContext};
 use crate::checkpoint::CursorUpdate;
+use crate::config::defaults::{millis, secs};
 use crate::event::{Event, now_nanos};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -52,14 +53,14 @@ pub struct FileSourceConfig {
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
     /// How often to look for new data in files that are at their end.
-    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[serde(default = "millis::<250>", with = "humantime_serde")]
     pub poll_interval: Duration,
     /// How often to look for new files matching `include`.
-    #[serde(default = "default_glob_interval", with = "humantime_serde")]
+    #[serde(default = "secs::<1>", with = "humantime_serde")]
     pub glob_interval: Duration,
     /// How long to keep reading a file after it stopped matching (renamed away or
     /// deleted), so a writer's last lines before reopening are not lost.
-    #[serde(default = "default_rotate_wait", with = "humantime_serde")]
+    #[serde(default = "secs::<5>", with = "humantime_serde")]
     pub rotate_wait: Duration,
 }
 
@@ -68,15 +69,6 @@ const RECENT_TRUNCATIONS: usize = 16;
 
 fn default_max_line_bytes() -> usize {
     1 << 20
-}
-fn default_poll_interval() -> Duration {
-    Duration::from_millis(250)
-}
-fn default_glob_interval() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_rotate_wait() -> Duration {
-    Duration::from_secs(5)
 }
 
 fn patterns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<glob::Pattern>, D::Error> {

@@ -310,15 +310,30 @@ mod tests {
         lines.iter().map(|l| l.text.as_str()).collect()
     }
 
-    #[test]
-    fn reads_complete_lines_and_waits_for_the_rest() {
+    /// A file holding `content` in a fresh directory (gone with it), and a reader
+    /// of it from its start that cuts lines at `max_line` bytes.
+    fn written(
+        content: &[u8],
+        max_line: usize,
+    ) -> (tempfile::TempDir, std::path::PathBuf, FileReader) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
-        std::fs::write(&path, "one\ntwo\r\nthr").unwrap();
-        let mut reader = FileReader::open(&path, 0, false, 1024).unwrap();
+        std::fs::write(&path, content).unwrap();
+        let reader = FileReader::open(&path, 0, false, max_line).unwrap();
+        (dir, path, reader)
+    }
+
+    /// The next lines, at most `max`.
+    fn read(reader: &mut FileReader, max: usize) -> Vec<Line> {
         let mut lines = Vec::new();
-        reader.read_lines(&mut lines, 100, 1 << 20, false).unwrap();
-        assert_eq!(texts(&lines), ["one", "two"]);
+        reader.read_lines(&mut lines, max, 1 << 20, false).unwrap();
+        lines
+    }
+
+    #[test]
+    fn reads_complete_lines_and_waits_for_the_rest() {
+        let (_dir, path, mut reader) = written(b"one\ntwo\r\nthr", 1024);
+        assert_eq!(texts(&read(&mut reader, 100)), ["one", "two"]);
         assert_eq!(reader.offset(), 9);
         std::fs::OpenOptions::new()
             .append(true)
@@ -326,21 +341,15 @@ mod tests {
             .unwrap()
             .write_all(b"ee\n")
             .unwrap();
-        lines.clear();
-        reader.read_lines(&mut lines, 100, 1 << 20, false).unwrap();
-        assert_eq!(texts(&lines), ["three"]);
+        assert_eq!(texts(&read(&mut reader, 100)), ["three"]);
     }
 
     #[test]
     fn truncates_overlong_lines_and_keeps_invalid_utf8() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
         let mut content = vec![b'x'; 100];
         content.extend_from_slice(b"\nok\nbad\xff\n");
-        std::fs::write(&path, &content).unwrap();
-        let mut reader = FileReader::open(&path, 0, false, 10).unwrap();
-        let mut lines = Vec::new();
-        reader.read_lines(&mut lines, 100, 1 << 20, false).unwrap();
+        let (_dir, _, mut reader) = written(&content, 10);
+        let lines = read(&mut reader, 100);
         assert_eq!(texts(&lines), ["xxxxxxxxxx", "ok", "bad\u{fffd}"]);
         assert!(lines[0].truncated && !lines[0].invalid_utf8);
         assert!(lines[2].invalid_utf8);
@@ -349,12 +358,8 @@ mod tests {
 
     #[test]
     fn a_saved_cursor_validates_only_against_the_same_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        std::fs::write(&path, "alpha\nbeta\n").unwrap();
-        let mut reader = FileReader::open(&path, 0, false, 1024).unwrap();
-        let mut lines = Vec::new();
-        reader.read_lines(&mut lines, 1, 1 << 20, false).unwrap();
+        let (_dir, path, mut reader) = written(b"alpha\nbeta\n", 1024);
+        read(&mut reader, 1);
         let cursor = reader.cursor();
         assert_eq!(cursor.offset, 6);
         let file = File::open(&path).unwrap();
@@ -375,20 +380,17 @@ mod tests {
 
     #[test]
     fn notices_truncation_even_when_the_file_regrew() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        std::fs::write(&path, "first generation\n").unwrap();
-        let mut reader = FileReader::open(&path, 0, false, 1024).unwrap();
-        let mut lines = Vec::new();
-        reader.read_lines(&mut lines, 100, 1 << 20, false).unwrap();
+        let (_dir, path, mut reader) = written(b"first generation\n", 1024);
+        read(&mut reader, 100);
         std::fs::write(&path, "second generation, longer than the first\n").unwrap();
         let before = reader
             .check_truncation()
             .unwrap()
             .expect("truncation noticed");
         assert_eq!(before.offset, 17);
-        lines.clear();
-        reader.read_lines(&mut lines, 100, 1 << 20, false).unwrap();
-        assert_eq!(texts(&lines), ["second generation, longer than the first"]);
+        assert_eq!(
+            texts(&read(&mut reader, 100)),
+            ["second generation, longer than the first"]
+        );
     }
 }

@@ -197,9 +197,11 @@ impl Follow for ContainerStream {
         }
     }
 
-    fn cursor(&self) -> Option<(String, serde_json::Value)> {
-        serde_json::to_value(&self.position)
-            .ok()
-            .map(|v| (self.key.clone(), v))
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.position).ok()
     }
 }

@@ -13,7 +13,6 @@ mod discovery;
 mod follow;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,15 +22,12 @@ use super::provider::{Context, Follow, Provider};
 use crate::config::defaults::{secs, yes};
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
-use crate::http::client::{AuthHeader, validate_endpoint};
 use crate::http::stream::StreamOptions;
-use crate::secret::{RequiredSecret, Secret};
 
 /// The io.net API, as documented.
 pub const DEFAULT_ENDPOINT: &str = "https://api.io.solutions";
 /// Every CaaS route is under this prefix.
 pub const CAAS_PREFIX: &str = "/enterprise/v1/io-cloud/caas";
-const API_KEY: RequiredSecret = RequiredSecret::new("the API key", "api_key", "${IONET_API_KEY}");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,35 +45,29 @@ impl LogStream {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IonetConfig {
+super::provider::options! {
     /// API base URL. Default `https://api.io.solutions`.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
+    endpoint: DEFAULT_ENDPOINT,
     /// The API key (`X-API-KEY`), usually `"${IONET_API_KEY}"`.
-    pub api_key: Option<Secret>,
-    /// A file holding only the API key (instead of `api_key`).
-    pub api_key_file: Option<PathBuf>,
-    /// The deployment (UUID) whose containers to follow.
-    pub deployment_id: String,
-    /// Follow exactly these containers. Left out: discover them (and follow new ones).
-    pub container_ids: Option<Vec<String>>,
-    /// Streams to follow per container. Default both, `["stdout", "stderr"]`.
-    #[serde(default = "default_streams")]
-    pub streams: Vec<LogStream>,
-    /// How often to poll the containers list. Default 30 s.
-    #[serde(default = "secs::<30>", with = "humantime_serde")]
-    pub discovery_interval: Duration,
-    /// Ship container lifecycle events (pull, start, stop) as `stream = "system"`.
-    /// Default true.
-    #[serde(default = "yes")]
-    pub lifecycle_events: bool,
+    secret: api_key / api_key_file ("the API key", "${IONET_API_KEY}"),
+    pub struct IonetConfig {
+        /// The deployment (UUID) whose containers to follow.
+        pub deployment_id: String,
+        /// Follow exactly these containers. Left out: discover them (and follow new ones).
+        pub container_ids: Option<Vec<String>>,
+        /// Streams to follow per container. Default both, `["stdout", "stderr"]`.
+        #[serde(default = "default_streams")]
+        pub streams: Vec<LogStream>,
+        /// How often to poll the containers list. Default 30 s.
+        #[serde(default = "secs::<30>", with = "humantime_serde")]
+        pub discovery_interval: Duration,
+        /// Ship container lifecycle events (pull, start, stop) as `stream = "system"`.
+        /// Default true.
+        #[serde(default = "yes")]
+        pub lifecycle_events: bool,
+    }
 }
 
-fn default_endpoint() -> String {
-    DEFAULT_ENDPOINT.into()
-}
 fn default_streams() -> Vec<LogStream> {
     vec![LogStream::Stdout, LogStream::Stderr]
 }
@@ -86,8 +76,6 @@ impl Provider for IonetConfig {
     const NAME: &'static str = "ionet";
 
     fn validate(&self) -> Result<(), String> {
-        validate_endpoint(&self.endpoint)?;
-        API_KEY.check(&self.api_key, &self.api_key_file)?;
         if self.deployment_id.trim().is_empty() {
             return Err("`deployment_id` is empty".into());
         }
@@ -104,9 +92,10 @@ impl Provider for IonetConfig {
     }
 
     fn api(&self, stream: &StreamOptions) -> anyhow::Result<Api> {
-        let key = API_KEY.resolve(&self.api_key, &self.api_key_file)?;
-        let auth = AuthHeader::new("x-api-key", "", &key)?;
-        Api::connect(stream, Credentials::fixed(auth))
+        Api::connect(
+            stream,
+            Credentials::fixed("x-api-key", "", &self.secret()?)?,
+        )
     }
 
     fn drive(self, ctx: Arc<Context>) -> impl Future<Output = ()> + Send + 'static {
@@ -167,45 +156,30 @@ pub(crate) fn cursor_key(deployment: &str, container: &str, stream: &str) -> Str
 
 #[cfg(test)]
 mod tests {
-    use crate::sources::SourceConfig;
-    use crate::sources::provider::parse_source as parse;
+    use super::*;
+    use crate::sources::provider::{assert_refused, config, parse_source};
 
     #[test]
     fn defaults_and_errors_are_clear() {
-        let config =
-            parse("type = \"ionet\"\napi_key = \"${IONET_API_KEY}\"\ndeployment_id = \"d\"")
-                .unwrap();
-        let SourceConfig::Ionet(ionet) = config else {
-            panic!("not an ionet source");
-        };
-        assert_eq!(ionet.endpoint, super::DEFAULT_ENDPOINT);
-        assert_eq!(
-            ionet.streams,
-            [super::LogStream::Stdout, super::LogStream::Stderr]
+        let ionet = config::<IonetConfig>(
+            "type = \"ionet\"\napi_key = \"${IONET_API_KEY}\"\ndeployment_id = \"d\"",
         );
-        assert_eq!(format!("{:?}", ionet.api_key), "Some(***)");
+        assert_eq!(ionet.streams, [LogStream::Stdout, LogStream::Stderr]);
 
-        let missing = parse("type = \"ionet\"\ndeployment_id = \"d\"").unwrap_err();
+        let missing = parse_source("type = \"ionet\"\ndeployment_id = \"d\"").unwrap_err();
         assert!(
             missing.contains("ferry.toml:1:1") && missing.contains("api_key"),
             "{missing}"
         );
-        let unknown =
-            parse("type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nstream = \"stdout\"")
-                .unwrap_err();
-        assert!(
-            unknown.contains(":5:") && unknown.contains(".stream: unknown option"),
-            "{unknown}"
+        let base = "type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"";
+        assert_refused(
+            base,
+            &[
+                ("stream = \"stdout\"", ":5:"),
+                ("stream = \"stdout\"", ".stream: unknown option"),
+                ("streams = [\"stdin\"]", "stdin"),
+                ("endpoint = \"ftp://x\"", "http://"),
+            ],
         );
-        let bad_stream = parse(
-            "type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nstreams = [\"stdin\"]",
-        )
-        .unwrap_err();
-        assert!(bad_stream.contains("stdin"), "{bad_stream}");
-        let bad_endpoint = parse(
-            "type = \"ionet\"\napi_key = \"k\"\ndeployment_id = \"d\"\nendpoint = \"ftp://x\"",
-        )
-        .unwrap_err();
-        assert!(bad_endpoint.contains("http://"), "{bad_endpoint}");
     }
 }

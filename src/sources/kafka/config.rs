@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
+use crate::config::defaults::{millis, secs};
 use crate::kafka::KafkaClientOptions;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -25,19 +26,19 @@ pub struct KafkaSourceConfig {
     #[serde(default)]
     pub auto_offset_reset: OffsetReset,
     /// How often offsets of delivered records are committed to the group.
-    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    #[serde(default = "secs::<5>", with = "humantime_serde")]
     pub commit_interval: Duration,
     /// How long a partition being taken away (rebalance) waits for its records in
     /// flight to be delivered, so their offsets are committed before another member
     /// takes over; what is still undelivered then is read again by that member.
-    #[serde(default = "default_revoke_timeout", with = "humantime_serde")]
+    #[serde(default = "secs::<10>", with = "humantime_serde")]
     pub revoke_timeout: Duration,
     /// A member silent this long is dropped from the group and its partitions given
     /// to the others (`session.timeout.ms`).
-    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    #[serde(default = "secs::<45>", with = "humantime_serde")]
     pub session_timeout: Duration,
     /// Longest a record waits for its batch to fill up.
-    #[serde(default = "default_batch_timeout", with = "humantime_serde")]
+    #[serde(default = "millis::<100>", with = "humantime_serde")]
     pub batch_timeout: Duration,
     /// Memory budget of records fetched ahead (`queued.max.messages.kbytes`, and the
     /// most one fetch response may carry, `fetch.max.bytes`).
@@ -49,24 +50,8 @@ pub struct KafkaSourceConfig {
     pub metadata_field: String,
     /// How often consumer lag is measured (librdkafka statistics); `0s` turns the
     /// `ferry_kafka_consumer_lag` metric off.
-    #[serde(default = "default_lag_interval", with = "humantime_serde")]
+    #[serde(default = "secs::<10>", with = "humantime_serde")]
     pub lag_interval: Duration,
-}
-
-fn default_commit_interval() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn default_revoke_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_session_timeout() -> Duration {
-    Duration::from_secs(45)
-}
-
-fn default_batch_timeout() -> Duration {
-    Duration::from_millis(100)
 }
 
 fn default_fetch_buffer_bytes() -> usize {
@@ -75,10 +60,6 @@ fn default_fetch_buffer_bytes() -> usize {
 
 fn default_metadata_field() -> String {
     "kafka".into()
-}
-
-fn default_lag_interval() -> Duration {
-    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

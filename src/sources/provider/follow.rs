@@ -21,8 +21,11 @@ use crate::http::stream::{Ended, Reconnect};
 /// from there, and how frames become events.
 #[async_trait]
 pub trait Follow: Send + 'static {
-    /// Names the stream in logs: `c1/stdout`, `component/dcos-log.service`.
-    fn name(&self) -> String;
+    /// Names the stream in logs (`c1/stdout`, `component/dcos-log.service`): by
+    /// default its [`key`](Follow::key).
+    fn name(&self) -> String {
+        self.key().to_string()
+    }
 
     /// Opens a connection from the current position, through `ctx.api`. It may
     /// push events itself first (a history dump, a poll's whole answer) with
@@ -34,9 +37,18 @@ pub trait Follow: Send + 'static {
     /// Turns one frame into events (`out.push`) and advances the position.
     fn frame(&mut self, frame: Frame, ctx: &Context, out: &mut Emitter);
 
-    /// The cursor (key, value) to commit once every event pushed so far is
-    /// delivered; `None` while there is nothing to resume from.
-    fn cursor(&self) -> Option<(String, Value)>;
+    /// The checkpoint key the stream's cursor is committed under.
+    fn key(&self) -> &str;
+
+    /// The stream's position, the cursor's value; `None` while there is nothing
+    /// to resume from.
+    fn position(&self) -> Option<Value>;
+
+    /// The cursor (key, position) to commit once every event pushed so far is
+    /// delivered.
+    fn cursor(&self) -> Option<(String, Value)> {
+        Some((self.key().to_string(), self.position()?))
+    }
 
     /// What to do after a connection, or an attempt at one, `ended`; `finished`
     /// when the stream's group has finished. By default: stop once finished,

@@ -37,7 +37,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-pub use self::config::Config;
+pub(crate) use self::config::options;
+pub use self::config::{Access, Config};
 pub use self::dedupe::{DedupeCursor, Feed, MAX_HASHES, sort_by_time};
 pub use self::follow::{Follow, Next};
 pub use self::followers::Followers;
@@ -185,4 +186,24 @@ pub(crate) fn parse_config<C: TryFrom<super::SourceConfig, Error = super::Source
 ) -> Result<C, String> {
     C::try_from(parse_source(source)?)
         .map_err(|other| format!("not this type of source: {}", other.type_name()))
+}
+
+/// For a provider's config tests: the valid table `source` as the config of a
+/// provider whose options are `P`.
+#[cfg(test)]
+pub(crate) fn config<P>(source: &str) -> Config<P>
+where
+    Config<P>: TryFrom<super::SourceConfig, Error = super::SourceConfig>,
+{
+    parse_config(source).unwrap_or_else(|error| panic!("{source}: {error}"))
+}
+
+/// For a provider's config tests: table `base` with each case's lines added is
+/// refused, with an error that says the case's text.
+#[cfg(test)]
+pub(crate) fn assert_refused(base: &str, cases: &[(&str, &str)]) {
+    for (lines, expected) in cases {
+        let error = parse_source(&format!("{base}\n{lines}")).unwrap_err();
+        assert!(error.contains(expected), "{lines}: {error}");
+    }
 }

@@ -10,18 +10,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Config, Context};
+use super::{Access, Config, Context};
 use crate::http::api::Api;
 use crate::http::stream::StreamOptions;
 use crate::sources::{Source, SourceContext};
 
-/// A provider's own part of its source, implemented on its own options.
-pub trait Provider: Send + 'static {
+/// A provider's own part of its source, implemented on its own options (declared
+/// with [`options!`](super::options), which implements [`Access`]).
+pub trait Provider: Access + Send + 'static {
     /// The provider's name: the `provider` of every event.
     const NAME: &'static str;
 
-    /// Checks of its options that need more than one option at a time (the shared
-    /// stream options are checked after these).
+    /// Checks of its options that need more than one option at a time (those of
+    /// [`Access`] are checked before these, the shared stream options after).
     fn validate(&self) -> Result<(), String>;
 
     /// The API every request of the source goes through: its credentials (secrets

@@ -327,10 +327,6 @@ impl Dump {
 
 #[async_trait]
 impl Follow for AppLogs {
-    fn name(&self) -> String {
-        self.settings.key.clone()
-    }
-
     async fn open(&mut self, ctx: &Context, out: &mut Emitter) -> Result<Connection, Ended> {
         let (url, fresh) = self.logs_url(ctx).await?;
         let stream = self.logs_request(&url, &[("stream", "true"), ("n", "0")]);
@@ -364,10 +360,12 @@ impl Follow for AppLogs {
         }
     }
 
-    fn cursor(&self) -> Option<(String, serde_json::Value)> {
-        serde_json::to_value(&self.cursor)
-            .ok()
-            .map(|value| (self.settings.key.clone(), value))
+    fn key(&self) -> &str {
+        &self.settings.key
+    }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.cursor).ok()
     }
 
     fn ended(&mut self, _ended: &Ended, _finished: bool) -> Next {

@@ -23,11 +23,8 @@ mod follow;
 pub mod frames;
 pub mod line;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use self::follow::{AppLogs, Settings};
 use super::provider::{Context, Follow, Followers, Provider};
@@ -37,61 +34,56 @@ use crate::http::auth::Credentials;
 use crate::http::client::validate_endpoint;
 use crate::http::rate::RateBudget;
 use crate::http::stream::StreamOptions;
-use crate::secret::{RequiredSecret, Secret};
 
 /// Scalingo's first region; the CLI's default too.
 pub const DEFAULT_REGION: &str = "osc-fr1";
 /// The auth service that exchanges API tokens, shared by every region.
 pub const DEFAULT_AUTH_ENDPOINT: &str = "https://auth.scalingo.com";
-const API_TOKEN: RequiredSecret =
-    RequiredSecret::new("the API token", "api_token", "${SCALINGO_API_TOKEN}");
 
 /// The API of `region`: `https://api.{region}.scalingo.com`.
 pub fn region_endpoint(region: &str) -> String {
     format!("https://api.{region}.scalingo.com")
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScalingoConfig {
-    /// The API token (`tk-us-…`), usually `"${SCALINGO_API_TOKEN}"`; `token` is
-    /// accepted too, as the design's example config spells it.
-    #[serde(default, alias = "token")]
-    pub api_token: Option<Secret>,
-    /// A file holding only the API token (instead of `api_token`; or `token_file`).
-    #[serde(default, alias = "token_file")]
-    pub api_token_file: Option<PathBuf>,
-    /// The region whose API to use (`osc-fr1`, `osc-secnum-fr1`, …). Default
-    /// `osc-fr1`, unless `endpoint` is given.
-    pub region: Option<String>,
-    /// The API base URL, instead of `region`. Default
-    /// `https://api.{region}.scalingo.com`.
-    pub endpoint: Option<String>,
-    /// Where API tokens are exchanged. Default `https://auth.scalingo.com`.
-    #[serde(default = "default_auth_endpoint")]
-    pub auth_endpoint: String,
-    /// The app (name or id).
-    pub app: String,
-    /// Only these containers: a name (`web-1`), a type (`web`) or an alternation
-    /// (`web|worker`), as the logs host reads it. Default all.
-    pub filter: Option<String>,
-    /// Lines of history shipped on the first start (no saved cursor); 0 starts
-    /// with the live stream. Default 1000.
-    #[serde(default = "default_history_lines")]
-    pub history_lines: u32,
-    /// Lines of history read after a reconnect or a restart, merged with what was
-    /// shipped so that lines logged while disconnected are not lost: it should
-    /// cover the app's lines of the longest outage. Default 10000.
-    #[serde(default = "default_resume_lines")]
-    pub resume_lines: u32,
-    /// Most requests of the source (API, auth and logs host together) in any
-    /// `rate_limit_window`. Default 60, Scalingo's limit per account.
-    #[serde(default = "default_rate_limit")]
-    pub rate_limit: u32,
-    /// The sliding window of `rate_limit` (advanced: for a proxy with another
-    /// limit, or tests). Default 60 s.
-    #[serde(default = "secs::<60>", with = "humantime_serde")]
-    pub rate_limit_window: Duration,
+super::provider::options! {
+    /// The API token (`tk-us-…`), usually `"${SCALINGO_API_TOKEN}"`; `token` (and
+    /// `token_file`) are accepted too, as the design's example config spells them.
+    #[serde(alias = "token")]
+    secret: api_token / #[serde(alias = "token_file")] api_token_file
+        ("the API token", "${SCALINGO_API_TOKEN}"),
+    pub struct ScalingoConfig {
+        /// The region whose API to use (`osc-fr1`, `osc-secnum-fr1`, …). Default
+        /// `osc-fr1`, unless `endpoint` is given.
+        pub region: Option<String>,
+        /// The API base URL, instead of `region`. Default
+        /// `https://api.{region}.scalingo.com`.
+        pub endpoint: Option<String>,
+        /// Where API tokens are exchanged. Default `https://auth.scalingo.com`.
+        #[serde(default = "default_auth_endpoint")]
+        pub auth_endpoint: String,
+        /// The app (name or id).
+        pub app: String,
+        /// Only these containers: a name (`web-1`), a type (`web`) or an alternation
+        /// (`web|worker`), as the logs host reads it. Default all.
+        pub filter: Option<String>,
+        /// Lines of history shipped on the first start (no saved cursor); 0 starts
+        /// with the live stream. Default 1000.
+        #[serde(default = "default_history_lines")]
+        pub history_lines: u32,
+        /// Lines of history read after a reconnect or a restart, merged with what was
+        /// shipped so that lines logged while disconnected are not lost: it should
+        /// cover the app's lines of the longest outage. Default 10000.
+        #[serde(default = "default_resume_lines")]
+        pub resume_lines: u32,
+        /// Most requests of the source (API, auth and logs host together) in any
+        /// `rate_limit_window`. Default 60, Scalingo's limit per account.
+        #[serde(default = "default_rate_limit")]
+        pub rate_limit: u32,
+        /// The sliding window of `rate_limit` (advanced: for a proxy with another
+        /// limit, or tests). Default 60 s.
+        #[serde(default = "secs::<60>", with = "humantime_serde")]
+        pub rate_limit_window: Duration,
+    }
 }
 
 fn default_auth_endpoint() -> String {
@@ -123,7 +115,6 @@ impl Provider for ScalingoConfig {
     const NAME: &'static str = "scalingo";
 
     fn validate(&self) -> Result<(), String> {
-        API_TOKEN.check(&self.api_token, &self.api_token_file)?;
         if let Some(region) = &self.region {
             if self.endpoint.is_some() {
                 return Err("give either `region` or `endpoint`, not both".into());
@@ -162,7 +153,7 @@ impl Provider for ScalingoConfig {
     }
 
     fn api(&self, stream: &StreamOptions) -> anyhow::Result<Api> {
-        let token = API_TOKEN.resolve(&self.api_token, &self.api_token_file)?;
+        let token = self.secret()?;
         Settings::new(self)?;
         let exchange = auth::Exchange::new(&self.auth_endpoint, token, stream.request_timeout);
         let budget = RateBudget::new(self.rate_limit, self.rate_limit_window);
@@ -192,33 +183,28 @@ mod tests {
     use std::time::Duration;
 
     use super::ScalingoConfig;
-    use crate::sources::provider::{Config, parse_config, parse_source as parse};
-
-    fn scalingo(source: &str) -> Config<ScalingoConfig> {
-        parse_config(source).unwrap()
-    }
+    use crate::sources::provider::{assert_refused, config, parse_source as parse};
 
     #[test]
     fn defaults_follow_the_public_service() {
-        let config = scalingo(
+        let public = config::<ScalingoConfig>(
             "type = \"scalingo\"\napi_token = \"${SCALINGO_API_TOKEN}\"\napp = \"my-app\"",
         );
-        assert_eq!(config.api_endpoint(), "https://api.osc-fr1.scalingo.com");
-        assert_eq!(config.auth_endpoint, super::DEFAULT_AUTH_ENDPOINT);
-        assert_eq!(config.filter, None);
-        assert_eq!((config.history_lines, config.resume_lines), (1000, 10_000));
-        assert_eq!(config.rate_limit, 60);
-        assert_eq!(config.rate_limit_window, Duration::from_secs(60));
-        assert_eq!(format!("{:?}", config.api_token), "Some(***)");
+        assert_eq!(public.api_endpoint(), "https://api.osc-fr1.scalingo.com");
+        assert_eq!(public.auth_endpoint, super::DEFAULT_AUTH_ENDPOINT);
+        assert_eq!(public.filter, None);
+        assert_eq!((public.history_lines, public.resume_lines), (1000, 10_000));
+        assert_eq!(public.rate_limit, 60);
+        assert_eq!(public.rate_limit_window, Duration::from_secs(60));
 
-        let secnum = scalingo(
+        let secnum = config::<ScalingoConfig>(
             "type = \"scalingo\"\napi_token = \"t\"\napp = \"a\"\nregion = \"osc-secnum-fr1\"",
         );
         assert_eq!(
             secnum.api_endpoint(),
             "https://api.osc-secnum-fr1.scalingo.com"
         );
-        let explicit = scalingo(
+        let explicit = config::<ScalingoConfig>(
             "type = \"scalingo\"\napi_token = \"t\"\napp = \"a\"\nendpoint = \"http://127.0.0.1:9/\"\nidle_timeout = \"5s\"",
         );
         assert_eq!(explicit.api_endpoint(), "http://127.0.0.1:9");
@@ -231,24 +217,24 @@ mod tests {
         let none = parse(base).unwrap_err();
         assert!(none.contains("api_token"), "{none}");
         let with_token = format!("{base}\napi_token = \"t\"");
-        for (extra, expected) in [
-            ("region = \"osc-fr1\"\nendpoint = \"http://x\"", "not both"),
-            ("region = \"OSC FR1\"", "region name"),
-            ("endpoint = \"ftp://x\"", "http://"),
-            ("auth_endpoint = \"nope\"", "`auth_endpoint`"),
-            ("filter = \" \"", "`filter` is empty"),
-            ("resume_lines = 0", "resume_lines"),
-            ("rate_limit = 0", "rate_limit"),
-            ("api_key = \"t\"", ".api_key: unknown option"),
-        ] {
-            let error = parse(&format!("{with_token}\n{extra}")).unwrap_err();
-            assert!(error.contains(expected), "{extra}: {error}");
-        }
+        assert_refused(
+            &with_token,
+            &[
+                ("region = \"osc-fr1\"\nendpoint = \"http://x\"", "not both"),
+                ("region = \"OSC FR1\"", "region name"),
+                ("endpoint = \"ftp://x\"", "http://"),
+                ("auth_endpoint = \"nope\"", "`auth_endpoint`"),
+                ("filter = \" \"", "`filter` is empty"),
+                ("resume_lines = 0", "resume_lines"),
+                ("rate_limit = 0", "rate_limit"),
+                ("api_key = \"t\"", ".api_key: unknown option"),
+                ("api_token_file = \"/etc/t\"", "not both"),
+            ],
+        );
         let blank_app = parse("type = \"scalingo\"\napi_token = \"t\"\napp = \"\"").unwrap_err();
         assert!(blank_app.contains("`app` is empty"), "{blank_app}");
-        let both = parse(&format!("{with_token}\napi_token_file = \"/etc/t\"")).unwrap_err();
-        assert!(both.contains("not both"), "{both}");
-        let spelled_token = scalingo("type = \"scalingo\"\napp = \"a\"\ntoken = \"t\"");
+        let spelled_token =
+            config::<ScalingoConfig>("type = \"scalingo\"\napp = \"a\"\ntoken = \"t\"");
         assert!(spelled_token.api_token.is_some());
     }
 }
