@@ -215,8 +215,8 @@ pub struct Redact {
     /// each match keep taking their cache line from each other.
     unpublished: Vec<u64>,
     /// Every text of the current event in scope, joined: one multi-pattern pass tells
-    /// whether the event holds anything at all (most hold nothing) and which rules
-    /// occur, then one search per such rule finds their matches in every text.
+    /// which regex rules occur (most texts hold none), then one search per such rule,
+    /// and per byte-scanner rule, finds their matches in every text.
     joined: Joined,
     /// The rules found in `joined`.
     candidates: Vec<usize>,
