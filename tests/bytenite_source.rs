@@ -273,7 +273,7 @@ async fn sigkill_repeats_only_what_was_in_flight_and_sigterm_nothing() {
     // still being read, with pieces in flight.
     let config = source(&sim, "job_ids = [\"job-k\"]\nmax_poll_bytes = 200000");
 
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     harness.wait_for(per_task, WAIT).await;
     ferry.kill9();
     let at_kill = harness.events().len();
@@ -282,7 +282,7 @@ async fn sigkill_repeats_only_what_was_in_flight_and_sigterm_nothing() {
         at_kill < total,
         "killed mid-job: {at_kill} of {total} shipped"
     );
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     until("every line after the SIGKILL", || {
         let events = harness.events();
         let distinct: BTreeSet<String> = events.iter().map(|e| e["message"].to_string()).collect();
@@ -310,7 +310,7 @@ async fn sigkill_repeats_only_what_was_in_flight_and_sigterm_nothing() {
     assert!(ferry.terminate().success());
     let before = harness.events().len();
     job.append(&sim, "job-k", &task("t1"), "app", 500, "INFO");
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     harness.wait_for(before + 500, WAIT).await;
     harness.wait_quiet(Duration::from_millis(700)).await;
     assert!(ferry.terminate().success());
@@ -542,7 +542,7 @@ async fn a_refused_key_is_one_clear_error_line_without_the_key() {
     let harness = Harness::new();
     let secret = "wrong-bytenite-key-Zq81";
     let config = source(&sim, "job_ids = [\"job-r\"]").replace(&sim.config().api_key, secret);
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     until("three refused exchanges", || sim.refused() >= 3).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     ferry.terminate();

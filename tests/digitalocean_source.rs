@@ -90,9 +90,13 @@ fn assert_exactly(events: &[Value], deployment: &str, component: &str, expected:
 /// Live and archive URLs never see the access token.
 fn assert_no_bearer_on_signed_urls(sim: &DigitalOceanSim) {
     let requests = sim.requests();
-    assert!(requests.iter().any(|r| r.kind == Kind::Live));
-    for r in requests.iter().filter(|r| r.kind != Kind::Api) {
-        assert!(!r.authorized, "Authorization sent to {}", r.path);
+    assert!(requests.iter().any(|r| r.view == Kind::Live));
+    for r in requests.iter().filter(|r| r.view != Kind::Api) {
+        assert!(
+            r.header("authorization").is_none(),
+            "Authorization sent to {}",
+            r.path
+        );
     }
 }
 
@@ -130,7 +134,7 @@ async fn every_line_arrives_once_through_drops_and_a_redeploy() {
     append_interleaved(&sim, "d2", &web2, &api2);
     harness.wait_for(1100, WAIT).await;
     let events = harness.wait_quiet(Duration::from_millis(1500)).await;
-    assert_eq!(running.stop().await, ferry::topology::Outcome::Completed);
+    assert!(running.stop().await.success());
 
     assert_eq!(events.len(), 1100, "no duplicates");
     assert_exactly(&events, "d1", "web", &web);
@@ -151,19 +155,19 @@ async fn every_line_arrives_once_through_drops_and_a_redeploy() {
     assert!(
         requests
             .iter()
-            .any(|r| r.kind == Kind::Archive && r.path.starts_with("/archive/d1/RUN/")),
+            .any(|r| r.view == Kind::Archive && r.path.starts_with("/archive/d1/RUN/")),
         "the old deployment was read from its archive once it finished"
     );
     let d2_first = requests
         .iter()
-        .find(|r| r.kind == Kind::Api && r.path.contains("/deployments/d2/"))
+        .find(|r| r.view == Kind::Api && r.path.contains("/deployments/d2/"))
         .unwrap();
     assert_eq!(
-        d2_first.tail_lines,
-        Some(-1),
+        d2_first.param("tail_lines").as_deref(),
+        Some("-1"),
         "a new deployment from its start"
     );
-    assert_eq!(d2_first.follow.as_deref(), Some("true"));
+    assert_eq!(d2_first.param("follow").as_deref(), Some("true"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +242,7 @@ async fn faults_expired_urls_and_a_revoked_token_lose_nothing() {
 
     assert_exactly(&events, "d1", "web", &web);
     let requests = sim.requests();
-    let api: Vec<_> = requests.iter().filter(|r| r.kind == Kind::Api).collect();
+    let api: Vec<_> = requests.iter().filter(|r| r.view == Kind::Api).collect();
     let limited = api.iter().find(|r| r.status == 429).unwrap();
     // Requests already on their way when the 429 came may arrive just after it.
     let too_soon = api.iter().filter(|r| {
@@ -251,7 +255,7 @@ async fn faults_expired_urls_and_a_revoked_token_lose_nothing() {
     assert!(
         !requests
             .iter()
-            .any(|r| r.kind == Kind::Live && r.status == 403),
+            .any(|r| r.view == Kind::Live && r.status == 403),
         "no expired URL reused"
     );
     assert_no_bearer_on_signed_urls(&sim);
@@ -278,7 +282,7 @@ async fn the_ratelimit_headers_hold_requests_back() {
     running.stop().await;
     assert_exactly(&events, "d1", "web", &web);
     let requests = sim.requests();
-    let api = requests.iter().filter(|r| r.kind == Kind::Api).count();
+    let api = requests.iter().filter(|r| r.view == Kind::Api).count();
     let limited = requests.iter().filter(|r| r.status == 429).count();
     assert!(api >= 6, "{api} API requests");
     assert!(
@@ -324,7 +328,7 @@ async fn build_deploy_and_restart_logs_come_from_archives_once() {
     let archive_reads = |log_type: &str| {
         sim.requests()
             .iter()
-            .filter(|r| r.kind == Kind::Archive && r.path.contains(&format!("/{log_type}/")))
+            .filter(|r| r.view == Kind::Archive && r.path.contains(&format!("/{log_type}/")))
             .count()
     };
     assert_eq!(archive_reads("BUILD"), 2, "two files, each read once");
@@ -345,7 +349,7 @@ async fn logs_not_available_yet_are_asked_for_again() {
     let refused = |log_type: &str| {
         sim.requests()
             .iter()
-            .filter(|r| r.status == 400 && r.log_type.as_deref() == Some(log_type))
+            .filter(|r| r.status == 400 && r.param("type").as_deref() == Some(log_type))
             .count()
     };
     eventually(WAIT, "retries of logs not available yet", || {
@@ -361,7 +365,7 @@ async fn logs_not_available_yet_are_asked_for_again() {
     let first = sim
         .requests()
         .into_iter()
-        .find(|r| r.kind == Kind::Api && r.path.ends_with("/logs"))
+        .find(|r| r.view == Kind::Api && r.path.ends_with("/logs"))
         .unwrap();
     assert!(
         first.path.contains("/deployments/d1/logs"),
@@ -393,7 +397,7 @@ async fn configured_components_use_their_own_route() {
     let routes: Vec<String> = sim
         .requests()
         .into_iter()
-        .filter(|r| r.kind == Kind::Api)
+        .filter(|r| r.view == Kind::Api)
         .map(|r| r.path)
         .collect();
     assert!(
@@ -434,7 +438,7 @@ async fn sigkill_and_sigterm_restarts_resume_from_the_committed_cursor() {
     let config = source(&sim, "");
 
     // SIGTERM mid-stream, then a restart: none lost, none repeated.
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     harness.wait_for(total / 10, WAIT).await;
     assert!(ferry.terminate().success());
     let cursors = &harness.checkpoints()["src"];
@@ -444,12 +448,14 @@ async fn sigkill_and_sigterm_restarts_resume_from_the_committed_cursor() {
             .unwrap()
             > 0
     );
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     harness.wait_for(total / 2, WAIT).await;
     let events = harness.wait_quiet(Duration::from_millis(1000)).await;
     assert_exactly(&events, "d1", "web", &web[..total / 2]);
     assert!(
-        sim.requests().iter().any(|r| r.tail_lines == Some(-1)),
+        sim.requests()
+            .iter()
+            .any(|r| r.param("tail_lines").as_deref() == Some("-1")),
         "a replay that did not reach back asked for everything"
     );
 
@@ -457,7 +463,7 @@ async fn sigkill_and_sigterm_restarts_resume_from_the_committed_cursor() {
     sim.append("d1", "RUN", "web", &web[total / 2..]);
     harness.wait_for(total / 2 + total / 10, WAIT).await;
     ferry.kill9();
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     let deadline = Instant::now() + WAIT;
     let events = loop {
         let events = harness.events();
@@ -521,7 +527,7 @@ async fn no_secret_reaches_the_log_or_the_metrics() {
     drop(ferry);
 
     let mut secrets = vec![sim.config().token];
-    for request in sim.requests().iter().filter(|r| r.kind != Kind::Api) {
+    for request in sim.requests().iter().filter(|r| r.view != Kind::Api) {
         let token = request.query.trim_start_matches("token=").to_string();
         assert!(token.len() > 8, "{}", request.query);
         secrets.push(token);

@@ -79,7 +79,7 @@ async fn discovered_containers_are_followed_in_order_through_drops() {
     let c3_err = lines("c3", 0..50);
     sim.append("c3", "stderr", &c3_err);
     let events = harness.wait_for(1052, WAIT).await;
-    assert_eq!(running.stop().await, ferry::topology::Outcome::Completed);
+    assert!(running.stop().await.success());
 
     assert_eq!(events.len(), 1052, "no duplicates");
     assert_exactly(&events, "c1", "stdout", &c1_out);
@@ -116,7 +116,7 @@ async fn a_restart_resumes_from_the_committed_offset() {
     let config = source(&sim, "streams = [\"stdout\"]");
     let running = harness.start(&config);
     harness.wait_for(301, WAIT).await;
-    assert_eq!(running.stop().await, ferry::topology::Outcome::Completed);
+    assert!(running.stop().await.success());
 
     let second = lines("out", 300..600);
     sim.append("c1", "stdout", &second);
@@ -294,7 +294,7 @@ async fn a_refused_key_is_one_clear_error_line_without_the_key() {
         "container_ids = [\"c1\"]\nauth_retry_interval = \"300ms\"",
     )
     .replace(&sim.config().api_key, secret);
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     let deadline = std::time::Instant::now() + WAIT;
     while sim.requests().iter().filter(|r| r.status == 401).count() < 3 {
         assert!(std::time::Instant::now() < deadline, "no retries seen");
@@ -319,7 +319,7 @@ async fn a_validation_error_is_reported_with_the_providers_detail() {
     let harness = Harness::new();
     let config =
         source(&sim, "container_ids = [\"c1\"]").replace(&sim.config().deployment_id, "not-a-uuid");
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     let deadline = std::time::Instant::now() + WAIT;
     while sim.requests().iter().filter(|r| r.status == 422).count() < 2 {
         assert!(std::time::Instant::now() < deadline, "no 422 seen");
@@ -345,7 +345,7 @@ async fn sigkill_and_restart_resume_from_the_committed_cursor() {
     let config = source(&sim, "streams = [\"stdout\"]\ncontainer_ids = [\"c1\"]");
 
     // Killed while idle: everything delivered was committed, so nothing repeats.
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     harness.wait_for(2000, WAIT).await;
     harness.wait_quiet(Duration::from_millis(2000)).await;
     ferry.kill9();
@@ -356,7 +356,7 @@ async fn sigkill_and_restart_resume_from_the_committed_cursor() {
     );
     let second = lines("out", 2000..4000);
     sim.append("c1", "stdout", &second);
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     harness.wait_for(4000, WAIT).await;
     harness.wait_quiet(Duration::from_millis(500)).await;
     ferry.terminate();
@@ -366,10 +366,10 @@ async fn sigkill_and_restart_resume_from_the_committed_cursor() {
     // Killed mid-stream: nothing is lost; only what was in flight may repeat.
     let third = lines("out", 4000..40000);
     sim.append("c1", "stdout", &third);
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     harness.wait_for(6000, WAIT).await;
     ferry.kill9();
-    let mut ferry = harness.spawn_binary(&config);
+    let mut ferry = harness.start(&config);
     let deadline = std::time::Instant::now() + WAIT;
     let events = loop {
         let events = harness.events();

@@ -60,7 +60,8 @@ use serde_json::{Value, json};
 
 pub use sim_server::Fault;
 use sim_server::{
-    Configured, Flow, Frames, RateLimit, Seen, Server, Sim, StreamSpec, bearer, query_param,
+    Configured, Flow, Frames, RateLimit, RequestKind, Seen, Server, Sim, StreamSpec, bearer,
+    query_param,
 };
 
 /// The log types the routes accept (`AUTOSCALE_EVENT` only on the events route).
@@ -124,22 +125,7 @@ pub enum Kind {
     Archive,
 }
 
-/// A request as the simulator saw it (its `query` as sent: a live or archive
-/// URL's carries its token).
-pub type Request = Seen<Asked>;
-
-/// What a request was for, and what it asked.
-#[derive(Debug, Clone)]
-pub struct Asked {
-    pub kind: Kind,
-    pub log_type: Option<String>,
-    pub tail_lines: Option<i64>,
-    pub follow: Option<String>,
-    /// The request carried an `Authorization` header.
-    pub authorized: bool,
-}
-
-impl Kind {
+impl RequestKind for Kind {
     /// What `request` was, by the first segment of its path.
     fn of(request: &Seen) -> Kind {
         match request.path.split('/').nth(1) {
@@ -437,17 +423,8 @@ impl DigitalOceanSim {
     }
 
     /// Every request so far.
-    pub fn requests(&self) -> Vec<Request> {
-        self.sim.requests_as(|seen| {
-            let asked = Asked {
-                kind: Kind::of(&seen),
-                log_type: seen.param("type"),
-                tail_lines: seen.param("tail_lines").and_then(|t| t.parse().ok()),
-                follow: seen.param("follow"),
-                authorized: seen.header("authorization").is_some(),
-            };
-            Some(seen.with(asked))
-        })
+    pub fn requests(&self) -> Vec<Seen<Kind>> {
+        self.sim.requests_by_kind()
     }
 }
 

@@ -1,18 +1,14 @@
-//! Runs a ferry pipeline for the provider tests: one source (given as TOML) into a
-//! JSON `file` sink that the test reads back, either in-process through the library
-//! or as the real `ferry` binary (needed to SIGKILL it). Each harness owns a
-//! temporary directory with the config, `data_dir` and the output file.
+//! Runs the real `ferry` binary for the provider tests: one source (given as TOML)
+//! into a JSON `file` sink that the test reads back; stopped with SIGTERM, or killed
+//! with SIGKILL. Each harness owns a temporary directory with the config,
+//! `data_dir`, the output file and ferry's log (`stderr.log`).
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry::checkpoint::CheckpointStore;
-use ferry::telemetry::Health;
-use ferry::topology::Outcome;
 use serde_json::Value;
 
 pub struct Harness {
@@ -58,36 +54,8 @@ fsync = "none"
         )
     }
 
-    /// Starts the pipeline in this process.
-    pub fn start(&self, source: &str) -> InProcess {
-        let text = self.config(source);
-        let config = ferry::topology::config::parse(&text, &self.config_path(), |_| None)
-            .expect("valid config");
-        std::fs::create_dir_all(&config.data_dir).unwrap();
-        let store = Arc::new(CheckpointStore::open(&config.data_dir).expect("checkpoint store"));
-        let pipeline = ferry::topology::start(&config, store, Arc::new(Health::default()))
-            .expect("pipeline starts");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let timeout = config.shutdown_timeout;
-        let task = tokio::spawn(async move {
-            pipeline
-                .run(
-                    async {
-                        let _ = stopped.await;
-                    },
-                    timeout,
-                )
-                .await
-                .0
-        });
-        InProcess {
-            stop: Some(stop),
-            task,
-        }
-    }
-
     /// Starts the real binary on this config; its stderr goes to `stderr.log`.
-    pub fn spawn_binary(&self, source: &str) -> Binary {
+    pub fn start(&self, source: &str) -> Binary {
         std::fs::write(self.config_path(), self.config(source)).unwrap();
         let stderr_path = self.dir.path().join("stderr.log");
         let stderr = std::fs::OpenOptions::new()
@@ -209,20 +177,6 @@ pub fn messages_where<'a>(events: &'a [Value], field: &str, value: &str) -> Vec<
         .collect()
 }
 
-pub struct InProcess {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Outcome>,
-}
-
-impl InProcess {
-    pub async fn stop(mut self) -> Outcome {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("pipeline task")
-    }
-}
-
 pub struct Binary {
     child: Child,
     stderr_path: PathBuf,
@@ -241,6 +195,14 @@ impl Binary {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
         self.child.wait().unwrap()
+    }
+
+    /// SIGTERM, then waits for the exit off the runtime's threads (the simulators
+    /// keep serving meanwhile).
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.terminate())
+            .await
+            .expect("waiting for ferry")
     }
 
     pub fn stderr(&self) -> String {

@@ -47,10 +47,10 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 
-pub use sim_server::Fault;
 use sim_server::{
-    Configured, Flow, Frames, RateLimit, Seen, Server, Sim, StreamSpec, Tokens, json, text,
+    Configured, Flow, Frames, RateLimit, RequestKind, Server, Sim, StreamSpec, Tokens, json, text,
 };
+pub use sim_server::{Fault, Seen};
 
 /// Which key names the type of a stream event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,20 +91,7 @@ pub enum Kind {
     Stream,
 }
 
-/// A request as the simulator saw it.
-pub type Request = Seen<Asked>;
-
-/// What a request was, and what it asked for.
-#[derive(Debug, Clone)]
-pub struct Asked {
-    pub kind: Kind,
-    pub n: Option<String>,
-    pub filter: Option<String>,
-    /// The request asked for a websocket.
-    pub upgrade: bool,
-}
-
-impl Kind {
+impl RequestKind for Kind {
     /// What `request` was, by its path (and query).
     fn of(request: &Seen) -> Kind {
         if request.path.ends_with("/tokens/exchange") {
@@ -218,16 +205,8 @@ impl ScalingoSim {
     }
 
     /// Every request so far.
-    pub fn requests(&self) -> Vec<Request> {
-        self.sim.requests_as(|seen| {
-            let asked = Asked {
-                kind: Kind::of(&seen),
-                n: seen.param("n"),
-                filter: seen.param("filter"),
-                upgrade: seen.header("upgrade").is_some(),
-            };
-            Some(seen.with(asked))
-        })
+    pub fn requests(&self) -> Vec<Seen<Kind>> {
+        self.sim.requests_by_kind()
     }
 }
 

@@ -5,7 +5,7 @@
 //!   stopped when dropped;
 //! - [`Sim`]: the provider's state behind a lock, a wake-up for streams when it
 //!   changes, every request recorded ([`Seen`], with what the simulator reads from
-//!   it: `Seen<ItsView>`), queued [`Fault`]s and a random
+//!   it: `Seen<ItsView>`, or its [`RequestKind`]), queued [`Fault`]s and a random
 //!   5xx rate (seeded, so a run can be replayed), the count of open streams (and
 //!   the most open at once), and [`Sim::disconnect_all`] to cut every stream at
 //!   once;
@@ -141,6 +141,13 @@ impl<V> Seen<V> {
     }
 }
 
+/// A simulator's own kinds of request (the routes or modes its documents name),
+/// told apart by what was asked.
+pub trait RequestKind {
+    /// What `request` was.
+    fn of(request: &Seen) -> Self;
+}
+
 struct Book {
     requests: Vec<Seen>,
     faults: VecDeque<Fault>,
@@ -222,6 +229,14 @@ impl<T> Sim<T> {
     /// simulator's own kind of request).
     pub fn requests_as<R>(&self, view: impl FnMut(Seen) -> Option<R>) -> Vec<R> {
         self.requests().into_iter().filter_map(view).collect()
+    }
+
+    /// Every request recorded so far, with its kind (a simulator's own) as its view.
+    pub fn requests_by_kind<K: RequestKind>(&self) -> Vec<Seen<K>> {
+        self.requests_as(|seen| {
+            let kind = K::of(&seen);
+            Some(seen.with(kind))
+        })
     }
 
     /// How many requests recorded so far `matches`.

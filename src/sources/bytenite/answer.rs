@@ -112,6 +112,8 @@ impl Ord for Line {
 /// What an answer held that may be new.
 #[derive(Debug, Default)]
 pub struct Answer {
+    /// The sub-streams of the lines read, in the order first seen
+    /// ([`Line::stream`] indexes this).
     pub streams: Vec<SubStream>,
     /// Kept lines, in no particular order.
     pub lines: Vec<Line>,
