@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let message = String::from_utf8_lossy(body);
     let sse_event = (split & 0x80 != 0).then_some("ping");
-    if let frames::StreamEvent::Log(text) = frames::decode(&message, sse_event) {
+    if let frames::StreamEvent::Log { text, .. } = frames::decode(&message, sse_event) {
         for raw in frames::lines(&text) {
             assert!(!raw.contains('\n'));
             check(raw);

@@ -246,10 +246,10 @@ impl AppLogs {
         event
     }
 
-    /// The event of a line not in Scalingo's format: the line itself, now.
-    fn unparsed(&self, ctx: &Context, raw: String, truncated: bool, now: i64) -> Event {
+    /// The event of a line not in Scalingo's format: the line itself, at `time`.
+    fn unparsed(&self, ctx: &Context, raw: String, truncated: bool, time: i64) -> Event {
         tracing::debug!(source = %ctx.source, "a line not in Scalingo's format; shipped as it is");
-        let mut event = ctx.event(raw, now);
+        let mut event = ctx.event(raw, time);
         event.origin.app = Some(self.settings.app.clone());
         if truncated {
             event
@@ -259,16 +259,28 @@ impl AppLogs {
         event
     }
 
-    /// One line from the socket. It is no longer than `max_event_bytes`: the
-    /// message holding it was cut there, and unescaping only shortens it.
-    fn live_line(&mut self, ctx: &Context, raw: &str, truncated: bool, out: &mut Emitter) {
+    /// One line from the socket, and its event's `timestamp` (the time of a line
+    /// without Scalingo's prefix, else now). It is no longer than
+    /// `max_event_bytes`: the message holding it was cut there, and unescaping only
+    /// shortens it.
+    fn live_line(
+        &mut self,
+        ctx: &Context,
+        raw: &str,
+        truncated: bool,
+        time: Option<i64>,
+        out: &mut Emitter,
+    ) {
         match line::parse(raw) {
             Ok(line) => {
                 if self.cursor.admit(&mut self.live, &line, raw) {
                     out.push(self.event(ctx, &line, truncated));
                 }
             }
-            Err(_) => out.push(self.unparsed(ctx, raw.to_string(), truncated, now_nanos())),
+            Err(_) => {
+                let time = time.unwrap_or_else(now_nanos);
+                out.push(self.unparsed(ctx, raw.to_string(), truncated, time));
+            }
         }
     }
 }
@@ -353,9 +365,10 @@ impl Follow for AppLogs {
 
     fn frame(&mut self, frame: Frame, ctx: &Context, out: &mut Emitter) {
         let truncated = frame.truncated;
-        if let StreamEvent::Log(text) = frames::decode(&frame.data, frame.event.as_deref()) {
+        if let StreamEvent::Log { text, time } = frames::decode(&frame.data, frame.event.as_deref())
+        {
             for raw in frames::lines(&text) {
-                self.live_line(ctx, raw, truncated, out);
+                self.live_line(ctx, raw, truncated, time, out);
             }
         }
     }

@@ -2,19 +2,26 @@
 //! `data:` when the server falls back to SSE), its type under `event` (what
 //! Scalingo's CLI and scalingo.js read) or `name` (what the documentation shows):
 //! `{"event":"log","log":"<lines>"}` — one or several `\n`-separated lines — and the
-//! keepalive `{"event":"ping","timestamp":…}`. Unknown types are ignored. A frame
-//! that is not such an object is taken as log text itself (an SSE fallback that
-//! sends the lines bare).
+//! keepalive `{"event":"ping","timestamp":…}`. Unknown types are ignored. An
+//! object with no type but a `log` (as an SSE fallback may send under `event: log`)
+//! is a log event; a frame that is not such an object is taken as log text itself
+//! (an SSE fallback that sends the lines bare). A log event's own `timestamp` is
+//! kept for lines that do not carry Scalingo's time prefix.
 
 use std::borrow::Cow;
 
+use chrono::DateTime;
 use serde::Deserialize;
 
 /// One decoded stream message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent<'a> {
-    /// Log text: one or several lines.
-    Log(Cow<'a, str>),
+    /// Log text: one or several lines, and the event's `timestamp` (Unix ns) if it
+    /// had a readable one.
+    Log {
+        text: Cow<'a, str>,
+        time: Option<i64>,
+    },
     /// A keepalive, or an event type ferry does not ship.
     Ignored,
 }
@@ -27,6 +34,8 @@ struct Raw<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     log: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
 }
 
 /// Decodes one message; `sse_event` is the SSE `event:` field, if any.
@@ -34,16 +43,25 @@ pub fn decode<'a>(data: &'a str, sse_event: Option<&str>) -> StreamEvent<'a> {
     if sse_event.is_some_and(|e| e != "log" && e != "message") {
         return StreamEvent::Ignored;
     }
+    let bare = StreamEvent::Log {
+        text: Cow::Borrowed(data),
+        time: None,
+    };
     if !data.trim_start().starts_with('{') {
-        return StreamEvent::Log(Cow::Borrowed(data));
+        return bare;
     }
     let Ok(raw) = serde_json::from_str::<Raw<'_>>(data) else {
-        return StreamEvent::Log(Cow::Borrowed(data));
+        return bare;
     };
-    match raw.event.or(raw.name).as_deref() {
-        Some("log") => raw.log.map_or(StreamEvent::Ignored, StreamEvent::Log),
-        Some(_) => StreamEvent::Ignored,
-        None => StreamEvent::Log(Cow::Borrowed(data)),
+    let time = raw.timestamp.as_deref().and_then(|stamp| {
+        DateTime::parse_from_rfc3339(stamp.trim())
+            .ok()?
+            .timestamp_nanos_opt()
+    });
+    match (raw.event.or(raw.name).as_deref(), raw.log) {
+        (Some("log") | None, Some(text)) => StreamEvent::Log { text, time },
+        (None, None) => bare,
+        _ => StreamEvent::Ignored,
     }
 }
 
@@ -55,7 +73,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn log(text: &str) -> StreamEvent<'_> {
-        StreamEvent::Log(Cow::Borrowed(text))
+        StreamEvent::Log {
+            text: Cow::Borrowed(text),
+            time: None,
+        }
     }
 
     #[test]
@@ -63,7 +84,13 @@ mod tests {
         let line = "2015-02-16 02:02:43.93 +0000 UTC [web-1] hi";
         let by_event =
             format!(r#"{{"event":"log","log":"{line}\n","timestamp":"2015-02-16T02:02:43Z"}}"#);
-        assert_eq!(decode(&by_event, None), log(&format!("{line}\n")));
+        assert_eq!(
+            decode(&by_event, None),
+            StreamEvent::Log {
+                text: Cow::Owned(format!("{line}\n")),
+                time: Some(1_424_052_163_000_000_000),
+            }
+        );
         let by_name = format!(r#"{{"name":"log","log":"{line}"}}"#);
         assert_eq!(decode(&by_name, None), log(line));
         assert_eq!(
@@ -88,13 +115,38 @@ mod tests {
                 r#"{"event":"log","log":"a \"quoted\" line\nand another\n"}"#,
                 None
             ),
-            StreamEvent::Log(Cow::Owned("a \"quoted\" line\nand another\n".into()))
+            StreamEvent::Log {
+                text: Cow::Owned("a \"quoted\" line\nand another\n".into()),
+                time: None,
+            }
         );
         assert_eq!(decode("plain line", None), log("plain line"));
         assert_eq!(decode("{not json", None), log("{not json"));
         assert_eq!(decode(r#"{"other":1}"#, None), log(r#"{"other":1}"#));
         assert_eq!(decode("x", Some("ping")), StreamEvent::Ignored);
         assert_eq!(decode("x", Some("log")), log("x"));
+    }
+
+    /// An SSE fallback may name the type in its `event:` field and send only the
+    /// rest, and a `log` may be the bare message with the time beside it.
+    #[test]
+    fn an_untyped_object_with_a_log_is_a_log_event_with_its_timestamp() {
+        assert_eq!(decode(r#"{"log":"hi"}"#, Some("log")), log("hi"));
+        assert_eq!(decode(r#"{"log":"hi"}"#, None), log("hi"));
+        assert_eq!(
+            decode(
+                r#"{"event":"log","log":"hi","timestamp":"2024-05-01T12:00:00.123456789Z"}"#,
+                None
+            ),
+            StreamEvent::Log {
+                text: Cow::Borrowed("hi"),
+                time: Some(1_714_564_800_123_456_789),
+            }
+        );
+        assert_eq!(
+            decode(r#"{"log":"hi","timestamp":"yesterday"}"#, None),
+            log("hi")
+        );
     }
 
     #[test]
@@ -117,7 +169,7 @@ mod tests {
                 text.push('\n');
             }
             let message = serde_json::json!({ key: "log", "log": text }).to_string();
-            let StreamEvent::Log(decoded) = decode(&message, None) else {
+            let StreamEvent::Log { text: decoded, .. } = decode(&message, None) else {
                 panic!("not a log event");
             };
             let got: Vec<&str> = lines(&decoded).collect();
