@@ -261,6 +261,48 @@ async fn faults_expired_urls_and_a_revoked_token_lose_nothing() {
     assert_no_bearer_on_signed_urls(&sim);
 }
 
+/// The documented plain-HTTP mode: a live URL answering with chunked `text/plain`
+/// lines instead of a websocket is read all the same. A live URL refused with 403
+/// (its own token, not the API token) is asked for again after the usual backoff,
+/// not after the hour a refused credential would wait here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_text_live_url_and_a_refused_one_lose_nothing() {
+    let sim = DigitalOceanSim::start(SimConfig {
+        live_plain: true,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.add_deployment("d1", Phase::Active);
+    let web = messages("web", 0..2000);
+    sim.append("d1", "RUN", "web", &web[..1000]);
+    sim.push_stream_fault(Fault::Status(403, None));
+    let harness = Harness::new();
+    let running = harness.start(&source(&sim, "auth_retry_interval = \"1h\""));
+    harness.wait_for(1000, WAIT).await;
+    sim.push_stream_fault(Fault::DropAfter(3));
+    sim.disconnect_all();
+    sim.append("d1", "RUN", "web", &web[1000..]);
+    harness.wait_for(2000, WAIT).await;
+    let events = harness.wait_quiet(Duration::from_millis(800)).await;
+    let log = running.stderr();
+    running.stop().await;
+
+    assert_exactly(&events, "d1", "web", &web);
+    let requests = sim.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.view == Kind::Live && r.status == 403)
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.view == Kind::Live && r.header("upgrade").is_some() && r.status == 200),
+        "plain text answered a websocket upgrade"
+    );
+    assert!(!log.contains("credentials refused"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ratelimit_headers_hold_requests_back() {
     let sim = DigitalOceanSim::start(SimConfig {

@@ -269,6 +269,23 @@ async fn a_server_answering_with_sse_instead_of_a_websocket_is_read_as_sse() {
     assert_eq!(frames, ["one", "two"]);
 }
 
+/// DigitalOcean's `live_url` may be an `https://` URL read as chunked text.
+#[tokio::test]
+async fn a_server_answering_a_websocket_with_plain_text_gives_its_lines() {
+    let server = start().await;
+    let mut connection = ws::connect(
+        &anonymous(),
+        &format!("http://{}/dump", server.addr),
+        |r| r,
+        &options(),
+    )
+    .await
+    .unwrap();
+    let (frames, error) = drain(&mut connection).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(frames, ["first", "second", "last without end"]);
+}
+
 #[tokio::test]
 async fn a_plain_text_body_gives_its_lines_and_the_unterminated_last_one() {
     let server = start().await;

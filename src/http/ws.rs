@@ -7,12 +7,14 @@
 //! timeout, a close frame as the normal end, pings answered by tungstenite.
 //!
 //! A server that answers the upgrade with a `text/event-stream` body instead
-//! (Scalingo's fallback without `Upgrade`) gives an SSE connection. `ws://` and
+//! (Scalingo's fallback without `Upgrade`) gives an SSE connection; one that
+//! answers with any other successful body (DigitalOcean's `live_url` read as
+//! chunked `text/plain`, as doctl once did) gives its lines. `ws://` and
 //! `wss://` URLs are requested as `http://` and `https://`. No credentials are sent
 //! and no URL appears in an error: these URLs carry their own token, which is also
 //! hidden from an error body that echoes it.
 
-use reqwest::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
+use reqwest::header::{CONNECTION, CONTENT_TYPE, UPGRADE};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -76,16 +78,16 @@ async fn upgrade(
         .await?;
     if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
         let content_type = response.headers().get(CONTENT_TYPE);
-        if content_type
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"))
-        {
+        let content_type = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
+        if content_type.starts_with("text/event-stream") {
             return Ok(Connection::sse(response, options));
         }
+        if response.status().is_success() {
+            return Ok(Connection::lines(response, options));
+        }
         return Err(Ended::Lost(format!(
-            "the server did not switch to a websocket (HTTP {}, content type {:?})",
+            "the server did not switch to a websocket (HTTP {}, content type {content_type:?})",
             response.status(),
-            content_type.unwrap_or(&HeaderValue::from_static(""))
         )));
     }
     let accept = derive_accept_key(key.as_bytes());

@@ -30,7 +30,9 @@
 //! [`SimConfig::url_token_ttl`]), replays the last `tail_lines` lines (all for -1)
 //! as `{"data":"<component> <RFC3339Nano> <message>\n"}` messages
 //! ([`SimConfig::lines_per_message`] lines each), then follows; with `follow=false`
-//! it closes after the replay. A phase that ends closes its sockets (close 1000); a
+//! it closes after the replay. A live request without `Upgrade` (or any, with
+//! [`SimConfig::live_plain`]) gets the same lines as chunked `text/plain`, the
+//! documented plain-HTTP mode. A phase that ends closes its sockets (close 1000); a
 //! superseded deployment's RUN sockets close too when
 //! [`SimConfig::close_on_redeploy`], else stay open and silent (doctl #1614).
 //! Archive files are plain text, oldest first.
@@ -53,6 +55,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::Path;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
@@ -85,6 +88,10 @@ sim_server::sim_config! {
     /// How long a live or archive URL's token works (`None`: until
     /// [`DigitalOceanSim::expire_urls`]).
     pub url_token_ttl: Option<Duration> = None,
+    /// Live URLs answer even a websocket upgrade with chunked `text/plain` lines
+    /// (the documented plain-HTTP mode, which a request without `Upgrade` always
+    /// gets).
+    pub live_plain: bool = false,
     /// Close the live sockets of a deployment when a redeploy supersedes it.
     pub close_on_redeploy: bool = false,
     /// Answer with the API reference example's names (`url`, `historic_logs`).
@@ -755,9 +762,11 @@ fn live_over(state: &DoState, grant: &Grant) -> bool {
 async fn live(
     Call { sim, uri, .. }: Call,
     Path(deployment): Path<String>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let mut state = sim.lock();
+    let upgrade = upgrade.ok().filter(|_| !state.config.live_plain);
+    let plain = upgrade.is_none();
     let grant = match url_grant(&state, &uri, &deployment) {
         Ok(grant) => grant,
         Err(response) => return *response,
@@ -805,15 +814,22 @@ async fn live(
                     .as_ref()
                     .is_none_or(|c| *c == lines[next].component)
                 {
-                    batch.push(&lines[next].escaped);
+                    batch.push(&lines[next]);
                 }
                 next += 1;
             }
             if !batch.is_empty() {
                 frames.with(|out| {
+                    if plain {
+                        for line in batch {
+                            out.extend_from_slice(line.text.as_bytes());
+                            out.push(b'\n');
+                        }
+                        return;
+                    }
                     out.extend_from_slice(b"{\"data\":\"");
-                    for escaped in batch {
-                        out.extend_from_slice(escaped.as_bytes());
+                    for line in batch {
+                        out.extend_from_slice(line.escaped.as_bytes());
                     }
                     out.extend_from_slice(b"\"}");
                 });
@@ -834,7 +850,15 @@ async fn live(
             Flow::More
         }
     };
-    sim_server::ws_stream(upgrade, sim, StreamSpec::new(fault), feed)
+    match upgrade {
+        Some(upgrade) => sim_server::ws_stream(upgrade, sim, StreamSpec::new(fault), feed),
+        None => sim_server::stream_body(
+            sim,
+            "text/plain; charset=utf-8",
+            StreamSpec::new(fault),
+            feed,
+        ),
+    }
 }
 
 async fn archive(

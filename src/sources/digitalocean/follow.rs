@@ -316,7 +316,7 @@ impl LogStream {
             let response = tokio::time::timeout(ctx.options.request_timeout, request)
                 .await
                 .map_err(|_| Ended::Lost("archived logs: no answer (request timeout)".into()))?
-                .map_err(|ended| ended.hiding_query_of(url))?;
+                .map_err(|ended| signed_url_refused(ended.hiding_query_of(url)))?;
             let mut body = Connection::lines(response, &ctx.options);
             loop {
                 while let Some(frame) = body.next_frame() {
@@ -446,7 +446,9 @@ impl Follow for LogStream {
         if let Some(live) = urls.live()
             && !(finished && self.drained_live)
         {
-            let connection = ws::connect(&ctx.api, live, |request| request, &ctx.options).await?;
+            let connection = ws::connect(&ctx.api, live, |request| request, &ctx.options)
+                .await
+                .map_err(signed_url_refused)?;
             self.feeds.clear();
             self.opened = Opened::Live(Live {
                 since: Instant::now(),
@@ -550,6 +552,18 @@ impl Follow for LogStream {
 
     fn reopen(&self) -> bool {
         self.reopen
+    }
+}
+
+/// A live or archive URL answered 401/403: its own token expired or was revoked,
+/// not the API token, so this is no refused credential. The URLs are asked for
+/// again after the usual backoff.
+fn signed_url_refused(ended: Ended) -> Ended {
+    match ended {
+        Ended::Failed(failure) if failure.kind == FailureKind::Auth => Ended::Lost(format!(
+            "a signed log URL was refused ({failure}); asking for new ones"
+        )),
+        other => other,
     }
 }
 
