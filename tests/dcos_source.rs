@@ -10,6 +10,7 @@ mod provider_harness;
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use dcos_sim::{DcosSim, Fault, SimConfig};
 use provider_harness::Harness;
 use serde_json::Value;
@@ -211,7 +212,17 @@ async fn a_restart_resumes_exactly_from_the_committed_cursors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_cursor_falls_back_to_recent_entries_without_duplicates() {
-    let sim = DcosSim::start(SimConfig::default()).await;
+    for status in [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_REQUEST] {
+        a_cursor_refused_with(status).await;
+    }
+}
+
+async fn a_cursor_refused_with(status: StatusCode) {
+    let sim = DcosSim::start(SimConfig {
+        refused_cursor_status: status,
+        ..SimConfig::default()
+    })
+    .await;
     sim.journal(MASTER, entries("master", 0..100));
     let harness = Harness::new();
     let config = source(&sim, "journal = true\nfallback_entries = 50");
@@ -232,7 +243,7 @@ async fn a_refused_cursor_falls_back_to_recent_entries_without_duplicates() {
     let requests = sim.requests();
     let refused = requests
         .iter()
-        .position(|r| r.status == 500)
+        .position(|r| r.status == status.as_u16())
         .expect("cursor refused");
     assert_eq!(requests[refused + 1].query, "skip=-50");
     assert_eq!(requests[refused + 1].last_event_id, None);

@@ -10,7 +10,8 @@
 //!   synthetic cursors `s=…;i=<seq>;b=…;m=…;t=<realtime>;x=…`), matching `UNIT` or
 //!   `_SYSTEMD_UNIT`; `cursor` (exclusive, `BEG`, `END`), `skip`, `limit`, repeatable
 //!   `filter=KEY:value` (400 on a bad one), `Last-Event-ID` overriding `cursor`, an
-//!   unknown cursor → 500 "unable to open journald"; by `Accept`: SSE following
+//!   unknown cursor → 500 "unable to open journald" (or 400, by config); by
+//!   `Accept`: SSE following
 //!   forever with `: ping` keepalives, NDJSON (204 when nothing matches), or text.
 //! - `GET /system/v1/logs/v2/task/{id}[/file/{file}]` → 303 to the agent route
 //!   `/system/v1/agent/{agent}/logs/v2/task/frameworks/{fw}/executors/{ex}/runs/{container}/{file}`
@@ -66,6 +67,9 @@ sim_server::sim_config! {
     /// Idle time before a `: ping` on component streams.
     pub keepalive: Duration = Duration::from_secs(15),
     pub hostname: String = "master-1.cluster.local".into(),
+    /// The status an unknown cursor gets: 500 as dcos-log answers, or 400 (a bad
+    /// `cursor`, as providers.md also lists).
+    pub refused_cursor_status: StatusCode = StatusCode::INTERNAL_SERVER_ERROR,
 }
 
 /// A request to a log route, as the simulator saw it.
@@ -464,7 +468,7 @@ async fn component(
             Some(index) => matching.iter().filter(|m| **m <= index).count() as i64,
             None => {
                 return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    state.config.refused_cursor_status,
                     &format!("unable to open journald: cannot seek to cursor {cursor}"),
                 );
             }

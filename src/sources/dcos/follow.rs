@@ -3,7 +3,7 @@
 //!
 //! journald: the cursor is `{"cursor": C, "realtime": µs, "hash": h}` for the last
 //! entry shipped; a reconnect sends `Last-Event-ID: C` and the server starts after
-//! it. If the server refuses the cursor with 500 (the journal was vacuumed or
+//! it. If the server refuses the cursor with 500 or 400 (the journal was vacuumed or
 //! rotated), the next connection asks for the last `fallback_entries` entries
 //! (`skip=-N`) and drops those at or before the saved one: an older
 //! `realtime_timestamp`, or the same one with the same cursor or message hash.
@@ -303,7 +303,7 @@ impl Follow for Stream {
             return Next::Stop;
         }
         if let Ended::Failed(failure) = ended
-            && failure.status.as_u16() == 500
+            && matches!(failure.status.as_u16(), 400 | 500)
             && self.journal.is_some()
             && !self.fallback
             && !self.is_task()
