@@ -1,7 +1,8 @@
 //! DC/OS log entries (the JSON in each SSE `data:`) and their mapping to events.
 //!
 //! journald entries: `{"fields":{…},"cursor":…,"realtime_timestamp":µs,…}` →
-//! message `MESSAGE`, time `realtime_timestamp`, level from `PRIORITY` (0–2 fatal,
+//! message `MESSAGE`, time `realtime_timestamp` (else the `_SOURCE_REALTIME_TIMESTAMP`
+//! field, else the time of receipt), level from `PRIORITY` (0–2 fatal,
 //! 3 error, 4 warn, 5 notice, 6 info, 7 debug), host `_HOSTNAME`, component `UNIT`
 //! / `_SYSTEMD_UNIT` / `SYSLOG_IDENTIFIER`, and `pid`, `syslog_identifier`,
 //! `transport` fields. Task entries: `{"fields":{"MESSAGE","FILE","AGENT_ID",
@@ -73,6 +74,7 @@ pub(crate) fn journal_event(from: Who, entry: &Entry, now: i64) -> Event {
     let message = entry.field("MESSAGE").unwrap_or_default().to_string();
     let timestamp = entry
         .realtime_timestamp
+        .or_else(|| entry.field("_SOURCE_REALTIME_TIMESTAMP")?.parse().ok())
         .and_then(|us| i64::try_from(us).ok())
         .and_then(|us| us.checked_mul(1000))
         .unwrap_or(now);
@@ -151,6 +153,14 @@ mod tests {
         );
         assert_eq!(event.fields["pid"], "1");
         assert_eq!(entry.cursor.as_deref(), Some("s=f7;i=262"));
+
+        let from = (&Arc::from("s"), &Arc::from("dcos"));
+        let source_time =
+            r#"{"fields":{"MESSAGE":"m","_SOURCE_REALTIME_TIMESTAMP":"1476253700204900"}}"#;
+        let event = journal_event(from, &parse(source_time).unwrap(), 7);
+        assert_eq!(event.timestamp, 1_476_253_700_204_900_000);
+        let untimed = parse(r#"{"fields":{"MESSAGE":"m"}}"#).unwrap();
+        assert_eq!(journal_event(from, &untimed, 7).timestamp, 7);
     }
 
     #[test]
