@@ -11,6 +11,9 @@
 //! unless it sends no ids and the lines at the offset repeat the stream's first
 //! lines exactly (then up to `lines` lines may be skipped; documented in
 //! docs/providers.md).
+//!
+//! io.net gives no time with a line: an event is stamped when it is read, unless
+//! the line itself starts with an RFC 3339 timestamp (kept in the message).
 
 use std::sync::Arc;
 
@@ -26,6 +29,23 @@ use crate::sources::provider::{Context, Emitter, Follow};
 
 /// Lines of the stream's start remembered to recognise a replay from offset 0.
 const HEAD_LINES: usize = 4;
+
+/// The time of a line that starts with an RFC 3339 timestamp and a space
+/// (`2024-05-01T12:00:00.123456Z listening`), as many apps write, in Unix ns.
+fn leading_time(line: &str) -> Option<i64> {
+    let bytes = line.as_bytes();
+    let looks_like = bytes.len() > 20
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[4] == b'-'
+        && matches!(bytes[10], b'T' | b't');
+    if !looks_like {
+        return None;
+    }
+    let stamp = line.split_ascii_whitespace().next()?;
+    chrono::DateTime::parse_from_rfc3339(stamp)
+        .ok()?
+        .timestamp_nanos_opt()
+}
 
 /// The committed cursor of one container stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +118,8 @@ impl ContainerStream {
         if frame.data.is_empty() {
             return;
         }
-        let mut log = ctx.event(frame.data, now);
+        let time = leading_time(&frame.data).unwrap_or(now);
+        let mut log = ctx.event(frame.data, time);
         log.stream = Some(self.stream.as_str().to_string());
         log.origin.deployment = Some(self.deployment.id.clone());
         log.origin.instance = Some(self.container.clone());
@@ -203,5 +224,32 @@ impl Follow for ContainerStream {
 
     fn position(&self) -> Option<serde_json::Value> {
         serde_json::to_value(&self.position).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leading_time;
+
+    #[test]
+    fn a_leading_rfc3339_timestamp_is_the_lines_time() {
+        assert_eq!(
+            leading_time("2024-05-01T12:00:00.123456789Z listening on :8080"),
+            Some(1_714_564_800_123_456_789)
+        );
+        assert_eq!(
+            leading_time("2024-05-01T14:00:00+02:00 up"),
+            Some(1_714_564_800_000_000_000)
+        );
+        for untimed in [
+            "INFO:     Started server process [1]",
+            "2024-05-01 12:00:00 space-separated",
+            "2024-05-01T99:00:00Z not a time",
+            "2024-05-01T12:00:00Z",
+            "",
+            "2024-é",
+        ] {
+            assert_eq!(leading_time(untimed), None, "{untimed}");
+        }
     }
 }
