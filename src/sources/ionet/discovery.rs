@@ -23,8 +23,9 @@ struct ContainersResponse {
 
 #[derive(Debug, Deserialize)]
 struct ContainersData {
+    /// Missing or null: none.
     #[serde(default)]
-    workers: Vec<Worker>,
+    workers: Option<Vec<Worker>>,
 }
 
 /// io.net's `WorkerData`, the fields ferry uses.
@@ -39,10 +40,18 @@ struct Worker {
     container_events: Option<Vec<ContainerEvent>>,
 }
 
+/// A lifecycle event; a missing or null field reads as empty rather than failing
+/// the whole containers list (one without a message is not shipped).
 #[derive(Debug, Deserialize)]
 struct ContainerEvent {
+    #[serde(default, deserialize_with = "null_as_empty")]
     time: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     message: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn is_terminal(status: &str) -> bool {
@@ -135,7 +144,7 @@ async fn poll(ctx: &Context, deployment: &Deployment) -> Result<Vec<Worker>, End
         () = ctx.stop.cancelled() => return Ok(Vec::new()),
         list = ctx.api.json(|client| client.get(url.clone()).timeout(timeout)) => list?,
     };
-    Ok(list.data.workers)
+    Ok(list.data.workers.unwrap_or_default())
 }
 
 /// Ships each container's lifecycle events once, deduplicated by a cursor
@@ -157,6 +166,7 @@ impl Lifecycle {
             .container_events
             .iter()
             .flatten()
+            .filter(|e| !e.message.is_empty())
             .map(|e| {
                 let time = chrono::DateTime::parse_from_rfc3339(&e.time)
                     .ok()
@@ -187,5 +197,29 @@ impl Lifecycle {
         }
         let value = serde_json::to_value(&*cursor).ok().map(|v| (key, v));
         out.send(value).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ContainersResponse;
+
+    #[test]
+    fn null_workers_and_null_event_fields_do_not_fail_the_list() {
+        let none: ContainersResponse =
+            serde_json::from_str(r#"{"data":{"total":0,"workers":null}}"#).unwrap();
+        assert!(none.data.workers.unwrap_or_default().is_empty());
+        let list: ContainersResponse = serde_json::from_str(
+            r#"{"data":{"total":1,"workers":[{"container_id":"c1","device_id":null,
+                "container_events":[{"time":null,"message":"pulled"},{"time":"2024-05-01T12:00:00Z"}]}]}}"#,
+        )
+        .unwrap();
+        let workers = list.data.workers.unwrap();
+        let events = workers[0].container_events.as_ref().unwrap();
+        assert_eq!(
+            (events[0].time.as_str(), events[0].message.as_str()),
+            ("", "pulled")
+        );
+        assert_eq!(events[1].message, "");
     }
 }
