@@ -253,37 +253,24 @@ async fn a_refused_upgrade_carries_the_providers_error_without_the_url() {
     );
 }
 
+/// A server that answers the upgrade with SSE (Scalingo's fallback) or with plain
+/// text (DigitalOcean's `live_url` read as chunked text) is read as such.
 #[tokio::test]
-async fn a_server_answering_with_sse_instead_of_a_websocket_is_read_as_sse() {
+async fn a_server_answering_a_websocket_with_sse_or_plain_text_is_read_as_such() {
     let server = start().await;
-    let mut connection = ws::connect(
-        &anonymous(),
-        &format!("ws://{}/events", server.addr),
-        |r| r,
-        &options(),
-    )
-    .await
-    .unwrap();
-    let (frames, error) = drain(&mut connection).await;
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(frames, ["one", "two"]);
-}
-
-/// DigitalOcean's `live_url` may be an `https://` URL read as chunked text.
-#[tokio::test]
-async fn a_server_answering_a_websocket_with_plain_text_gives_its_lines() {
-    let server = start().await;
-    let mut connection = ws::connect(
-        &anonymous(),
-        &format!("http://{}/dump", server.addr),
-        |r| r,
-        &options(),
-    )
-    .await
-    .unwrap();
-    let (frames, error) = drain(&mut connection).await;
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(frames, ["first", "second", "last without end"]);
+    let answers: [(&str, &[&str]); 2] = [
+        ("ws://{}/events", &["one", "two"]),
+        ("http://{}/dump", &["first", "second", "last without end"]),
+    ];
+    for (url, expected) in answers {
+        let url = url.replace("{}", &server.addr.to_string());
+        let mut connection = ws::connect(&anonymous(), &url, |r| r, &options())
+            .await
+            .unwrap();
+        let (frames, error) = drain(&mut connection).await;
+        assert!(error.is_none(), "{url}: {error:?}");
+        assert_eq!(frames, expected, "{url}");
+    }
 }
 
 #[tokio::test]
