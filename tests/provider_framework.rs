@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry::http::api::Api;
@@ -39,13 +39,7 @@ struct Live {
 
 type Shared = Arc<Sim<Live>>;
 
-async fn live(
-    upgrade: WebSocketUpgrade,
-    State(sim): State<Shared>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    sim.record(&Method::GET, &uri, &headers, 101);
+async fn live(upgrade: WebSocketUpgrade, State(sim): State<Shared>) -> Response {
     let mut next = 0;
     let spec = StreamSpec::new(sim.next_fault());
     sim_server::ws_stream(
@@ -62,8 +56,7 @@ async fn live(
     )
 }
 
-async fn refused(State(sim): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
-    sim.record(&Method::GET, &uri, &headers, 401);
+async fn refused() -> Response {
     sim_server::json(
         StatusCode::UNAUTHORIZED,
         serde_json::json!({"id": "unauthorized", "message": "Unable to authenticate you."}),
@@ -96,10 +89,9 @@ async fn dump() -> Response {
         .into_response()
 }
 
-async fn exchange(State(sim): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+async fn exchange(State(sim): State<Shared>, headers: HeaderMap) -> Response {
     let ok = sim_server::basic(&headers)
         .is_some_and(|(user, pass)| user.is_empty() && pass == API_TOKEN);
-    sim.record(&Method::POST, &uri, &headers, if ok { 200 } else { 401 });
     if !ok {
         return sim_server::text(StatusCode::UNAUTHORIZED, "bad token");
     }
@@ -110,9 +102,9 @@ async fn exchange(State(sim): State<Shared>, uri: Uri, headers: HeaderMap) -> Re
     sim_server::json(StatusCode::OK, serde_json::json!({ "token": token }))
 }
 
-async fn api(State(sim): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+async fn api(State(sim): State<Shared>, headers: HeaderMap) -> Response {
     let mut live = sim.lock();
-    let response = if live.throttle > 0 {
+    if live.throttle > 0 {
         live.throttle -= 1;
         sim_server::with_retry_after(
             sim_server::text(StatusCode::TOO_MANY_REQUESTS, "Retry later"),
@@ -122,10 +114,7 @@ async fn api(State(sim): State<Shared>, uri: Uri, headers: HeaderMap) -> Respons
         sim_server::json(StatusCode::OK, serde_json::json!({ "ok": true }))
     } else {
         sim_server::text(StatusCode::UNAUTHORIZED, "token expired")
-    };
-    drop(live);
-    sim.record(&Method::GET, &uri, &headers, response.status().as_u16());
-    response
+    }
 }
 
 async fn start() -> Server<Live> {

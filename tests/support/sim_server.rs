@@ -207,19 +207,6 @@ impl<T> Sim<T> {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a request and the status it got, for a server whose handlers record
-    /// their requests themselves ([`Server::start`]).
-    pub fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, status: u16) {
-        let seen = Seen::new(
-            Instant::now(),
-            method.clone(),
-            uri,
-            headers.clone(),
-            Bytes::new(),
-        );
-        self.book().requests.push(Seen { status, ..seen });
-    }
-
     /// Every request recorded so far.
     pub fn requests(&self) -> Vec<Seen> {
         self.book().requests.clone()
@@ -367,35 +354,23 @@ impl<T> Drop for Server<T> {
 }
 
 impl<T: Send + 'static> Server<T> {
-    /// Serves `routes` (handlers take `State<Arc<Sim<T>>>`) over `state`; the
-    /// handlers record the requests they want to ([`Sim::record`]).
+    /// Serves `routes` (handlers take `State<Arc<Sim<T>>>` or a [`Call`]) over
+    /// `state`, recording every request a route answers.
     pub async fn start(
         state: T,
         routes: impl FnOnce(Router<Arc<Sim<T>>>) -> Router<Arc<Sim<T>>>,
-    ) -> Server<T> {
-        Server::serve(state, routes, false).await
-    }
-
-    /// Serves `routes` over `state`, recording every request a route answers when
-    /// `recorded`.
-    async fn serve(
-        state: T,
-        routes: impl FnOnce(Router<Arc<Sim<T>>>) -> Router<Arc<Sim<T>>>,
-        recorded: bool,
     ) -> Server<T> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind simulator");
         let addr = listener.local_addr().expect("simulator address");
         let sim = Arc::new(Sim::new(format!("http://{addr}"), state));
-        let mut routes = routes(Router::new());
-        if recorded {
-            routes = routes.route_layer(axum::middleware::from_fn_with_state(
+        let app = routes(Router::new())
+            .route_layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&sim),
                 record_answered::<T>,
-            ));
-        }
-        let app = routes.with_state(Arc::clone(&sim));
+            ))
+            .with_state(Arc::clone(&sim));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -477,15 +452,14 @@ macro_rules! sim_config {
 pub(crate) use sim_config;
 
 impl<T: Configured + Default + Send + 'static> Server<T> {
-    /// Serves `routes` over the default state holding `config`, recording every
-    /// request a route answers.
+    /// [`Server::start`] over the default state holding `config`.
     pub async fn configured(
         config: T::Config,
         routes: impl FnOnce(Router<Arc<Sim<T>>>) -> Router<Arc<Sim<T>>>,
     ) -> Server<T> {
         let mut state = T::default();
         *state.config_mut() = config;
-        Server::serve(state, routes, true).await
+        Server::start(state, routes).await
     }
 }
 
