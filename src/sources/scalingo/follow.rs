@@ -260,7 +260,7 @@ impl AppLogs {
     }
 
     /// One line from the socket, and its event's `timestamp` (the time of a line
-    /// without Scalingo's prefix, else now). It is no longer than
+    /// without Scalingo's prefix, if readable, else now). It is no longer than
     /// `max_event_bytes`: the message holding it was cut there, and unescaping only
     /// shortens it.
     fn live_line(
@@ -268,7 +268,7 @@ impl AppLogs {
         ctx: &Context,
         raw: &str,
         truncated: bool,
-        time: Option<i64>,
+        timestamp: Option<&str>,
         out: &mut Emitter,
     ) {
         match line::parse(raw) {
@@ -278,6 +278,7 @@ impl AppLogs {
                 }
             }
             Err(_) => {
+                let time = timestamp.and_then(frames::event_time);
                 let time = time.unwrap_or_else(now_nanos);
                 out.push(self.unparsed(ctx, raw.to_string(), truncated, time));
             }
@@ -365,10 +366,11 @@ impl Follow for AppLogs {
 
     fn frame(&mut self, frame: Frame, ctx: &Context, out: &mut Emitter) {
         let truncated = frame.truncated;
-        if let StreamEvent::Log { text, time } = frames::decode(&frame.data, frame.event.as_deref())
+        if let StreamEvent::Log { text, timestamp } =
+            frames::decode(&frame.data, frame.event.as_deref())
         {
             for raw in frames::lines(&text) {
-                self.live_line(ctx, raw, truncated, time, out);
+                self.live_line(ctx, raw, truncated, timestamp.as_deref(), out);
             }
         }
     }

@@ -16,11 +16,11 @@ use serde::Deserialize;
 /// One decoded stream message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent<'a> {
-    /// Log text: one or several lines, and the event's `timestamp` (Unix ns) if it
-    /// had a readable one.
+    /// Log text: one or several lines, and the event's `timestamp` as sent (read
+    /// with [`event_time`] only for a line without Scalingo's own time prefix).
     Log {
         text: Cow<'a, str>,
-        time: Option<i64>,
+        timestamp: Option<Cow<'a, str>>,
     },
     /// A keepalive, or an event type ferry does not ship.
     Ignored,
@@ -45,7 +45,7 @@ pub fn decode<'a>(data: &'a str, sse_event: Option<&str>) -> StreamEvent<'a> {
     }
     let bare = StreamEvent::Log {
         text: Cow::Borrowed(data),
-        time: None,
+        timestamp: None,
     };
     if !data.trim_start().starts_with('{') {
         return bare;
@@ -53,16 +53,21 @@ pub fn decode<'a>(data: &'a str, sse_event: Option<&str>) -> StreamEvent<'a> {
     let Ok(raw) = serde_json::from_str::<Raw<'_>>(data) else {
         return bare;
     };
-    let time = raw.timestamp.as_deref().and_then(|stamp| {
-        DateTime::parse_from_rfc3339(stamp.trim())
-            .ok()?
-            .timestamp_nanos_opt()
-    });
     match (raw.event.or(raw.name).as_deref(), raw.log) {
-        (Some("log") | None, Some(text)) => StreamEvent::Log { text, time },
+        (Some("log") | None, Some(text)) => StreamEvent::Log {
+            text,
+            timestamp: raw.timestamp,
+        },
         (None, None) => bare,
         _ => StreamEvent::Ignored,
     }
+}
+
+/// A log event's `timestamp` (RFC 3339) in Unix ns, if it is readable.
+pub fn event_time(timestamp: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(timestamp.trim())
+        .ok()?
+        .timestamp_nanos_opt()
 }
 
 pub use crate::http::connection::text_lines as lines;
@@ -75,7 +80,7 @@ mod tests {
     fn log(text: &str) -> StreamEvent<'_> {
         StreamEvent::Log {
             text: Cow::Borrowed(text),
-            time: None,
+            timestamp: None,
         }
     }
 
@@ -88,7 +93,7 @@ mod tests {
             decode(&by_event, None),
             StreamEvent::Log {
                 text: Cow::Owned(format!("{line}\n")),
-                time: Some(1_424_052_163_000_000_000),
+                timestamp: Some(Cow::Borrowed("2015-02-16T02:02:43Z")),
             }
         );
         let by_name = format!(r#"{{"name":"log","log":"{line}"}}"#);
@@ -117,7 +122,7 @@ mod tests {
             ),
             StreamEvent::Log {
                 text: Cow::Owned("a \"quoted\" line\nand another\n".into()),
-                time: None,
+                timestamp: None,
             }
         );
         assert_eq!(decode("plain line", None), log("plain line"));
@@ -140,13 +145,18 @@ mod tests {
             ),
             StreamEvent::Log {
                 text: Cow::Borrowed("hi"),
-                time: Some(1_714_564_800_123_456_789),
+                timestamp: Some(Cow::Borrowed("2024-05-01T12:00:00.123456789Z")),
             }
         );
         assert_eq!(
-            decode(r#"{"log":"hi","timestamp":"yesterday"}"#, None),
-            log("hi")
+            event_time("2024-05-01T12:00:00.123456789Z"),
+            Some(1_714_564_800_123_456_789)
         );
+        assert_eq!(
+            event_time("2015-02-16T02:02:43Z"),
+            Some(1_424_052_163_000_000_000)
+        );
+        assert_eq!(event_time("yesterday"), None);
     }
 
     #[test]
