@@ -312,6 +312,19 @@ impl Redact {
         })
     }
 
+    /// Adds the matches counted since the last batch to the shared counters.
+    fn publish_matches(&mut self) {
+        let counters = self.rules.iter().map(|(_, counter)| counter);
+        for (counter, count) in counters
+            .chain([&self.sensitive_matches])
+            .zip(&mut self.unpublished)
+        {
+            if *count > 0 {
+                counter.increment(std::mem::take(count));
+            }
+        }
+    }
+
     /// Redacts whatever `event` holds: gathers its texts in scope, finds their
     /// matches with one search per rule that may occur in them, and rewrites the
     /// event only when there is something to replace.
@@ -627,20 +640,6 @@ fn push_hex(bytes: &[u8], len: usize, out: &mut String) {
         out.push(HEX[usize::from(b >> 4)] as char);
         if 2 * i + 1 < len {
             out.push(HEX[usize::from(b & 15)] as char);
-        }
-    }
-}
-
-impl Redact {
-    fn publish_matches(&mut self) {
-        let counters = self.rules.iter().map(|(_, counter)| counter);
-        for (counter, count) in counters
-            .chain([&self.sensitive_matches])
-            .zip(&mut self.unpublished)
-        {
-            if *count > 0 {
-                counter.increment(std::mem::take(count));
-            }
         }
     }
 }
